@@ -1,0 +1,164 @@
+//! Run-time choice among the Burn backends compiled in (cargo features `flex`, `wgpu`, `cuda`).
+//! Model and training code are generic over `Backend`; this is the one place that names them.
+
+use anyhow::{Result, bail};
+use burn::tensor::backend::AutodiffBackend;
+use std::fmt;
+use std::str::FromStr;
+
+/// A backend and device, written `flex`, `wgpu`, `wgpu:cpu`, `wgpu:N`, `cuda` or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendSpec {
+    Flex,
+    Wgpu(WgpuTarget),
+    Cuda(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WgpuTarget {
+    Default,
+    /// A CPU adapter such as Mesa's lavapipe.
+    Cpu,
+    Discrete(usize),
+}
+
+impl FromStr for BackendSpec {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let (name, device) = match s.split_once(':') {
+            Some((n, d)) => (n, Some(d)),
+            None => (s, None),
+        };
+        let index = |d: &str| {
+            d.parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("device `{d}` in backend `{s}` is not an index"))
+        };
+        Ok(match (name, device) {
+            ("flex", None) => Self::Flex,
+            ("wgpu", None) => Self::Wgpu(WgpuTarget::Default),
+            ("wgpu", Some("cpu")) => Self::Wgpu(WgpuTarget::Cpu),
+            ("wgpu", Some(d)) => Self::Wgpu(WgpuTarget::Discrete(index(d)?)),
+            ("cuda", None) => Self::Cuda(0),
+            ("cuda", Some(d)) => Self::Cuda(index(d)?),
+            _ => bail!(
+                "unknown backend `{s}` (expected flex, wgpu, wgpu:cpu, wgpu:N, cuda or cuda:N)"
+            ),
+        })
+    }
+}
+
+impl fmt::Display for BackendSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Flex => write!(f, "flex"),
+            Self::Wgpu(WgpuTarget::Default) => write!(f, "wgpu"),
+            Self::Wgpu(WgpuTarget::Cpu) => write!(f, "wgpu:cpu"),
+            Self::Wgpu(WgpuTarget::Discrete(i)) => write!(f, "wgpu:{i}"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// Work to run on whichever backend is chosen at run time.
+pub trait OnBackend {
+    type Output;
+    fn run<B: AutodiffBackend>(self, device: B::Device, spec: BackendSpec) -> Self::Output;
+}
+
+/// Runs `work` on the backend `spec` names, or says which cargo feature would enable it.
+pub fn dispatch<W: OnBackend>(spec: BackendSpec, work: W) -> Result<W::Output> {
+    match spec {
+        BackendSpec::Flex => flex(spec, work),
+        BackendSpec::Wgpu(target) => wgpu(spec, target, work),
+        BackendSpec::Cuda(index) => cuda(spec, index, work),
+    }
+}
+
+#[cfg(feature = "flex")]
+fn flex<W: OnBackend>(spec: BackendSpec, work: W) -> Result<W::Output> {
+    use burn::backend::{Autodiff, Flex};
+    Ok(work.run::<Autodiff<Flex>>(Default::default(), spec))
+}
+#[cfg(not(feature = "flex"))]
+fn flex<W: OnBackend>(_: BackendSpec, _: W) -> Result<W::Output> {
+    not_compiled("flex", "flex")
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu<W: OnBackend>(spec: BackendSpec, target: WgpuTarget, work: W) -> Result<W::Output> {
+    use burn::backend::wgpu::WgpuDevice;
+    use burn::backend::{Autodiff, Wgpu};
+    let device = match target {
+        WgpuTarget::Default => WgpuDevice::DefaultDevice,
+        WgpuTarget::Cpu => WgpuDevice::Cpu,
+        WgpuTarget::Discrete(i) => WgpuDevice::DiscreteGpu(i),
+    };
+    Ok(work.run::<Autodiff<Wgpu>>(device, spec))
+}
+#[cfg(not(feature = "wgpu"))]
+fn wgpu<W: OnBackend>(_: BackendSpec, _: WgpuTarget, _: W) -> Result<W::Output> {
+    not_compiled("wgpu", "wgpu")
+}
+
+#[cfg(feature = "cuda")]
+fn cuda<W: OnBackend>(spec: BackendSpec, index: usize, work: W) -> Result<W::Output> {
+    use burn::backend::cuda::CudaDevice;
+    use burn::backend::{Autodiff, Cuda};
+    Ok(work.run::<Autodiff<Cuda>>(CudaDevice { index }, spec))
+}
+#[cfg(not(feature = "cuda"))]
+fn cuda<W: OnBackend>(_: BackendSpec, _: usize, _: W) -> Result<W::Output> {
+    not_compiled("cuda", "cuda")
+}
+
+#[allow(dead_code)]
+fn not_compiled<T>(backend: &str, feature: &str) -> Result<T> {
+    bail!(
+        "backend `{backend}` is not compiled into this binary: rebuild with `--features {feature}` \
+         (e.g. `cargo build --release --features {feature}`)"
+    )
+}
+
+/// The backends this binary was built with.
+pub fn compiled_in() -> Vec<&'static str> {
+    let mut out = vec![];
+    if cfg!(feature = "flex") {
+        out.push("flex");
+    }
+    if cfg!(feature = "wgpu") {
+        out.push("wgpu");
+    }
+    if cfg!(feature = "cuda") {
+        out.push("cuda");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_specs() {
+        for s in ["flex", "wgpu", "wgpu:cpu", "wgpu:1", "cuda:0"] {
+            assert_eq!(s.parse::<BackendSpec>().unwrap().to_string(), s);
+        }
+        assert_eq!("cuda".parse::<BackendSpec>().unwrap(), BackendSpec::Cuda(0));
+        let err = "tpu".parse::<BackendSpec>().unwrap_err().to_string();
+        assert!(err.contains("unknown backend `tpu`"), "{err}");
+        assert!("cuda:x".parse::<BackendSpec>().is_err());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn missing_backend_names_the_feature() {
+        struct Nothing;
+        impl OnBackend for Nothing {
+            type Output = ();
+            fn run<B: AutodiffBackend>(self, _: B::Device, _: BackendSpec) {}
+        }
+        let err = dispatch(BackendSpec::Cuda(0), Nothing).unwrap_err().to_string();
+        assert!(err.contains("--features cuda"), "{err}");
+    }
+}

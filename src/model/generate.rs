@@ -1,0 +1,153 @@
+//! Batched decoding with a KV cache. Prompts of different lengths are left-padded; each row's
+//! RoPE positions start at its first real token, and its pads are masked, so a row decodes the
+//! same tokens whatever else is in the batch.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::Rng;
+
+use super::cache::KvCache;
+use super::llama::{AttentionPlan, CausalLm};
+use super::sampling::{SamplingParams, sample_token};
+
+/// One generated continuation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    /// New tokens, including the EOS token when one ended the row.
+    pub tokens: Vec<u32>,
+    /// Whether an EOS token ended the row (else it hit `max_new_tokens`).
+    pub finished: bool,
+}
+
+/// Generates up to `max_new_tokens` for each prompt, with a KV cache.
+pub fn generate<B: Backend>(
+    model: &CausalLm<B>,
+    prompts: &[Vec<u32>],
+    max_new_tokens: usize,
+    params: &SamplingParams,
+    rng: &mut impl Rng,
+) -> Vec<Generation> {
+    decode(model, prompts, max_new_tokens, params, rng, true)
+}
+
+/// The same as [`generate`] but recomputing the whole sequence at every step (no cache).
+/// Slow; it exists to check the cache.
+pub fn generate_uncached<B: Backend>(
+    model: &CausalLm<B>,
+    prompts: &[Vec<u32>],
+    max_new_tokens: usize,
+    params: &SamplingParams,
+    rng: &mut impl Rng,
+) -> Vec<Generation> {
+    decode(model, prompts, max_new_tokens, params, rng, false)
+}
+
+fn decode<B: Backend>(
+    model: &CausalLm<B>,
+    prompts: &[Vec<u32>],
+    max_new_tokens: usize,
+    params: &SamplingParams,
+    rng: &mut impl Rng,
+    use_cache: bool,
+) -> Vec<Generation> {
+    let config = model.config();
+    let device = model.device();
+    let pad = config.pad_token_id.or(config.eos_token_ids.first().copied()).unwrap_or(0);
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let mut rows: Vec<Row> = prompts.iter().map(|p| Row::left_padded(p, width, pad)).collect();
+    let mut out: Vec<Generation> = prompts
+        .iter()
+        .map(|_| Generation {
+            tokens: vec![],
+            finished: false,
+        })
+        .collect();
+    if prompts.is_empty() || max_new_tokens == 0 {
+        return out;
+    }
+    assert!(width > 0, "every prompt needs at least one token");
+    let mut cache = KvCache::new(config.num_layers);
+    let mut fed = 0; // tokens of each row already in the cache
+    for step in 0..max_new_tokens {
+        let start = if use_cache { fed } else { 0 };
+        let logits = last_logits(model, &rows, start, &device, use_cache.then_some(&mut cache));
+        fed = rows[0].ids.len();
+        let vocab = logits.len() / rows.len();
+        for (b, row) in rows.iter_mut().enumerate() {
+            let done = out[b].finished;
+            let next = if done {
+                pad
+            } else {
+                sample_token(&logits[b * vocab..(b + 1) * vocab], params, rng)
+            };
+            if !done {
+                out[b].tokens.push(next);
+                out[b].finished = config.is_eos(next);
+            }
+            row.push(next, !done);
+        }
+        if out.iter().all(|g| g.finished) || step + 1 == max_new_tokens {
+            break;
+        }
+    }
+    out
+}
+
+/// A left-padded token row with per-token validity.
+struct Row {
+    ids: Vec<u32>,
+    valid: Vec<bool>,
+}
+
+impl Row {
+    fn left_padded(prompt: &[u32], width: usize, pad: u32) -> Self {
+        let n_pad = width - prompt.len();
+        let mut ids = vec![pad; n_pad];
+        ids.extend_from_slice(prompt);
+        let mut valid = vec![false; n_pad];
+        valid.extend(std::iter::repeat_n(true, prompt.len()));
+        Self { ids, valid }
+    }
+
+    fn push(&mut self, token: u32, valid: bool) {
+        self.ids.push(token);
+        self.valid.push(valid);
+    }
+
+    /// RoPE position of each token: real tokens before it (HF's `cumsum(mask) - 1`); pads
+    /// reuse a neighbour's position, which does not matter since they are masked.
+    fn positions(&self) -> Vec<usize> {
+        let mut seen = 0usize;
+        self.valid
+            .iter()
+            .map(|&v| {
+                seen += usize::from(v);
+                seen.saturating_sub(1)
+            })
+            .collect()
+    }
+}
+
+/// Runs tokens `start..` of every row and returns the logits of the last position, `[batch * vocab]`.
+fn last_logits<B: Backend>(
+    model: &CausalLm<B>,
+    rows: &[Row],
+    start: usize,
+    device: &B::Device,
+    cache: Option<&mut KvCache<B>>,
+) -> Vec<f32> {
+    let total = rows[0].ids.len();
+    let seq = total - start;
+    let ids: Vec<i64> = rows
+        .iter()
+        .flat_map(|r| r.ids[start..].iter().map(|&t| t as i64))
+        .collect();
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [rows.len(), seq]), device);
+    let positions: Vec<Vec<usize>> = rows.iter().map(|r| r.positions()[start..].to_vec()).collect();
+    let valid: Vec<Vec<bool>> = rows.iter().map(|r| r.valid.clone()).collect();
+    let plan = AttentionPlan::new(model.config(), &positions, &valid, device);
+    let hidden = model.hidden(ids, &plan, cache);
+    let last = hidden.narrow(1, seq - 1, 1);
+    let logits = model.head(last).reshape([rows.len(), model.config().vocab_size]);
+    logits.into_data().convert::<f32>().into_vec::<f32>().expect("f32 logits")
+}

@@ -1,0 +1,195 @@
+//! The SELM objective (Zhang et al. 2024, eq. in DESIGN.md section 2) and its metrics:
+//! `loss_i = -log_sigmoid(beta * ((pc - pr) - (rc - rr))) + alpha * beta * (py - ry)`.
+//! alpha = 0 gives plain DPO.
+
+use burn::tensor::Tensor;
+use burn::tensor::activation::log_sigmoid;
+use burn::tensor::backend::Backend;
+use serde::Serialize;
+
+/// Sequence log-probs of a batch of triples under the policy (`p*`) and the reference (`r*`):
+/// chosen, rejected, and the reference policy's greedy response y_ref. Each `[n]`.
+#[derive(Debug, Clone)]
+pub struct TripleLogps<B: Backend> {
+    pub policy_chosen: Tensor<B, 1>,
+    pub policy_rejected: Tensor<B, 1>,
+    pub policy_response: Tensor<B, 1>,
+    pub reference_chosen: Tensor<B, 1>,
+    pub reference_rejected: Tensor<B, 1>,
+    pub reference_response: Tensor<B, 1>,
+}
+
+/// Per-triple terms and their mean.
+#[derive(Debug, Clone)]
+pub struct SelmLoss<B: Backend> {
+    /// Mean over triples, shape `[1]`; backpropagate this.
+    pub loss: Tensor<B, 1>,
+    pub losses: Tensor<B, 1>,
+    pub dpo_losses: Tensor<B, 1>,
+    /// `alpha * beta * (py - ry)` per triple.
+    pub optimism_terms: Tensor<B, 1>,
+}
+
+pub fn selm_loss<B: Backend>(l: &TripleLogps<B>, alpha: f64, beta: f64) -> SelmLoss<B> {
+    let logits = (l.policy_chosen.clone() - l.policy_rejected.clone())
+        - (l.reference_chosen.clone() - l.reference_rejected.clone());
+    let dpo_losses = log_sigmoid(logits * beta).neg();
+    let optimism_terms =
+        (l.policy_response.clone() - l.reference_response.clone()) * (alpha * beta);
+    let losses = dpo_losses.clone() + optimism_terms.clone();
+    SelmLoss {
+        loss: losses.clone().mean(),
+        losses,
+        dpo_losses,
+        optimism_terms,
+    }
+}
+
+/// One step's metrics under the names TRL and the official trainer log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SelmMetrics {
+    pub loss: f64,
+    #[serde(rename = "loss/dpo")]
+    pub loss_dpo: f64,
+    #[serde(rename = "loss/optimism")]
+    pub loss_optimism: f64,
+    #[serde(rename = "rewards/chosen")]
+    pub rewards_chosen: f64,
+    #[serde(rename = "rewards/rejected")]
+    pub rewards_rejected: f64,
+    #[serde(rename = "rewards/accuracies")]
+    pub rewards_accuracies: f64,
+    #[serde(rename = "rewards/margins")]
+    pub rewards_margins: f64,
+    #[serde(rename = "logps/chosen")]
+    pub logps_chosen: f64,
+    #[serde(rename = "logps/rejected")]
+    pub logps_rejected: f64,
+    #[serde(rename = "logps/pi_response")]
+    pub logps_pi_response: f64,
+    #[serde(rename = "logps/ref_response")]
+    pub logps_ref_response: f64,
+    pub alpha: f64,
+    pub beta: f64,
+}
+
+/// Host copies of the per-triple values a step produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTriples {
+    pub policy_chosen: Vec<f32>,
+    pub policy_rejected: Vec<f32>,
+    pub policy_response: Vec<f32>,
+    pub reference_chosen: Vec<f32>,
+    pub reference_rejected: Vec<f32>,
+    pub reference_response: Vec<f32>,
+    pub losses: Vec<f32>,
+    pub dpo_losses: Vec<f32>,
+    pub optimism_terms: Vec<f32>,
+}
+
+impl HostTriples {
+    pub fn read<B: Backend>(l: &TripleLogps<B>, loss: &SelmLoss<B>) -> Self {
+        let v = |t: &Tensor<B, 1>| t.to_data().convert::<f32>().into_vec::<f32>().expect("f32");
+        Self {
+            policy_chosen: v(&l.policy_chosen),
+            policy_rejected: v(&l.policy_rejected),
+            policy_response: v(&l.policy_response),
+            reference_chosen: v(&l.reference_chosen),
+            reference_rejected: v(&l.reference_rejected),
+            reference_response: v(&l.reference_response),
+            losses: v(&loss.losses),
+            dpo_losses: v(&loss.dpo_losses),
+            optimism_terms: v(&loss.optimism_terms),
+        }
+    }
+
+    /// Metrics of these triples (means over the batch).
+    pub fn metrics(&self, alpha: f64, beta: f64) -> SelmMetrics {
+        let n = self.losses.len().max(1) as f64;
+        let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let chosen: Vec<f64> = self.reward(&self.policy_chosen, &self.reference_chosen, beta);
+        let rejected: Vec<f64> = self.reward(&self.policy_rejected, &self.reference_rejected, beta);
+        let accuracy = chosen.iter().zip(&rejected).filter(|(c, r)| c > r).count() as f64 / n;
+        let rewards_chosen = chosen.iter().sum::<f64>() / n;
+        let rewards_rejected = rejected.iter().sum::<f64>() / n;
+        SelmMetrics {
+            loss: mean(&self.losses),
+            loss_dpo: mean(&self.dpo_losses),
+            loss_optimism: mean(&self.optimism_terms),
+            rewards_chosen,
+            rewards_rejected,
+            rewards_accuracies: accuracy,
+            rewards_margins: rewards_chosen - rewards_rejected,
+            logps_chosen: mean(&self.policy_chosen),
+            logps_rejected: mean(&self.policy_rejected),
+            logps_pi_response: mean(&self.policy_response),
+            logps_ref_response: mean(&self.reference_response),
+            alpha,
+            beta,
+        }
+    }
+
+    /// Implicit rewards `beta * (log pi_theta - log pi_ref)`.
+    fn reward(&self, policy: &[f32], reference: &[f32], beta: f64) -> Vec<f64> {
+        policy
+            .iter()
+            .zip(reference)
+            .map(|(&p, &r)| beta * (p as f64 - r as f64))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    fn t(v: &[f32]) -> Tensor<Flex, 1> {
+        Tensor::from_floats(v, &Default::default())
+    }
+
+    fn logps(alpha_terms: (f32, f32)) -> TripleLogps<Flex> {
+        TripleLogps {
+            policy_chosen: t(&[-10.0, -20.0]),
+            policy_rejected: t(&[-12.0, -18.0]),
+            policy_response: t(&[-5.0, alpha_terms.0]),
+            reference_chosen: t(&[-11.0, -20.0]),
+            reference_rejected: t(&[-11.0, -19.0]),
+            reference_response: t(&[-6.0, alpha_terms.1]),
+        }
+    }
+
+    #[test]
+    fn loss_matches_hand_computation() {
+        let (alpha, beta) = (0.5, 0.1);
+        let l = logps((-7.0, -4.0));
+        let out = selm_loss(&l, alpha, beta);
+        // Triple 0: logits = (-10+12) - (-11+11) = 2; triple 1: (-20+18) - (-20+19) = -3.
+        let dpo = |z: f64| (1.0 + (-beta * z).exp()).ln();
+        let opt = [alpha * beta * 1.0, alpha * beta * -3.0];
+        let expect = [dpo(2.0) + opt[0], dpo(-3.0) + opt[1]];
+        let losses = out.losses.to_data().into_vec::<f32>().unwrap();
+        for (got, want) in losses.iter().zip(expect) {
+            assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        let mean: f32 = out.loss.into_scalar();
+        assert!((mean as f64 - (expect[0] + expect[1]) / 2.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn alpha_zero_is_dpo_and_metrics_follow_trl() {
+        let l = logps((-7.0, -4.0));
+        let out = selm_loss(&l, 0.0, 0.1);
+        let host = HostTriples::read(&l, &out);
+        assert_eq!(host.losses, host.dpo_losses);
+        let m = host.metrics(0.0, 0.1);
+        assert!((m.rewards_chosen - 0.05).abs() < 1e-6); // mean(0.1*1, 0.1*0)
+        assert!((m.rewards_rejected - 0.05).abs() < 1e-6); // mean(0.1*-1, 0.1*1)
+        assert_eq!(m.rewards_accuracies, 0.5);
+        assert!((m.logps_chosen + 15.0).abs() < 1e-9);
+        assert!((m.logps_ref_response + 5.0).abs() < 1e-9);
+        assert_eq!(m.loss_optimism, 0.0);
+        let json = serde_json::to_value(&m).unwrap();
+        assert!(json.get("rewards/margins").is_some() && json.get("logps/pi_response").is_some());
+    }
+}

@@ -1,0 +1,16 @@
+//! SELM math as pure tensor functions: sequence log-probs, the loss, its metrics.
+
+pub mod logprobs;
+pub mod loss;
+
+pub use loss::{HostTriples, SelmLoss, SelmMetrics, TripleLogps, selm_loss};
+
+/// One preference triple as token ids: prompt x, chosen y_w, rejected y_l, and y_ref, the
+/// reference policy's greedy response to x.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Triple {
+    pub prompt: Vec<u32>,
+    pub chosen: Vec<u32>,
+    pub rejected: Vec<u32>,
+    pub reference_response: Vec<u32>,
+}

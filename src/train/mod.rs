@@ -1,0 +1,184 @@
+//! One SELM update: policy and reference log-probs, the loss, backward, global-norm clipping,
+//! AdamW with the warmup + cosine schedule.
+
+pub mod grads;
+pub mod schedule;
+
+use anyhow::{Result, bail};
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use serde::Serialize;
+
+use crate::model::CausalLm;
+use crate::selm::logprobs::sequence_logps;
+use crate::selm::{HostTriples, SelmMetrics, Triple, TripleLogps, selm_loss};
+pub use schedule::CosineWithWarmup;
+
+/// Optimizer settings (AdamW, as `torch.optim.AdamW`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OptimConfig {
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// None disables clipping.
+    pub max_grad_norm: Option<f64>,
+}
+
+impl Default for OptimConfig {
+    /// TRL's defaults.
+    fn default() -> Self {
+        Self {
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            max_grad_norm: Some(1.0),
+        }
+    }
+}
+
+/// What one update did.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    #[serde(flatten)]
+    pub metrics: SelmMetrics,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub lr: f64,
+    #[serde(skip)]
+    pub grad_norms: Vec<(String, f64)>,
+    #[serde(skip)]
+    pub triples: HostTriples,
+}
+
+/// Policy, frozen reference, optimizer state and schedule.
+pub struct SelmTrainer<B: AutodiffBackend> {
+    policy: Option<CausalLm<B>>,
+    reference: CausalLm<B::InnerBackend>,
+    optimizer: OptimizerAdaptor<AdamW, CausalLm<B>, B>,
+    pub schedule: CosineWithWarmup,
+    pub optim: OptimConfig,
+    /// Optimizer steps taken.
+    pub step: usize,
+}
+
+impl<B: AutodiffBackend> SelmTrainer<B> {
+    pub fn new(
+        policy: CausalLm<B>,
+        reference: CausalLm<B::InnerBackend>,
+        optim: OptimConfig,
+        schedule: CosineWithWarmup,
+    ) -> Self {
+        let optimizer = AdamWConfig::new()
+            .with_beta_1(optim.betas.0 as f32)
+            .with_beta_2(optim.betas.1 as f32)
+            .with_epsilon(optim.eps as f32)
+            .with_weight_decay(optim.weight_decay as f32)
+            .init();
+        Self {
+            policy: Some(policy),
+            reference,
+            optimizer,
+            schedule,
+            optim,
+            step: 0,
+        }
+    }
+
+    pub fn policy(&self) -> &CausalLm<B> {
+        self.policy.as_ref().expect("policy is only taken inside step")
+    }
+
+    pub fn reference(&self) -> &CausalLm<B::InnerBackend> {
+        &self.reference
+    }
+
+    /// pi_ref <- pi_theta.
+    pub fn sync_reference(&mut self) {
+        self.reference = self.policy().valid();
+    }
+
+    /// Log-probs of the triples: policy with gradient, reference without.
+    pub fn logps(&self, triples: &[Triple]) -> TripleLogps<B> {
+        let policy = triple_logps(self.policy(), triples);
+        let reference = triple_logps(&self.reference, triples);
+        let lift = |t: Tensor<B::InnerBackend, 1>| Tensor::<B, 1>::from_inner(t);
+        TripleLogps {
+            policy_chosen: policy[0].clone(),
+            policy_rejected: policy[1].clone(),
+            policy_response: policy[2].clone(),
+            reference_chosen: lift(reference[0].clone()),
+            reference_rejected: lift(reference[1].clone()),
+            reference_response: lift(reference[2].clone()),
+        }
+    }
+
+    /// One optimizer step on `triples`. A non-finite loss or gradient leaves the policy
+    /// untouched and returns an error.
+    pub fn step(&mut self, triples: &[Triple], alpha: f64, beta: f64) -> Result<StepReport> {
+        if triples.is_empty() {
+            bail!("an update needs at least one preference triple");
+        }
+        let logps = self.logps(triples);
+        let loss = selm_loss(&logps, alpha, beta);
+        let host = HostTriples::read(&logps, &loss);
+        let metrics = host.metrics(alpha, beta);
+        if !metrics.loss.is_finite() {
+            bail!(
+                "loss is {} at step {}: update skipped, policy unchanged",
+                metrics.loss,
+                self.step
+            );
+        }
+        let policy = self.policy.take().expect("policy present");
+        let mut grads = GradientsParams::from_grads(loss.loss.backward(), &policy);
+        let grad_norms = grads::grad_norms(&policy, &grads);
+        let grad_norm = grads::total_norm(&grad_norms);
+        if !grad_norm.is_finite() {
+            self.policy = Some(policy);
+            bail!("gradient norm is {grad_norm} at step {}: update skipped", self.step);
+        }
+        if let Some(max) = self.optim.max_grad_norm {
+            grads::clip_global_norm(&policy, &mut grads, grad_norm, max);
+        }
+        let lr = self.schedule.lr(self.step);
+        self.policy = Some(self.optimizer.step(lr, policy, grads));
+        self.step += 1;
+        Ok(StepReport {
+            metrics,
+            grad_norm,
+            lr,
+            grad_norms,
+            triples: host,
+        })
+    }
+
+    /// Loss and metrics of `triples` without updating anything.
+    pub fn evaluate(&self, triples: &[Triple], alpha: f64, beta: f64) -> HostTriples {
+        let policy = self.policy().valid();
+        let p = triple_logps(&policy, triples);
+        let r = triple_logps(&self.reference, triples);
+        let logps = TripleLogps {
+            policy_chosen: p[0].clone(),
+            policy_rejected: p[1].clone(),
+            policy_response: p[2].clone(),
+            reference_chosen: r[0].clone(),
+            reference_rejected: r[1].clone(),
+            reference_response: r[2].clone(),
+        };
+        HostTriples::read(&logps, &selm_loss(&logps, alpha, beta))
+    }
+}
+
+/// Chosen, rejected and y_ref log-probs of `triples` under `model`, from one batched forward.
+pub fn triple_logps<B: Backend>(model: &CausalLm<B>, triples: &[Triple]) -> [Tensor<B, 1>; 3] {
+    let n = triples.len();
+    let mut pairs: Vec<(&[u32], &[u32])> = Vec::with_capacity(3 * n);
+    pairs.extend(triples.iter().map(|t| (t.prompt.as_slice(), t.chosen.as_slice())));
+    pairs.extend(triples.iter().map(|t| (t.prompt.as_slice(), t.rejected.as_slice())));
+    pairs.extend(triples.iter().map(|t| (t.prompt.as_slice(), t.reference_response.as_slice())));
+    let all = sequence_logps(model, &pairs);
+    [0, 1, 2].map(|i| all.clone().narrow(0, i * n, n))
+}
