@@ -158,7 +158,9 @@ mod tests {
             type Output = ();
             fn run<B: AutodiffBackend>(self, _: B::Device, _: BackendSpec) {}
         }
-        let err = dispatch(BackendSpec::Cuda(0), Nothing).unwrap_err().to_string();
+        let err = dispatch(BackendSpec::Cuda(0), Nothing)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--features cuda"), "{err}");
     }
 }

@@ -60,7 +60,9 @@ impl OnBackend for BenchArgs {
         let policy: CausalLm<B> = random(config.clone(), 1, &device);
         let params = count_params(&config);
         let mut rng = StdRng::seed_from_u64(2);
-        let triples: Vec<Triple> = (0..self.batch).map(|_| triple(&mut rng, &config, self.seq)).collect();
+        let triples: Vec<Triple> = (0..self.batch)
+            .map(|_| triple(&mut rng, &config, self.seq))
+            .collect();
 
         let reference = policy.valid();
         let mut trainer = SelmTrainer::new(
@@ -107,7 +109,9 @@ impl OnBackend for BenchArgs {
 }
 
 fn tokens(rng: &mut StdRng, config: &ModelConfig, n: usize) -> Vec<u32> {
-    (0..n).map(|_| rng.random_range(3..config.vocab_size as u32)).collect()
+    (0..n)
+        .map(|_| rng.random_range(3..config.vocab_size as u32))
+        .collect()
 }
 
 fn triple(rng: &mut StdRng, config: &ModelConfig, seq: usize) -> Triple {

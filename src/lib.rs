@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod config;
 pub mod io;
 pub mod model;
 pub mod selm;

@@ -1,18 +1,28 @@
 //! selm-tui command line.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
 use selm_tui::backend::{self, BackendSpec};
 use selm_tui::bench::BenchArgs;
+use selm_tui::config::Config;
 use selm_tui::model::ModelConfig;
 
 #[derive(Parser)]
-#[command(name = "selm-tui", version, about = "Online preference alignment (SELM / iterative DPO) in a terminal")]
+#[command(
+    name = "selm-tui",
+    version,
+    about = "Online preference alignment (SELM / iterative DPO) in a terminal"
+)]
 struct Cli {
-    /// Backend: flex, wgpu, wgpu:cpu, wgpu:N, cuda, cuda:N (must be compiled in).
-    #[arg(long, global = true, default_value = "flex", env = "SELM_BACKEND")]
-    backend: String,
+    /// Configuration file (TOML); the embedded configs/default.toml when absent.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Backend, overriding the config's `runtime.backend`: flex, wgpu, wgpu:cpu, wgpu:N,
+    /// cuda, cuda:N (must be compiled in).
+    #[arg(long, global = true, env = "SELM_BACKEND")]
+    backend: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -45,7 +55,14 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let spec: BackendSpec = cli.backend.parse()?;
+    let config = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::embedded_default(),
+    };
+    let spec: BackendSpec = match &cli.backend {
+        Some(name) => name.parse().context("--backend")?,
+        None => config.backend()?,
+    };
     match cli.command {
         Some(Command::Backends) => println!("{}", backend::compiled_in().join("\n")),
         Some(Command::Bench {
@@ -79,9 +96,10 @@ fn main() -> Result<()> {
                 report.print();
             }
         }
-        None => {
-            bail!("the online loop and the TUI are not built yet; try `selm-tui bench`")
-        }
+        None => bail!(
+            "the online SELM loop and its TUI are not built yet; `selm-tui bench` and \
+             `selm-tui backends` are available"
+        ),
     }
     Ok(())
 }

@@ -9,10 +9,10 @@ use burn::module::AutodiffModule;
 use common::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use selm_tui::model::CausalLm;
 use selm_tui::model::generate::generate;
 use selm_tui::model::load::load_hf_dir;
 use selm_tui::model::sampling::SamplingParams;
-use selm_tui::model::CausalLm;
 use selm_tui::selm::Triple;
 use selm_tui::train::{CosineWithWarmup, OptimConfig, SelmTrainer};
 use serde_json::Value;
@@ -31,13 +31,29 @@ fn check_forward(name: &str) {
     let exp = expected(name);
     let (policy, _) = load(name);
     let fwd = &exp["forward"];
-    let rows: Vec<Vec<u32>> = fwd["input_ids"].as_array().unwrap().iter().map(ids).collect();
-    let masks: Vec<Vec<u32>> = fwd["attention_mask"].as_array().unwrap().iter().map(ids).collect();
+    let rows: Vec<Vec<u32>> = fwd["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(ids)
+        .collect();
+    let masks: Vec<Vec<u32>> = fwd["attention_mask"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(ids)
+        .collect();
     // The fixture rows are right-padded; hand the model only the real tokens.
     let real: Vec<Vec<u32>> = rows
         .iter()
         .zip(&masks)
-        .map(|(r, m)| r.iter().zip(m).filter(|(_, m)| **m == 1).map(|(t, _)| *t).collect())
+        .map(|(r, m)| {
+            r.iter()
+                .zip(m)
+                .filter(|(_, m)| **m == 1)
+                .map(|(t, _)| *t)
+                .collect()
+        })
         .collect();
     let (logits, lens) = policy.valid().forward_padded(&real, 0);
     let [_, seq, vocab] = logits.dims();
@@ -45,11 +61,21 @@ fn check_forward(name: &str) {
     let mut compared = 0;
     for (b, want_row) in fwd["logits"].as_array().unwrap().iter().enumerate() {
         let want_row = want_row.as_array().unwrap();
-        assert_eq!(want_row.len(), lens[b], "{name}: fixture row {b} covers the real positions");
+        assert_eq!(
+            want_row.len(),
+            lens[b],
+            "{name}: fixture row {b} covers the real positions"
+        );
         for (t, want_pos) in want_row.iter().enumerate() {
             for (v, want) in floats(want_pos).into_iter().enumerate() {
                 let g = got[(b * seq + t) * vocab + v] as f64;
-                assert_close(&format!("{name} logits[{b}][{t}][{v}]"), g, want, 1e-4, 1e-4);
+                assert_close(
+                    &format!("{name} logits[{b}][{t}][{v}]"),
+                    g,
+                    want,
+                    1e-4,
+                    1e-4,
+                );
                 compared += 1;
             }
         }
@@ -63,7 +89,13 @@ fn check_greedy(name: &str) {
     let prompt = ids(&exp["greedy"]["prompt"]);
     let want = ids(&exp["greedy"]["continuation"]);
     let mut rng = StdRng::seed_from_u64(0);
-    let out = generate(&policy.valid(), &[prompt], want.len(), &SamplingParams::GREEDY, &mut rng);
+    let out = generate(
+        &policy.valid(),
+        &[prompt],
+        want.len(),
+        &SamplingParams::GREEDY,
+        &mut rng,
+    );
     assert_eq!(out[0].tokens, want, "{name}: greedy continuation");
 }
 
@@ -91,7 +123,12 @@ fn trainer(name: &str, selm: &Value) -> SelmTrainer<B> {
         weight_decay: f(&adamw["weight_decay"]),
         max_grad_norm: None, // the fixture steps without clipping
     };
-    SelmTrainer::new(policy, reference.valid(), optim, CosineWithWarmup::constant(f(&adamw["lr"])))
+    SelmTrainer::new(
+        policy,
+        reference.valid(),
+        optim,
+        CosineWithWarmup::constant(f(&adamw["lr"])),
+    )
 }
 
 fn check_selm(name: &str) {
@@ -112,7 +149,13 @@ fn check_selm(name: &str) {
     ];
     for (key, got) in lists {
         for (i, want) in floats(&selm[key]).into_iter().enumerate() {
-            assert_close(&format!("{name} {key}[{i}]"), got[i] as f64, want, 1e-4, 1e-4);
+            assert_close(
+                &format!("{name} {key}[{i}]"),
+                got[i] as f64,
+                want,
+                1e-4,
+                1e-4,
+            );
         }
     }
     let terms = [
@@ -122,15 +165,29 @@ fn check_selm(name: &str) {
     ];
     for (key, got) in terms {
         for (i, want) in floats(&selm[key]).into_iter().enumerate() {
-            assert_close(&format!("{name} {key}[{i}]"), got[i] as f64, want, 1e-4, 1e-4);
+            assert_close(
+                &format!("{name} {key}[{i}]"),
+                got[i] as f64,
+                want,
+                1e-4,
+                1e-4,
+            );
         }
     }
-    assert_close(&format!("{name} loss"), report.metrics.loss, f(&selm["loss"]), 1e-4, 1e-4);
+    assert_close(
+        &format!("{name} loss"),
+        report.metrics.loss,
+        f(&selm["loss"]),
+        1e-4,
+        1e-4,
+    );
     let metrics = serde_json::to_value(&report.metrics).unwrap();
     let want_metrics = selm["metrics"].as_object().unwrap();
     assert!(!want_metrics.is_empty());
     for (key, want) in want_metrics {
-        let got = metrics.get(key).unwrap_or_else(|| panic!("{name}: metric {key} missing"));
+        let got = metrics
+            .get(key)
+            .unwrap_or_else(|| panic!("{name}: metric {key} missing"));
         assert_close(&format!("{name} {key}"), f(got), f(want), 1e-4, 1e-4);
     }
     assert_close(
@@ -146,12 +203,27 @@ fn check_selm(name: &str) {
             .iter()
             .find(|(n, _)| n == key)
             .unwrap_or_else(|| panic!("{name}: no gradient for {key}"));
-        assert_close(&format!("{name} grad norm {key}"), got.1, f(want), 1e-3, 0.0);
+        assert_close(
+            &format!("{name} grad norm {key}"),
+            got.1,
+            f(want),
+            1e-3,
+            0.0,
+        );
     }
     // After one AdamW step, the same triples against the same (unchanged) reference.
-    let after = trainer.evaluate(&triples, alpha, beta).metrics(alpha, beta).loss;
+    let after = trainer
+        .evaluate(&triples, alpha, beta)
+        .metrics(alpha, beta)
+        .loss;
     let want = f(&selm["adamw"]["loss_after_one_step"]);
-    assert_close(&format!("{name} loss after one AdamW step"), after, want, 1e-4, 1e-4);
+    assert_close(
+        &format!("{name} loss after one AdamW step"),
+        after,
+        want,
+        1e-4,
+        1e-4,
+    );
 }
 
 #[test]

@@ -24,18 +24,24 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     if index.exists() {
         let text = std::fs::read_to_string(&index)
             .with_context(|| format!("reading {}", index.display()))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {}", index.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", index.display()))?;
         let Some(map) = value.get("weight_map").and_then(|m| m.as_object()) else {
             bail!("{}: no `weight_map` object", index.display());
         };
         let mut files = BTreeSet::new();
         for (name, file) in map {
             let Some(file) = file.as_str() else {
-                bail!("{}: weight_map entry `{name}` is not a file name", index.display());
+                bail!(
+                    "{}: weight_map entry `{name}` is not a file name",
+                    index.display()
+                );
             };
             if file.contains('/') || file.contains('\\') || file.starts_with('.') {
-                bail!("{}: shard name `{file}` must be a plain file name", index.display());
+                bail!(
+                    "{}: shard name `{file}` must be a plain file name",
+                    index.display()
+                );
             }
             files.insert(file.to_string());
         }
@@ -57,7 +63,8 @@ pub fn read_file_into(path: &Path, map: &mut WeightMap) -> Result<()> {
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
     for (name, view) in st.iter() {
-        let tensor = to_host(&view).with_context(|| format!("{}: tensor `{name}`", path.display()))?;
+        let tensor =
+            to_host(&view).with_context(|| format!("{}: tensor `{name}`", path.display()))?;
         map.insert(name.to_string(), tensor)
             .with_context(|| format!("in {}", path.display()))?;
     }

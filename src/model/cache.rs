@@ -16,7 +16,10 @@ impl<B: Backend> KvCache<B> {
         }
     }
 
-    pub(crate) fn layer_mut(&mut self, i: usize) -> &mut (Option<Tensor<B, 4>>, Option<Tensor<B, 4>>) {
+    pub(crate) fn layer_mut(
+        &mut self,
+        i: usize,
+    ) -> &mut (Option<Tensor<B, 4>>, Option<Tensor<B, 4>>) {
         &mut self.layers[i]
     }
 

@@ -289,7 +289,9 @@ fn resolve_rope(raw: &RawConfig) -> Result<Rope> {
     if !(theta.is_finite() && theta > 0.0) {
         bail!("rope_theta must be a positive number, got {theta}");
     }
-    let kind = params.and_then(|p| p.rope_type.as_deref()).unwrap_or("default");
+    let kind = params
+        .and_then(|p| p.rope_type.as_deref())
+        .unwrap_or("default");
     let scaling = match kind {
         "default" => RopeScaling::Default,
         "llama3" => {

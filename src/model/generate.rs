@@ -52,9 +52,15 @@ fn decode<B: Backend>(
 ) -> Vec<Generation> {
     let config = model.config();
     let device = model.device();
-    let pad = config.pad_token_id.or(config.eos_token_ids.first().copied()).unwrap_or(0);
+    let pad = config
+        .pad_token_id
+        .or(config.eos_token_ids.first().copied())
+        .unwrap_or(0);
     let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let mut rows: Vec<Row> = prompts.iter().map(|p| Row::left_padded(p, width, pad)).collect();
+    let mut rows: Vec<Row> = prompts
+        .iter()
+        .map(|p| Row::left_padded(p, width, pad))
+        .collect();
     let mut out: Vec<Generation> = prompts
         .iter()
         .map(|_| Generation {
@@ -70,7 +76,13 @@ fn decode<B: Backend>(
     let mut fed = 0; // tokens of each row already in the cache
     for step in 0..max_new_tokens {
         let start = if use_cache { fed } else { 0 };
-        let logits = last_logits(model, &rows, start, &device, use_cache.then_some(&mut cache));
+        let logits = last_logits(
+            model,
+            &rows,
+            start,
+            &device,
+            use_cache.then_some(&mut cache),
+        );
         fed = rows[0].ids.len();
         let vocab = logits.len() / rows.len();
         for (b, row) in rows.iter_mut().enumerate() {
@@ -143,11 +155,20 @@ fn last_logits<B: Backend>(
         .flat_map(|r| r.ids[start..].iter().map(|&t| t as i64))
         .collect();
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [rows.len(), seq]), device);
-    let positions: Vec<Vec<usize>> = rows.iter().map(|r| r.positions()[start..].to_vec()).collect();
+    let positions: Vec<Vec<usize>> = rows
+        .iter()
+        .map(|r| r.positions()[start..].to_vec())
+        .collect();
     let valid: Vec<Vec<bool>> = rows.iter().map(|r| r.valid.clone()).collect();
     let plan = AttentionPlan::new(model.config(), &positions, &valid, device);
     let hidden = model.hidden(ids, &plan, cache);
     let last = hidden.narrow(1, seq - 1, 1);
-    let logits = model.head(last).reshape([rows.len(), model.config().vocab_size]);
-    logits.into_data().convert::<f32>().into_vec::<f32>().expect("f32 logits")
+    let logits = model
+        .head(last)
+        .reshape([rows.len(), model.config().vocab_size]);
+    logits
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 logits")
 }

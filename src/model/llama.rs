@@ -151,9 +151,17 @@ impl<B: Backend> AttentionPlan<B> {
     }
 
     /// Right-padded full sequences of the given lengths, no cache: positions 0.., pads masked.
-    pub fn right_padded(config: &ModelConfig, lens: &[usize], seq: usize, device: &B::Device) -> Self {
+    pub fn right_padded(
+        config: &ModelConfig,
+        lens: &[usize],
+        seq: usize,
+        device: &B::Device,
+    ) -> Self {
         let positions: Vec<Vec<usize>> = lens.iter().map(|_| (0..seq).collect()).collect();
-        let valid: Vec<Vec<bool>> = lens.iter().map(|&n| (0..seq).map(|j| j < n).collect()).collect();
+        let valid: Vec<Vec<bool>> = lens
+            .iter()
+            .map(|&n| (0..seq).map(|j| j < n).collect())
+            .collect();
         Self::new(config, &positions, &valid, device)
     }
 }
@@ -251,7 +259,9 @@ impl<B: Backend> DecoderLayer<B> {
             .self_attn
             .forward(self.input_layernorm.forward(x.clone()), plan, cache);
         let x = x + attn;
-        let mlp = self.mlp.forward(self.post_attention_layernorm.forward(x.clone()));
+        let mlp = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(x.clone()));
         x + mlp
     }
 }

@@ -127,15 +127,23 @@ struct Builder<'a, B: Backend> {
 impl<B: Backend> Builder<'_, B> {
     fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         let t = self.weights.take(name, &shape)?;
-        Ok(Tensor::from_data(TensorData::new(t.data, shape), self.device))
+        Ok(Tensor::from_data(
+            TensorData::new(t.data, shape),
+            self.device,
+        ))
     }
 
     /// HF linear `[out, in]` (+ optional bias) into Burn's `[in, out]`.
     fn linear(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear<B>> {
-        let w = self.weights.take(&format!("{name}.weight"), &[out, inp])?.transposed();
+        let w = self
+            .weights
+            .take(&format!("{name}.weight"), &[out, inp])?
+            .transposed();
         let weight = Tensor::from_data(TensorData::new(w.data, [inp, out]), self.device);
         let bias = if bias {
-            Some(Param::from_tensor(self.tensor(&format!("{name}.bias"), [out])?))
+            Some(Param::from_tensor(
+                self.tensor(&format!("{name}.bias"), [out])?,
+            ))
         } else {
             None
         };
@@ -154,7 +162,12 @@ impl<B: Backend> Builder<'_, B> {
 }
 
 fn build<B: Backend>(b: &mut Builder<'_, B>, c: ModelConfig) -> Result<CausalLm<B>> {
-    let (h, i, hd, eps) = (c.hidden_size, c.intermediate_size, c.head_dim, c.rms_norm_eps);
+    let (h, i, hd, eps) = (
+        c.hidden_size,
+        c.intermediate_size,
+        c.head_dim,
+        c.rms_norm_eps,
+    );
     let (q, kv) = (c.num_heads * hd, c.num_kv_heads * hd);
     let embed = b.tensor("model.embed_tokens.weight", [c.vocab_size, h])?;
     let mut layers = Vec::with_capacity(c.num_layers);
@@ -210,7 +223,10 @@ pub fn to_hf_tensors<B: Backend>(model: &CausalLm<B>) -> BTreeMap<String, HostTe
         }
     };
     let m = &model.model;
-    out.insert("model.embed_tokens.weight".into(), host(m.embed_tokens.weight.val()));
+    out.insert(
+        "model.embed_tokens.weight".into(),
+        host(m.embed_tokens.weight.val()),
+    );
     for (l, layer) in m.layers.iter().enumerate() {
         let p = format!("model.layers.{l}");
         let a = &layer.self_attn;
@@ -218,9 +234,17 @@ pub fn to_hf_tensors<B: Backend>(model: &CausalLm<B>) -> BTreeMap<String, HostTe
         linear(&mut out, &format!("{p}.self_attn.k_proj"), &a.k_proj);
         linear(&mut out, &format!("{p}.self_attn.v_proj"), &a.v_proj);
         linear(&mut out, &format!("{p}.self_attn.o_proj"), &a.o_proj);
-        linear(&mut out, &format!("{p}.mlp.gate_proj"), &layer.mlp.gate_proj);
+        linear(
+            &mut out,
+            &format!("{p}.mlp.gate_proj"),
+            &layer.mlp.gate_proj,
+        );
         linear(&mut out, &format!("{p}.mlp.up_proj"), &layer.mlp.up_proj);
-        linear(&mut out, &format!("{p}.mlp.down_proj"), &layer.mlp.down_proj);
+        linear(
+            &mut out,
+            &format!("{p}.mlp.down_proj"),
+            &layer.mlp.down_proj,
+        );
         let norms = [
             ("input_layernorm", &layer.input_layernorm),
             ("post_attention_layernorm", &layer.post_attention_layernorm),
@@ -239,7 +263,11 @@ pub fn to_hf_tensors<B: Backend>(model: &CausalLm<B>) -> BTreeMap<String, HostTe
 /// Copies a tensor to the host as f32.
 pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
     let shape = t.dims().to_vec();
-    let data = t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 data");
+    let data = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 data");
     HostTensor::new(shape, data)
 }
 

@@ -43,7 +43,9 @@ pub fn sample_token(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng)
     if params.is_greedy() {
         return argmax(logits);
     }
-    let mut order: Vec<usize> = (0..logits.len()).filter(|&i| logits[i].is_finite()).collect();
+    let mut order: Vec<usize> = (0..logits.len())
+        .filter(|&i| logits[i].is_finite())
+        .collect();
     if order.is_empty() {
         return argmax(logits);
     }
@@ -101,7 +103,10 @@ mod tests {
     fn greedy_takes_first_max() {
         assert_eq!(argmax(&[0.1, 3.0, 3.0, -1.0]), 1);
         let p = SamplingParams::GREEDY;
-        assert_eq!(sample_token(&[0.0, 2.0, 1.0], &p, &mut StdRng::seed_from_u64(0)), 1);
+        assert_eq!(
+            sample_token(&[0.0, 2.0, 1.0], &p, &mut StdRng::seed_from_u64(0)),
+            1
+        );
     }
 
     #[test]

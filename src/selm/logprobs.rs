@@ -61,9 +61,12 @@ mod tests {
             TensorData::new(vec![0.0, l3, 0.0, l3], [1, 2, 2]),
             &device,
         );
-        let targets = Tensor::<Flex, 2, Int>::from_data(TensorData::new(vec![0i64, 1], [1, 2]), &device);
-        let both = Tensor::<Flex, 2>::from_data(TensorData::new(vec![1.0f32, 1.0], [1, 2]), &device);
-        let second = Tensor::<Flex, 2>::from_data(TensorData::new(vec![0.0f32, 1.0], [1, 2]), &device);
+        let targets =
+            Tensor::<Flex, 2, Int>::from_data(TensorData::new(vec![0i64, 1], [1, 2]), &device);
+        let both =
+            Tensor::<Flex, 2>::from_data(TensorData::new(vec![1.0f32, 1.0], [1, 2]), &device);
+        let second =
+            Tensor::<Flex, 2>::from_data(TensorData::new(vec![0.0f32, 1.0], [1, 2]), &device);
         let all: f32 = masked_token_logp_sums(logits.clone(), targets.clone(), both).into_scalar();
         let last: f32 = masked_token_logp_sums(logits, targets, second).into_scalar();
         assert!((all - (0.25f32.ln() + 0.75f32.ln())).abs() < 1e-6);

@@ -3,8 +3,8 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::{ElementConversion, Tensor};
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Tensor};
 
 /// Visits float parameters with their dotted module path (`model.layers.0.mlp.up_proj.weight`).
 struct Named<'a, F> {

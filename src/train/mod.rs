@@ -88,7 +88,9 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
     }
 
     pub fn policy(&self) -> &CausalLm<B> {
-        self.policy.as_ref().expect("policy is only taken inside step")
+        self.policy
+            .as_ref()
+            .expect("policy is only taken inside step")
     }
 
     pub fn reference(&self) -> &CausalLm<B::InnerBackend> {
@@ -138,7 +140,10 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
         let grad_norm = grads::total_norm(&grad_norms);
         if !grad_norm.is_finite() {
             self.policy = Some(policy);
-            bail!("gradient norm is {grad_norm} at step {}: update skipped", self.step);
+            bail!(
+                "gradient norm is {grad_norm} at step {}: update skipped",
+                self.step
+            );
         }
         if let Some(max) = self.optim.max_grad_norm {
             grads::clip_global_norm(&policy, &mut grads, grad_norm, max);
@@ -176,9 +181,21 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
 pub fn triple_logps<B: Backend>(model: &CausalLm<B>, triples: &[Triple]) -> [Tensor<B, 1>; 3] {
     let n = triples.len();
     let mut pairs: Vec<(&[u32], &[u32])> = Vec::with_capacity(3 * n);
-    pairs.extend(triples.iter().map(|t| (t.prompt.as_slice(), t.chosen.as_slice())));
-    pairs.extend(triples.iter().map(|t| (t.prompt.as_slice(), t.rejected.as_slice())));
-    pairs.extend(triples.iter().map(|t| (t.prompt.as_slice(), t.reference_response.as_slice())));
+    pairs.extend(
+        triples
+            .iter()
+            .map(|t| (t.prompt.as_slice(), t.chosen.as_slice())),
+    );
+    pairs.extend(
+        triples
+            .iter()
+            .map(|t| (t.prompt.as_slice(), t.rejected.as_slice())),
+    );
+    pairs.extend(
+        triples
+            .iter()
+            .map(|t| (t.prompt.as_slice(), t.reference_response.as_slice())),
+    );
     let all = sequence_logps(model, &pairs);
     [0, 1, 2].map(|i| all.clone().narrow(0, i * n, n))
 }

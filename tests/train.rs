@@ -1,0 +1,115 @@
+//! The update step's safety and clipping, on the tiny Llama fixture.
+
+mod common;
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use common::*;
+use selm_tui::model::CausalLm;
+use selm_tui::model::load::load_hf_dir;
+use selm_tui::selm::{Triple, selm_loss};
+use selm_tui::train::grads::{clip_global_norm, grad_norms, total_norm};
+use selm_tui::train::{CosineWithWarmup, OptimConfig, SelmTrainer};
+
+type B = Autodiff<Flex>;
+
+fn setup(max_grad_norm: Option<f64>) -> (SelmTrainer<B>, Vec<Triple>) {
+    let dir = fixture("tiny-llama");
+    let policy = load_hf_dir::<B>(&dir, &Default::default()).unwrap();
+    let reference = load_hf_dir::<Flex>(&dir.join("ref"), &Default::default()).unwrap();
+    let optim = OptimConfig {
+        max_grad_norm,
+        ..OptimConfig::default()
+    };
+    let trainer = SelmTrainer::new(
+        policy,
+        reference,
+        optim,
+        CosineWithWarmup::new(1e-3, 0.1, 10),
+    );
+    let triples = expected("tiny-llama")["selm"]["triples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| Triple {
+            prompt: ids(&t["prompt"]),
+            chosen: ids(&t["chosen"]),
+            rejected: ids(&t["rejected"]),
+            reference_response: ids(&t["reference_response"]),
+        })
+        .collect();
+    (trainer, triples)
+}
+
+fn logits(model: &CausalLm<B>) -> Vec<f32> {
+    model
+        .valid()
+        .forward_padded(&[vec![1, 2, 3, 4]], 0)
+        .0
+        .into_data()
+        .into_vec::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn clipping_scales_to_the_global_norm() {
+    let (trainer, triples) = setup(None);
+    let policy = trainer.policy().clone();
+    let loss = selm_loss(&trainer.logps(&triples), 0.01, 0.1);
+    let mut grads = GradientsParams::from_grads(loss.loss.backward(), &policy);
+    let before = total_norm(&grad_norms(&policy, &grads));
+    assert_close("fixture grad norm", before, 2.2417079761780614, 1e-3, 0.0);
+    let factor = clip_global_norm(&policy, &mut grads, before, 0.5);
+    assert_close("clip factor", factor, 0.5 / (before + 1e-6), 1e-9, 0.0);
+    let after = total_norm(&grad_norms(&policy, &grads));
+    assert_close("clipped norm", after, 0.5, 1e-5, 0.0);
+    // Below the threshold nothing changes.
+    assert_eq!(clip_global_norm(&policy, &mut grads, after, 10.0), 1.0);
+}
+
+#[test]
+fn a_nan_loss_leaves_the_policy_untouched() {
+    let (mut trainer, triples) = setup(Some(1.0));
+    let before = logits(trainer.policy());
+    let err = trainer
+        .step(&triples, 0.01, f64::NAN)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("loss is NaN") && err.contains("policy unchanged"),
+        "{err}"
+    );
+    assert_eq!(trainer.step, 0);
+    assert_eq!(logits(trainer.policy()), before);
+    // A good step still works afterwards and does change the policy.
+    let report = trainer.step(&triples, 0.01, 0.1).unwrap();
+    assert_eq!(report.lr, 0.0, "first warmup step has lr 0, as in HF");
+    let report = trainer.step(&triples, 0.01, 0.1).unwrap();
+    assert_close("lr after warmup", report.lr, 1e-3, 1e-12, 0.0);
+    assert_ne!(logits(trainer.policy()), before);
+    assert_eq!(trainer.step, 2);
+}
+
+#[test]
+fn reference_sync_copies_the_policy() {
+    let (mut trainer, triples) = setup(Some(1.0));
+    trainer.step(&triples, 0.01, 0.1).unwrap();
+    trainer.step(&triples, 0.01, 0.1).unwrap();
+    let h = trainer.evaluate(&triples, 0.01, 0.1);
+    assert_ne!(h.policy_chosen, h.reference_chosen);
+    trainer.sync_reference();
+    let h = trainer.evaluate(&triples, 0.01, 0.1);
+    assert_eq!(h.policy_chosen, h.reference_chosen);
+    assert_eq!(h.policy_response, h.reference_response);
+    // With pi_theta = pi_ref the DPO loss is log 2 and the optimism term 0.
+    for l in &h.losses {
+        assert_close(
+            "loss at sync",
+            *l as f64,
+            std::f64::consts::LN_2,
+            1e-6,
+            1e-6,
+        );
+    }
+}
