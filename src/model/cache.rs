@@ -4,22 +4,36 @@
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-/// Per layer, the keys and values seen so far, `[batch, kv_heads, keys, head_dim]`.
+/// Keys and values one attention layer has seen so far, `[batch, kv_heads, keys, head_dim]`.
+pub struct LayerCache<B: Backend> {
+    kv: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+}
+
+impl<B: Backend> LayerCache<B> {
+    /// Appends this call's keys and values and returns all of them.
+    pub fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let (k, v) = match self.kv.take() {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        self.kv = Some((k.clone(), v.clone()));
+        (k, v)
+    }
+}
+
+/// Per layer, the keys and values seen so far.
 pub struct KvCache<B: Backend> {
-    layers: Vec<(Option<Tensor<B, 4>>, Option<Tensor<B, 4>>)>,
+    layers: Vec<LayerCache<B>>,
 }
 
 impl<B: Backend> KvCache<B> {
     pub fn new(num_layers: usize) -> Self {
         Self {
-            layers: (0..num_layers).map(|_| (None, None)).collect(),
+            layers: (0..num_layers).map(|_| LayerCache { kv: None }).collect(),
         }
     }
 
-    pub(crate) fn layer_mut(
-        &mut self,
-        i: usize,
-    ) -> &mut (Option<Tensor<B, 4>>, Option<Tensor<B, 4>>) {
+    pub(crate) fn layer_mut(&mut self, i: usize) -> &mut LayerCache<B> {
         &mut self.layers[i]
     }
 
@@ -27,8 +41,8 @@ impl<B: Backend> KvCache<B> {
     pub fn len(&self) -> usize {
         self.layers
             .first()
-            .and_then(|(k, _)| k.as_ref())
-            .map_or(0, |k| k.dims()[2])
+            .and_then(|l| l.kv.as_ref())
+            .map_or(0, |(k, _)| k.dims()[2])
     }
 
     pub fn is_empty(&self) -> bool {

@@ -131,7 +131,7 @@ impl ModelConfig {
             bail!("hidden_size, num_attention_heads and vocab_size must be positive");
         }
         let num_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
-        if num_kv_heads == 0 || raw.num_attention_heads % num_kv_heads != 0 {
+        if num_kv_heads == 0 || !raw.num_attention_heads.is_multiple_of(num_kv_heads) {
             bail!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({num_kv_heads})",
                 raw.num_attention_heads
@@ -140,7 +140,7 @@ impl ModelConfig {
         let head_dim = raw
             .head_dim
             .unwrap_or(raw.hidden_size / raw.num_attention_heads);
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             bail!("head_dim ({head_dim}) must be positive and even for rotary embeddings");
         }
         let rope = resolve_rope(&raw)?;
@@ -340,7 +340,7 @@ impl Rope {
                         let scaled = if wavelen > low_wavelen { f / factor } else { f };
                         let smooth = (old_ctx / wavelen - low_freq_factor)
                             / (high_freq_factor - low_freq_factor);
-                        let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                        let medium = (high_wavelen..=low_wavelen).contains(&wavelen);
                         let out = if medium {
                             (1.0 - smooth) * scaled / factor + smooth * scaled
                         } else {

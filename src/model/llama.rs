@@ -11,7 +11,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
-use super::cache::KvCache;
+use super::cache::{KvCache, LayerCache};
 use super::config::ModelConfig;
 
 /// `y = x W + b` with `W: [in, out]`.
@@ -207,7 +207,7 @@ impl<B: Backend> SelfAttention<B> {
         &self,
         x: Tensor<B, 3>,
         plan: &AttentionPlan<B>,
-        cache: Option<&mut (Option<Tensor<B, 4>>, Option<Tensor<B, 4>>)>,
+        cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -218,19 +218,7 @@ impl<B: Backend> SelfAttention<B> {
         let q = apply_rope(q, &plan.cos, &plan.sin);
         let k = apply_rope(k, &plan.cos, &plan.sin);
         let (k, v) = match cache {
-            Some((ck, cv)) => {
-                let k = match ck.take() {
-                    Some(past) => Tensor::cat(vec![past, k], 2),
-                    None => k,
-                };
-                let v = match cv.take() {
-                    Some(past) => Tensor::cat(vec![past, v], 2),
-                    None => v,
-                };
-                *ck = Some(k.clone());
-                *cv = Some(v.clone());
-                (k, v)
-            }
+            Some(cache) => cache.append(k, v),
             None => (k, v),
         };
         let keys = k.dims()[2];
@@ -253,7 +241,7 @@ impl<B: Backend> DecoderLayer<B> {
         &self,
         x: Tensor<B, 3>,
         plan: &AttentionPlan<B>,
-        cache: Option<&mut (Option<Tensor<B, 4>>, Option<Tensor<B, 4>>)>,
+        cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let attn = self
             .self_attn
