@@ -76,7 +76,7 @@ impl OnBackend for BenchArgs {
         for _ in 0..self.train_steps {
             trainer.step(&triples, 0.001, 0.01).expect("bench step");
         }
-        let train_s = start.elapsed().as_secs_f64() / self.train_steps.max(1) as f64;
+        let train_s = start.elapsed().as_secs_f64() / self.train_steps as f64;
 
         let inference = trainer.policy().valid();
         let prompts: Vec<Vec<u32>> = (0..self.decode_batch)

@@ -1,22 +1,43 @@
-//! The TOML run configuration. Unknown keys are rejected; errors name the key.
+//! The TOML run configuration. Unknown keys are rejected; every error names its key.
 
-use anyhow::{Context, Result};
-use serde::Deserialize;
-use std::path::Path;
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 use crate::backend::BackendSpec;
+use crate::tasks::TaskKind;
 
 /// The configuration shipped in the binary (`configs/default.toml`).
 pub const DEFAULT_TOML: &str = include_str!("../configs/default.toml");
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    pub run: RunConfig,
     #[serde(default)]
     pub runtime: Runtime,
+    pub model: ModelSection,
+    pub prompts: Prompts,
+    pub generate: Generate,
+    pub rank: Rank,
+    pub train: Train,
+    pub eval: Eval,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Run directories are `<out_dir>/<name>-<timestamp>`.
+    pub name: String,
+    pub out_dir: PathBuf,
+    pub seed: u64,
+    pub iterations: usize,
+    /// Pause between iterations (TUI), so alpha, beta and lr can be changed.
+    #[serde(default)]
+    pub auto_pause: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Runtime {
     /// flex, wgpu, wgpu:cpu, wgpu:N, cuda, cuda:N.
@@ -36,13 +57,76 @@ fn default_backend() -> String {
     "flex".into()
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// An HF model directory, or `builtin:tiny-tasks`.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prompts {
+    /// Built-in tasks to draw prompts from.
+    pub tasks: Vec<String>,
+    pub per_iteration: usize,
+    /// Held-out prompts for kl and high_reward_fraction (disjoint from training prompts).
+    pub eval: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generate {
+    /// K: sampled candidates per prompt (y_ref, the greedy response, is added to them).
+    pub samples: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    #[serde(default)]
+    pub top_k: usize,
+    pub max_new_tokens: usize,
+    /// Sequences decoded together.
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rank {
+    /// `oracle`: the exact reward of the built-in tasks.
+    pub ranker: String,
+    /// Responses scoring at or above this count as high-reward.
+    pub high_reward_threshold: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Train {
+    /// Optimism coefficient; 0 is plain DPO.
+    pub alpha: f64,
+    pub beta: f64,
+    pub lr: f64,
+    pub warmup_ratio: f64,
+    /// Preference triples per update.
+    pub batch_size: usize,
+    pub max_grad_norm: Option<f64>,
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Eval {
+    /// Samples per held-out prompt.
+    pub samples: usize,
+    pub temperature: f32,
+}
+
 impl Config {
     pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
         let config: Self =
             toml::from_str(text).with_context(|| format!("invalid config {origin}"))?;
         config
-            .backend()
-            .with_context(|| format!("invalid config {origin}: key `runtime.backend`"))?;
+            .validate()
+            .with_context(|| format!("invalid config {origin}"))?;
         Ok(config)
     }
 
@@ -56,42 +140,160 @@ impl Config {
         Self::from_toml(DEFAULT_TOML, "configs/default.toml").expect("the shipped config is valid")
     }
 
-    pub fn backend(&self) -> Result<BackendSpec> {
-        self.runtime.backend.parse()
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
     }
+
+    pub fn backend(&self) -> Result<BackendSpec> {
+        self.runtime
+            .backend
+            .parse()
+            .context("key `runtime.backend`")
+    }
+
+    pub fn task_kinds(&self) -> Result<Vec<TaskKind>> {
+        self.prompts
+            .tasks
+            .iter()
+            .map(|t| TaskKind::parse(t))
+            .collect::<Result<_>>()
+            .context("key `prompts.tasks`")
+    }
+
+    /// Checks every value; the error names the key and what is wrong.
+    pub fn validate(&self) -> Result<()> {
+        self.backend()?;
+        self.task_kinds()?;
+        if self.prompts.tasks.is_empty() {
+            bail!("key `prompts.tasks`: list at least one task");
+        }
+        positive("run.iterations", self.run.iterations)?;
+        positive("prompts.per_iteration", self.prompts.per_iteration)?;
+        positive("prompts.eval", self.prompts.eval)?;
+        positive("generate.samples", self.generate.samples)?;
+        positive("generate.max_new_tokens", self.generate.max_new_tokens)?;
+        positive("generate.batch_size", self.generate.batch_size)?;
+        positive("train.batch_size", self.train.batch_size)?;
+        positive("eval.samples", self.eval.samples)?;
+        range(
+            "generate.temperature",
+            self.generate.temperature as f64,
+            0.0,
+            100.0,
+        )?;
+        range("eval.temperature", self.eval.temperature as f64, 0.0, 100.0)?;
+        if !(self.generate.top_p > 0.0 && self.generate.top_p <= 1.0) {
+            bail!(
+                "key `generate.top_p`: must be in (0, 1], got {}",
+                self.generate.top_p
+            );
+        }
+        range("train.alpha", self.train.alpha, 0.0, f64::MAX)?;
+        if !(self.train.beta > 0.0 && self.train.beta.is_finite()) {
+            bail!(
+                "key `train.beta`: must be positive, got {}",
+                self.train.beta
+            );
+        }
+        if !(self.train.lr > 0.0 && self.train.lr.is_finite()) {
+            bail!("key `train.lr`: must be positive, got {}", self.train.lr);
+        }
+        range("train.warmup_ratio", self.train.warmup_ratio, 0.0, 1.0)?;
+        range("train.weight_decay", self.train.weight_decay, 0.0, 1.0)?;
+        if let Some(n) = self.train.max_grad_norm
+            && !(n > 0.0 && n.is_finite())
+        {
+            bail!("key `train.max_grad_norm`: must be positive, got {n}");
+        }
+        range(
+            "rank.high_reward_threshold",
+            self.rank.high_reward_threshold,
+            f64::MIN,
+            f64::MAX,
+        )?;
+        if self.rank.ranker != "oracle" {
+            bail!(
+                "key `rank.ranker`: unknown ranker `{}` (oracle)",
+                self.rank.ranker
+            );
+        }
+        if self.run.name.is_empty() || self.run.name.contains(['/', '\\']) {
+            bail!("key `run.name`: must be a non-empty name without slashes");
+        }
+        Ok(())
+    }
+
+    /// The model directory `model.path` names.
+    pub fn model_dir(&self) -> Result<PathBuf> {
+        resolve_model_path(&self.model.path).context("key `model.path`")
+    }
+}
+
+/// `builtin:tiny-tasks` is the model in this repository's `assets/`; anything else is a path.
+pub fn resolve_model_path(path: &str) -> Result<PathBuf> {
+    let dir = match path.strip_prefix("builtin:") {
+        Some("tiny-tasks") => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-tasks"),
+        Some(other) => bail!("unknown built-in model `{other}` (tiny-tasks)"),
+        None => PathBuf::from(path),
+    };
+    if !dir.join("config.json").exists() {
+        bail!(
+            "{} is not a model directory (no config.json)",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+fn positive(key: &str, v: usize) -> Result<()> {
+    if v == 0 {
+        bail!("key `{key}`: must be at least 1");
+    }
+    Ok(())
+}
+
+fn range(key: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
+    if !(v.is_finite() && v >= lo && v <= hi) {
+        bail!("key `{key}`: must be a number in [{lo}, {hi}], got {v}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn with(replace: &str, by: &str) -> String {
+        assert!(DEFAULT_TOML.contains(replace), "{replace}");
+        DEFAULT_TOML.replacen(replace, by, 1)
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Config::from_toml(text, "t.toml").unwrap_err())
+    }
+
     #[test]
-    fn default_parses() {
-        assert_eq!(
-            Config::embedded_default().backend().unwrap(),
-            BackendSpec::Flex
-        );
+    fn default_parses_and_round_trips() {
+        let c = Config::embedded_default();
+        assert_eq!(c.backend().unwrap(), BackendSpec::Flex);
+        assert_eq!(Config::from_toml(&c.to_toml(), "again").unwrap(), c);
     }
 
     #[test]
     fn errors_name_the_key() {
-        let err = format!(
-            "{:#}",
-            Config::from_toml("[runtime]\nbackedn = \"flex\"\n", "t.toml").unwrap_err()
-        );
-        assert!(err.contains("backedn") && err.contains("t.toml"), "{err}");
-        let err = format!(
-            "{:#}",
-            Config::from_toml("[runtime]\nbackend = \"tpu\"\n", "t.toml").unwrap_err()
-        );
-        assert!(
-            err.contains("runtime.backend") && err.contains("tpu"),
-            "{err}"
-        );
-        let err = format!(
-            "{:#}",
-            Config::from_toml("[runtime]\nbackend = 3\n", "t.toml").unwrap_err()
-        );
-        assert!(err.contains("backend"), "{err}");
+        let e = err(&with("[runtime]", "[runtime]\nbackedn = \"flex\""));
+        assert!(e.contains("backedn") && e.contains("t.toml"), "{e}");
+        let e = err(&with("backend = \"flex\"", "backend = \"tpu\""));
+        assert!(e.contains("runtime.backend") && e.contains("tpu"), "{e}");
+        let e = err(&with("beta = 0.1", "beta = -1.0"));
+        assert!(e.contains("train.beta") && e.contains("-1"), "{e}");
+        let e = err(&with("samples = 4", "samples = 0"));
+        assert!(e.contains("generate.samples"), "{e}");
+        let e = err(&with("beta = 0.1", "beta = \"big\""));
+        assert!(e.contains("beta"), "{e}");
+        let e = err(&with("\"add\",", "\"mul\","));
+        assert!(e.contains("prompts.tasks") && e.contains("mul"), "{e}");
+        let e = err(&with("top_p = 1.0", "top_p = 1.5"));
+        assert!(e.contains("generate.top_p"), "{e}");
     }
 }

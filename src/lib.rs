@@ -3,7 +3,13 @@
 pub mod backend;
 pub mod bench;
 pub mod config;
+pub mod engine;
+pub mod headless;
 pub mod io;
 pub mod model;
+pub mod ranker;
 pub mod selm;
+pub mod sft;
+pub mod tasks;
+pub mod tokenizer;
 pub mod train;

@@ -8,12 +8,13 @@ use selm_tui::backend::{self, BackendSpec};
 use selm_tui::bench::BenchArgs;
 use selm_tui::config::Config;
 use selm_tui::model::ModelConfig;
+use selm_tui::sft::SftArgs;
 
 #[derive(Parser)]
 #[command(
     name = "selm-tui",
     version,
-    about = "Online preference alignment (SELM / iterative DPO) in a terminal"
+    about = "Online preference alignment (SELM / iterative DPO) of language models"
 )]
 struct Cli {
     /// Configuration file (TOML); the embedded configs/default.toml when absent.
@@ -29,6 +30,34 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the online loop.
+    Run {
+        /// Plain progress lines and a final summary table instead of the TUI.
+        #[arg(long)]
+        headless: bool,
+        /// Override `run.iterations`.
+        #[arg(long)]
+        iterations: Option<usize>,
+        /// Override `run.out_dir`.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+    /// Train the built-in tiny task model from scratch (writes an HF model directory).
+    Sft {
+        #[arg(long, default_value = "assets/tiny-tasks")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1200)]
+        steps: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 3e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Share of training answers replaced by a plausible wrong one.
+        #[arg(long, default_value_t = 0.3)]
+        noise: f64,
+    },
     /// Training and decoding throughput on random weights (tiny or smollm2-135m shape).
     Bench {
         #[arg(long, default_value = "tiny")]
@@ -55,7 +84,7 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let config = match &cli.config {
+    let mut config = match &cli.config {
         Some(path) => Config::from_file(path)?,
         None => Config::embedded_default(),
     };
@@ -64,6 +93,47 @@ fn main() -> Result<()> {
         None => config.backend()?,
     };
     match cli.command {
+        Some(Command::Run {
+            headless,
+            iterations,
+            out_dir,
+        }) => {
+            if let Some(n) = iterations {
+                config.run.iterations = n;
+            }
+            if let Some(dir) = out_dir {
+                config.run.out_dir = dir;
+            }
+            config.validate()?;
+            if !headless {
+                bail!("the TUI is not built yet: use `selm-tui run --headless`");
+            }
+            selm_tui::headless::run(config, spec)?;
+        }
+        None => {
+            // The TUI will open here; until then the default is the headless loop.
+            selm_tui::headless::run(config, spec)?;
+        }
+        Some(Command::Sft {
+            out,
+            steps,
+            batch,
+            lr,
+            seed,
+            noise,
+        }) => {
+            backend::dispatch(
+                spec,
+                SftArgs {
+                    out,
+                    steps,
+                    batch,
+                    lr,
+                    seed,
+                    noise,
+                },
+            )??;
+        }
         Some(Command::Backends) => println!("{}", backend::compiled_in().join("\n")),
         Some(Command::Bench {
             preset,
@@ -74,6 +144,9 @@ fn main() -> Result<()> {
             new_tokens,
             json,
         }) => {
+            if steps == 0 {
+                bail!("--steps must be at least 1");
+            }
             let config = match preset.as_str() {
                 "tiny" => ModelConfig::tiny(),
                 "smollm2-135m" => ModelConfig::smollm2_135m(),
@@ -96,10 +169,6 @@ fn main() -> Result<()> {
                 report.print();
             }
         }
-        None => bail!(
-            "the online SELM loop and its TUI are not built yet; `selm-tui bench` and \
-             `selm-tui backends` are available"
-        ),
     }
     Ok(())
 }

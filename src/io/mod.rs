@@ -1,5 +1,6 @@
 //! Reading and writing models: HF directories (config.json + safetensors) and host tensors.
 
+pub mod run_dir;
 pub mod safetensors;
 pub mod weights;
 

@@ -22,8 +22,18 @@ pub struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    /// `[batch, seq, in] -> [batch, seq, out]`. The input is flattened to 2-D first: a batched
+    /// matmul would broadcast the weight, and its backward would build one weight-sized
+    /// gradient per batch row before summing them.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, i] = x.dims();
+        let y = burn::tensor::module::linear(
+            x.reshape([b * t, i]),
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+        );
+        let o = y.dims()[1];
+        y.reshape([b, t, o])
     }
 }
 
@@ -283,8 +293,13 @@ impl<B: Backend> CausalLm<B> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
-                let w = self.model.embed_tokens.weight.val().transpose();
-                hidden.matmul(w.unsqueeze::<3>())
+                let [b, t, h] = hidden.dims();
+                let w = self.model.embed_tokens.weight.val();
+                let v = w.dims()[0];
+                hidden
+                    .reshape([b * t, h])
+                    .matmul(w.transpose())
+                    .reshape([b, t, v])
             }
         }
     }

@@ -71,20 +71,21 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
         optim: OptimConfig,
         schedule: CosineWithWarmup,
     ) -> Self {
-        let optimizer = AdamWConfig::new()
-            .with_beta_1(optim.betas.0 as f32)
-            .with_beta_2(optim.betas.1 as f32)
-            .with_epsilon(optim.eps as f32)
-            .with_weight_decay(optim.weight_decay as f32)
-            .init();
         Self {
             policy: Some(policy),
             reference,
-            optimizer,
+            optimizer: adamw(&optim),
             schedule,
             optim,
             step: 0,
         }
+    }
+
+    /// A fresh AdamW state and a new schedule (each iteration trains as its own run).
+    pub fn reset_optimizer(&mut self, schedule: CosineWithWarmup) {
+        self.optimizer = adamw(&self.optim);
+        self.schedule = schedule;
+        self.step = 0;
     }
 
     pub fn policy(&self) -> &CausalLm<B> {
@@ -175,6 +176,15 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
         };
         HostTriples::read(&logps, &selm_loss(&logps, alpha, beta))
     }
+}
+
+fn adamw<B: AutodiffBackend>(optim: &OptimConfig) -> OptimizerAdaptor<AdamW, CausalLm<B>, B> {
+    AdamWConfig::new()
+        .with_beta_1(optim.betas.0 as f32)
+        .with_beta_2(optim.betas.1 as f32)
+        .with_epsilon(optim.eps as f32)
+        .with_weight_decay(optim.weight_decay as f32)
+        .init()
 }
 
 /// Chosen, rejected and y_ref log-probs of `triples` under `model`, from one batched forward.

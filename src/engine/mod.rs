@@ -1,0 +1,179 @@
+//! The engine: the pipeline on its own thread, driven by [`Command`]s, reporting [`Event`]s.
+//! Front ends (TUI, headless) only exchange messages with it; neither side waits on the other.
+
+pub mod messages;
+pub mod pipeline;
+
+use anyhow::Result;
+use burn::tensor::backend::AutodiffBackend;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::thread::JoinHandle;
+
+use crate::backend::{BackendSpec, OnBackend, dispatch};
+use crate::config::Config;
+pub use messages::{Command, Event, IterationSummary, LiveParams, PairView, Stage};
+use pipeline::{Advance, Pipeline};
+
+/// The front end's side of a running engine.
+pub struct EngineHandle {
+    pub commands: Sender<Command>,
+    pub events: Receiver<Event>,
+    pub thread: JoinHandle<()>,
+}
+
+/// Starts the engine thread on the backend `spec` names. Loading happens on that thread;
+/// its failure arrives as `Event::Error` then `Event::Finished`.
+pub fn spawn(config: Config, spec: BackendSpec) -> Result<EngineHandle> {
+    dispatch(spec, Spawn { config })
+}
+
+struct Spawn {
+    config: Config,
+}
+
+impl OnBackend for Spawn {
+    type Output = EngineHandle;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, spec: BackendSpec) -> EngineHandle {
+        let (cmd_tx, cmd_rx) = channel();
+        let (evt_tx, evt_rx) = channel();
+        let thread = std::thread::Builder::new()
+            .name("selm-engine".into())
+            .spawn(move || worker::<B>(self.config, device, spec, cmd_rx, evt_tx))
+            .expect("spawning the engine thread");
+        EngineHandle {
+            commands: cmd_tx,
+            events: evt_rx,
+            thread,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Paused,
+    Running,
+    UntilStage,
+    UntilBatch,
+}
+
+fn worker<B: AutodiffBackend>(
+    config: Config,
+    device: B::Device,
+    spec: BackendSpec,
+    commands: Receiver<Command>,
+    events: Sender<Event>,
+) {
+    // A closed event channel means the front end is gone; sends are then ignored.
+    let mut emit = |e: Event| {
+        let _ = events.send(e);
+    };
+    let model = config.model.path.clone();
+    let mut auto_pause = config.run.auto_pause;
+    let mut pipeline = match Pipeline::<B>::new(config, &device) {
+        Ok(p) => p,
+        Err(e) => {
+            emit(Event::Error(format!("{e:#}")));
+            emit(Event::Finished { completed: false });
+            return;
+        }
+    };
+    emit(Event::Started {
+        run_dir: pipeline.run.path.display().to_string(),
+        backend: spec.to_string(),
+        model,
+        iterations: pipeline.config.run.iterations,
+        params: pipeline.params,
+    });
+    emit(Event::Log(
+        "evaluating the starting model on held-out prompts".into(),
+    ));
+    if let Err(e) = pipeline.evaluate_start(&mut emit) {
+        emit(Event::Error(format!("{e:#}")));
+    }
+    let mut mode = Mode::Paused;
+    loop {
+        let next = if mode == Mode::Paused {
+            commands.recv().map_err(|_| TryRecvError::Disconnected)
+        } else {
+            commands.try_recv()
+        };
+        match next {
+            Ok(Command::Quit) | Err(TryRecvError::Disconnected) => break,
+            Ok(cmd) => {
+                let before = mode;
+                mode = apply(cmd, mode, &mut pipeline, &mut auto_pause, &mut emit);
+                announce(before, mode, &mut emit);
+                continue;
+            }
+            Err(TryRecvError::Empty) => {}
+        }
+        let stage = pipeline.stage;
+        let before = mode;
+        match pipeline.advance(&mut emit) {
+            Ok(Advance::RunDone) => {
+                emit(Event::Finished { completed: true });
+                return;
+            }
+            Ok(Advance::Unit) if mode == Mode::UntilBatch && stage == Stage::Update => {
+                mode = Mode::Paused
+            }
+            Ok(Advance::Unit) => {}
+            Ok(Advance::StageDone) if matches!(mode, Mode::UntilStage | Mode::UntilBatch) => {
+                mode = Mode::Paused
+            }
+            Ok(Advance::StageDone) => {}
+            Ok(Advance::IterationDone) if auto_pause || mode != Mode::Running => {
+                mode = Mode::Paused
+            }
+            Ok(Advance::IterationDone) => {}
+            Err(e) => {
+                emit(Event::Error(format!("{e:#}")));
+                mode = Mode::Paused;
+            }
+        }
+        announce(before, mode, &mut emit);
+    }
+    emit(Event::Finished {
+        completed: pipeline.is_finished(),
+    });
+}
+
+fn apply<B: AutodiffBackend>(
+    cmd: Command,
+    mode: Mode,
+    pipeline: &mut Pipeline<B>,
+    auto_pause: &mut bool,
+    emit: &mut dyn FnMut(Event),
+) -> Mode {
+    match cmd {
+        Command::StepStage => Mode::UntilStage,
+        Command::StepBatch => Mode::UntilBatch,
+        Command::Run => Mode::Running,
+        Command::Pause => Mode::Paused,
+        Command::SetAutoPause(on) => {
+            *auto_pause = on;
+            emit(Event::Log(format!(
+                "auto-pause between iterations {}",
+                if on { "on" } else { "off" }
+            )));
+            mode
+        }
+        Command::SetParams { alpha, beta, lr } => {
+            match pipeline.set_params(alpha, beta, lr) {
+                Ok(p) => emit(Event::ParamsChanged(p)),
+                Err(e) => emit(Event::Error(format!("{e:#}"))),
+            }
+            mode
+        }
+        Command::Quit => mode,
+    }
+}
+
+fn announce(before: Mode, after: Mode, emit: &mut dyn FnMut(Event)) {
+    match (before == Mode::Paused, after == Mode::Paused) {
+        (false, true) => emit(Event::Paused),
+        (true, false) => emit(Event::Resumed),
+        _ => {}
+    }
+}

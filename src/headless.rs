@@ -1,0 +1,103 @@
+//! The headless front end: runs the engine to the end with plain progress lines, then prints
+//! a per-iteration summary table. For scripted sweeps and CI.
+
+use anyhow::{Result, bail};
+use std::io::Write;
+use std::time::Instant;
+
+use crate::backend::BackendSpec;
+use crate::config::Config;
+use crate::engine::{self, Command, Event, IterationSummary, Stage};
+
+pub fn run(config: Config, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
+    let start = Instant::now();
+    let handle = engine::spawn(config, spec)?;
+    handle.commands.send(Command::Run)?;
+    let mut summaries = vec![];
+    let mut error = None;
+    let mut out = std::io::stdout().lock();
+    for event in handle.events.iter() {
+        let t = start.elapsed().as_secs_f64();
+        match event {
+            Event::Started {
+                run_dir,
+                backend,
+                model,
+                iterations,
+                params,
+            } => writeln!(
+                out,
+                "[{t:7.1}s] run {run_dir}: {model} on {backend}, {iterations} iterations, alpha {} beta {} lr {}",
+                params.alpha, params.beta, params.lr
+            )?,
+            Event::StageFinished {
+                iteration,
+                stage,
+                summary,
+            } => writeln!(
+                out,
+                "[{t:7.1}s] iter {iteration} {:<14} {summary}",
+                stage.label()
+            )?,
+            Event::Progress {
+                stage: Stage::Update,
+                done,
+                total,
+                ..
+            } if done % 10 == 0 && done < total => {
+                writeln!(out, "[{t:7.1}s]        update {done}/{total}")?
+            }
+            Event::Iteration(s) => {
+                writeln!(
+                    out,
+                    "[{t:7.1}s] iter {} eval: kl {:.4}  high_reward_fraction {:.3}  reward/mean {:.3}",
+                    s.iteration, s.kl, s.high_reward_fraction, s.reward_mean
+                )?;
+                summaries.push(s);
+            }
+            Event::Log(line) => writeln!(out, "[{t:7.1}s] {line}")?,
+            Event::Error(e) => {
+                writeln!(out, "[{t:7.1}s] error: {e}")?;
+                error = Some(e);
+                let _ = handle.commands.send(Command::Quit);
+            }
+            Event::Finished { .. } => break,
+            _ => {}
+        }
+    }
+    let _ = handle.thread.join();
+    writeln!(out, "\n{}", summary_table(&summaries))?;
+    writeln!(out, "wall time {:.1}s", start.elapsed().as_secs_f64())?;
+    if let Some(e) = error {
+        bail!("run stopped: {e}");
+    }
+    Ok(summaries)
+}
+
+/// The per-iteration table printed at the end of a headless run.
+pub fn summary_table(rows: &[IterationSummary]) -> String {
+    let mut s = String::from(
+        "iter  pairs  mean loss  cand reward  reward/mean  high_reward_frac       kl   wall s\n",
+    );
+    let num = |v: f64, prec: usize| {
+        if v.is_finite() {
+            format!("{v:.prec$}")
+        } else {
+            "-".into()
+        }
+    };
+    for r in rows {
+        s.push_str(&format!(
+            "{:>4}  {:>5}  {:>9}  {:>11}  {:>11.3}  {:>16.3}  {:>7.4}  {:>7.1}\n",
+            r.iteration,
+            r.pairs,
+            num(r.mean_loss, 4),
+            num(r.candidate_reward_mean, 3),
+            r.reward_mean,
+            r.high_reward_fraction,
+            r.kl,
+            r.wall_s
+        ));
+    }
+    s
+}

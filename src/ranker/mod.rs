@@ -1,0 +1,91 @@
+//! Rankers score a prompt's candidate responses; the loop picks the best and worst.
+//! The task oracle is built in; a reward model, an external process and the researcher by
+//! hand implement the same trait.
+
+use anyhow::{Result, bail};
+
+use crate::tasks::TaskPrompt;
+
+/// What a ranker sees of one prompt.
+#[derive(Debug, Clone)]
+pub struct RankRequest<'a> {
+    pub prompt: &'a str,
+    /// The task behind the prompt, when it is a built-in one (the oracle needs it).
+    pub task: Option<&'a TaskPrompt>,
+    pub candidates: &'a [String],
+}
+
+pub trait Ranker: Send {
+    /// A short name recorded with every pair (`oracle`, `pairrm`, ...).
+    fn name(&self) -> &str;
+
+    /// One score per candidate, higher is better.
+    fn score(&mut self, request: &RankRequest<'_>) -> Result<Vec<f64>>;
+}
+
+/// The exact reward of the built-in tasks.
+#[derive(Debug, Default)]
+pub struct OracleRanker;
+
+impl Ranker for OracleRanker {
+    fn name(&self) -> &str {
+        "oracle"
+    }
+
+    fn score(&mut self, request: &RankRequest<'_>) -> Result<Vec<f64>> {
+        let Some(task) = request.task else {
+            bail!(
+                "the oracle ranker only scores built-in task prompts; {:?} is not one",
+                request.prompt
+            );
+        };
+        Ok(request.candidates.iter().map(|c| task.reward(c)).collect())
+    }
+}
+
+/// Indices of the best and worst candidates (first on ties), or None when all scores are
+/// equal: such a prompt carries no preference.
+pub fn best_and_worst(scores: &[f64]) -> Option<(usize, usize)> {
+    if scores.iter().any(|s| !s.is_finite()) {
+        return None;
+    }
+    let best = (0..scores.len()).reduce(|a, b| if scores[b] > scores[a] { b } else { a })?;
+    let worst = (0..scores.len()).reduce(|a, b| if scores[b] < scores[a] { b } else { a })?;
+    (scores[best] > scores[worst]).then_some((best, worst))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::TaskKind;
+
+    #[test]
+    fn picks_best_and_worst() {
+        assert_eq!(best_and_worst(&[0.2, 0.9, 0.1, 0.9]), Some((1, 2)));
+        assert_eq!(best_and_worst(&[0.5, 0.5]), None);
+        assert_eq!(best_and_worst(&[]), None);
+        assert_eq!(best_and_worst(&[0.1, f64::NAN]), None);
+    }
+
+    #[test]
+    fn oracle_scores_with_the_task_reward() {
+        let task = TaskPrompt {
+            kind: TaskKind::Add,
+            prompt: "1+2=".into(),
+            answer: "3".into(),
+        };
+        let candidates = vec!["3".to_string(), "4".to_string()];
+        let req = RankRequest {
+            prompt: "1+2=",
+            task: Some(&task),
+            candidates: &candidates,
+        };
+        assert_eq!(OracleRanker.score(&req).unwrap(), vec![1.0, 0.0]);
+        let req = RankRequest {
+            prompt: "hi",
+            task: None,
+            candidates: &candidates,
+        };
+        assert!(OracleRanker.score(&req).is_err());
+    }
+}

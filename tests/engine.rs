@@ -1,0 +1,308 @@
+//! The online loop on the tiny fixture model (with a character tokenizer added): each stage,
+//! the pairs, checkpoints, the command/event protocol, and a headless run end to end.
+
+mod common;
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::AutodiffModule;
+use common::*;
+use selm_tui::backend::BackendSpec;
+use selm_tui::config::Config;
+use selm_tui::engine::pipeline::{Advance, Pipeline};
+use selm_tui::engine::{self, Command, Event, Stage};
+use selm_tui::model::load::load_hf_dir;
+use selm_tui::sft::TASK_ALPHABET;
+use selm_tui::tokenizer::char_tokenizer_json;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+type B = Autodiff<Flex>;
+
+/// The tiny-llama fixture plus a character tokenizer (its 44 ids fit the 128-token vocab).
+fn fixture_model(dir: &Path) -> PathBuf {
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("tiny-llama").join(f), model.join(f)).unwrap();
+    }
+    std::fs::write(
+        model.join("tokenizer.json"),
+        char_tokenizer_json(TASK_ALPHABET),
+    )
+    .unwrap();
+    model
+}
+
+fn small_config(dir: &Path) -> Config {
+    let mut c = Config::embedded_default();
+    c.model.path = fixture_model(dir).display().to_string();
+    c.run.out_dir = dir.join("runs");
+    c.run.iterations = 2;
+    c.prompts.per_iteration = 24;
+    c.prompts.eval = 4;
+    c.generate.samples = 3;
+    c.generate.max_new_tokens = 6;
+    c.generate.batch_size = 16;
+    c.train.batch_size = 2;
+    c.eval.samples = 2;
+    c.validate().unwrap();
+    c
+}
+
+fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect()
+}
+
+fn logits(model: &selm_tui::model::CausalLm<Flex>) -> Vec<f32> {
+    model
+        .forward_padded(&[vec![1, 20, 30, 40]], 0)
+        .0
+        .into_data()
+        .into_vec::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn stages_run_in_order_and_write_the_run_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = Pipeline::<B>::new(small_config(tmp.path()), &Default::default()).unwrap();
+    let mut events = vec![];
+    p.evaluate_start(&mut |e| events.push(e)).unwrap();
+    let mut seen = vec![];
+    loop {
+        let stage = p.stage;
+        let step = p.advance(&mut |e| events.push(e)).unwrap();
+        if step != Advance::Unit {
+            seen.push(stage);
+        }
+        if step == Advance::RunDone {
+            break;
+        }
+    }
+    assert_eq!(seen, [Stage::ALL, Stage::ALL].concat());
+    let updates = events
+        .iter()
+        .filter(|e| matches!(e, Event::Metrics(_)))
+        .count();
+    assert!(updates >= 2, "{updates} updates");
+    let run = p.run.path.clone();
+
+    // Pairs: chosen and rejected are the best and worst candidates by the ranker's scores.
+    let pairs = read_jsonl(&run.join("iter-001/pairs.jsonl"));
+    assert!(!pairs.is_empty());
+    for pair in &pairs {
+        let scores: Vec<f64> = pair["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| f(&c["score"]))
+            .collect();
+        let max = scores.iter().cloned().fold(f64::MIN, f64::max);
+        let min = scores.iter().cloned().fold(f64::MAX, f64::min);
+        assert_eq!(f(&pair["chosen_score"]), max);
+        assert_eq!(f(&pair["rejected_score"]), min);
+        assert!(max > min);
+        let texts = |s: f64| -> Vec<String> {
+            pair["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| f(&c["score"]) == s)
+                .map(|c| c["text"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert!(texts(max).contains(&pair["chosen"].as_str().unwrap().to_string()));
+        assert!(texts(min).contains(&pair["rejected"].as_str().unwrap().to_string()));
+        let n_ref = pair["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["is_reference"] == true)
+            .count();
+        assert_eq!(n_ref, 1, "y_ref is one of the candidates");
+        assert_eq!(pair["iteration"], 1);
+        assert_eq!(pair["ranker"], "oracle");
+    }
+    // Every prompt's K samples + y_ref were written before ranking.
+    let cands = read_jsonl(&run.join("iter-002/candidates.jsonl"));
+    assert_eq!(cands.len(), 24);
+    assert!(
+        cands
+            .iter()
+            .all(|c| c["candidates"].as_array().unwrap().len() == 4)
+    );
+
+    // Metrics: one train row per update plus eval rows for iterations 0, 1, 2.
+    let metrics = read_jsonl(&run.join("metrics.jsonl"));
+    assert_eq!(
+        metrics.iter().filter(|m| m["kind"] == "train").count(),
+        updates
+    );
+    assert_eq!(metrics.iter().filter(|m| m["kind"] == "eval").count(), 3);
+    for key in [
+        "loss",
+        "loss/dpo",
+        "loss/optimism",
+        "rewards/accuracies",
+        "logps/pi_response",
+        "grad_norm",
+        "lr",
+        "alpha",
+        "beta",
+    ] {
+        assert!(metrics.iter().any(|m| m.get(key).is_some()), "{key}");
+    }
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), metrics.len() + 1);
+    assert!(csv.starts_with("kind,iteration,step,batch,loss,loss/dpo"));
+
+    // The last checkpoint reloads to the policy's logits.
+    let back = load_hf_dir::<Flex>(&run.join("checkpoints/iter-002"), &Default::default()).unwrap();
+    assert_eq!(logits(&back), logits(&p.policy().valid()));
+    assert!(run.join("checkpoints/iter-002/tokenizer.json").exists());
+    let resolved = Config::from_file(&run.join("config.toml")).unwrap();
+    assert_eq!(resolved.prompts.per_iteration, 24);
+    assert_eq!(p.summaries.len(), 3);
+}
+
+#[test]
+fn a_diverging_update_stops_and_keeps_the_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = small_config(tmp.path());
+    config.train.warmup_ratio = 0.0;
+    let mut p = Pipeline::<B>::new(config, &Default::default()).unwrap();
+    let mut sink = |_e: Event| {};
+    while p.iteration == 1 {
+        p.advance(&mut sink).unwrap();
+    }
+    let good = p.run.checkpoint_dir(1);
+    let before = std::fs::read(good.join("model.safetensors")).unwrap();
+    p.set_params(None, None, Some(1e30)).unwrap();
+    let err = loop {
+        match p.advance(&mut sink) {
+            Ok(Advance::RunDone) => panic!("a 1e30 learning rate should diverge"),
+            Ok(_) => {}
+            Err(e) => break format!("{e:#}"),
+        }
+    };
+    assert!(
+        err.contains("update skipped") && err.contains("stage `update`"),
+        "{err}"
+    );
+    assert_eq!(p.stage, Stage::Update);
+    assert_eq!(
+        std::fs::read(good.join("model.safetensors")).unwrap(),
+        before
+    );
+    assert!(!p.run.checkpoint_dir(2).exists());
+    load_hf_dir::<Flex>(&good, &Default::default()).unwrap();
+    let history = read_jsonl(&p.run.path.join("history.jsonl"));
+    assert_eq!(history.last().unwrap()["new"]["lr"], 1e30);
+}
+
+fn next_event(h: &engine::EngineHandle) -> Event {
+    h.events
+        .recv_timeout(Duration::from_secs(120))
+        .expect("engine event")
+}
+
+fn until(h: &engine::EngineHandle, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
+    let mut seen = vec![];
+    loop {
+        let e = next_event(h);
+        let stop = pred(&e);
+        if let Event::Error(msg) = &e {
+            panic!("engine error: {msg}");
+        }
+        seen.push(e);
+        if stop {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn commands_step_pause_and_change_parameters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = engine::spawn(small_config(tmp.path()), BackendSpec::Flex).unwrap();
+    let started = until(&h, |e| matches!(e, Event::Iteration(s) if s.iteration == 0));
+    let run_dir = started
+        .iter()
+        .find_map(|e| match e {
+            Event::Started { run_dir, .. } => Some(PathBuf::from(run_dir)),
+            _ => None,
+        })
+        .unwrap();
+
+    h.commands.send(Command::StepStage).unwrap();
+    let ev = until(&h, |e| matches!(e, Event::Paused));
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::StageFinished {
+            stage: Stage::SamplePrompts,
+            ..
+        }
+    )));
+    assert!(!ev.iter().any(|e| matches!(
+        e,
+        Event::StageStarted {
+            stage: Stage::Generate,
+            ..
+        }
+    )));
+
+    for _ in 0..3 {
+        h.commands.send(Command::StepStage).unwrap();
+        until(&h, |e| matches!(e, Event::Paused));
+    }
+    h.commands
+        .send(Command::SetParams {
+            alpha: Some(0.5),
+            beta: None,
+            lr: None,
+        })
+        .unwrap();
+    let ev = until(&h, |e| matches!(e, Event::ParamsChanged(_)));
+    assert!(matches!(ev.last(), Some(Event::ParamsChanged(p)) if p.alpha == 0.5));
+
+    // One mini-batch, with the new alpha.
+    h.commands.send(Command::StepBatch).unwrap();
+    let ev = until(&h, |e| matches!(e, Event::Paused));
+    let metrics: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Metrics(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(metrics.len(), 1);
+    assert_eq!(metrics[0]["alpha"], 0.5);
+
+    h.commands
+        .send(Command::SetParams {
+            alpha: None,
+            beta: Some(-1.0),
+            lr: None,
+        })
+        .unwrap();
+    match next_event(&h) {
+        Event::Error(msg) => assert!(msg.contains("beta must be positive"), "{msg}"),
+        other => panic!("expected a rejected change, got {other:?}"),
+    }
+    h.commands.send(Command::Quit).unwrap();
+    let ev = until(&h, |e| matches!(e, Event::Finished { .. }));
+    assert!(matches!(
+        ev.last(),
+        Some(Event::Finished { completed: false })
+    ));
+    h.thread.join().unwrap();
+    let history = read_jsonl(&run_dir.join("history.jsonl"));
+    assert_eq!(history.len(), 2, "start + one accepted change");
+    assert_eq!(history[1]["new"]["alpha"], 0.5);
+    assert_eq!(history[1]["old"]["alpha"], 0.001);
+}

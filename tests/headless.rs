@@ -1,0 +1,122 @@
+//! The real binary, headless, on the built-in tiny task model: a short run end to end, and
+//! config errors that name their key.
+
+use std::path::Path;
+use std::process::Command;
+
+fn selm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_selm-tui"))
+}
+
+fn short_config(dir: &Path) -> String {
+    let default = include_str!("../configs/default.toml");
+    default
+        .replace(
+            "out_dir = \"runs\"",
+            &format!("out_dir = {:?}", dir.join("runs").display().to_string()),
+        )
+        .replace("iterations = 3", "iterations = 2")
+        .replacen("per_iteration = 256", "per_iteration = 32", 1)
+        .replacen("eval = 128 ", "eval = 16 ", 1)
+}
+
+#[test]
+fn headless_run_writes_a_complete_run_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("short.toml");
+    let text = short_config(tmp.path());
+    assert!(
+        text.contains("per_iteration = 32") && text.contains("eval = 16 "),
+        "config template changed"
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = selm()
+        .args(["--config", config.to_str().unwrap(), "run", "--headless"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("iter  pairs  mean loss"), "{stdout}");
+    assert!(stdout.contains("iter 2 sync + eval"), "{stdout}");
+
+    let runs: Vec<_> = std::fs::read_dir(tmp.path().join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "metrics.csv",
+        "history.jsonl",
+        "summary.json",
+        "iter-001/candidates.jsonl",
+        "iter-001/pairs.jsonl",
+        "iter-002/pairs.jsonl",
+        "checkpoints/iter-001/model.safetensors",
+        "checkpoints/iter-002/config.json",
+        "checkpoints/iter-002/tokenizer.json",
+    ] {
+        assert!(run.join(f).exists(), "missing {f}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let rows = summary.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "iterations 0, 1, 2");
+    for r in rows {
+        let hrf = r["high_reward_fraction"].as_f64().unwrap();
+        let reward = r["reward/mean"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&hrf) && (0.0..=1.0).contains(&reward));
+        assert_eq!(r["eval_samples"], 16 * 4);
+    }
+    // The built-in model is mediocre on purpose: neither hopeless nor solved.
+    let start = rows[0]["reward/mean"].as_f64().unwrap();
+    assert!((0.25..0.7).contains(&start), "starting reward {start}");
+    assert!(
+        !std::fs::read_dir(run).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".tmp"))
+    );
+}
+
+#[test]
+fn config_errors_name_the_key_and_exit_nonzero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("bad.toml");
+    let text = short_config(tmp.path()).replace("beta = 0.1", "beta = 0.1\nbetta = 2.0");
+    std::fs::write(&config, text).unwrap();
+    let out = selm()
+        .args(["--config", config.to_str().unwrap(), "run", "--headless"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("betta"), "{stderr}");
+    let out = selm()
+        .args(["--backend", "cuda", "backends"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || stderr.contains("--features cuda"),
+        "{stderr}"
+    );
+    let out = selm()
+        .args(["--backend", "cuda", "bench", "--steps", "1"])
+        .output()
+        .unwrap();
+    if !cfg!(feature = "cuda") {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("--features cuda"),
+            "{stderr}"
+        );
+    }
+}
