@@ -16,7 +16,7 @@ fn short_config(dir: &Path) -> String {
             &format!("out_dir = {:?}", dir.join("runs").display().to_string()),
         )
         .replace("iterations = 3", "iterations = 2")
-        .replacen("per_iteration = 256", "per_iteration = 32", 1)
+        .replacen("per_iteration = 384", "per_iteration = 32", 1)
         .replacen("eval = 128 ", "eval = 16 ", 1)
 }
 
@@ -72,7 +72,7 @@ fn headless_run_writes_a_complete_run_dir() {
         let hrf = r["high_reward_fraction"].as_f64().unwrap();
         let reward = r["reward/mean"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&hrf) && (0.0..=1.0).contains(&reward));
-        assert_eq!(r["eval_samples"], 16 * 4);
+        assert_eq!(r["eval_samples"], 16 * 8);
     }
     // The built-in model is mediocre on purpose: neither hopeless nor solved.
     let start = rows[0]["reward/mean"].as_f64().unwrap();
