@@ -287,7 +287,7 @@ mod tests {
         assert!(e.contains("runtime.backend") && e.contains("tpu"), "{e}");
         let e = err(&with("beta = 0.1", "beta = -1.0"));
         assert!(e.contains("train.beta") && e.contains("-1"), "{e}");
-        let e = err(&with("samples = 4", "samples = 0"));
+        let e = err(&with("samples = 8", "samples = 0"));
         assert!(e.contains("generate.samples"), "{e}");
         let e = err(&with("beta = 0.1", "beta = \"big\""));
         assert!(e.contains("beta"), "{e}");

@@ -13,7 +13,6 @@ use selm_tui::model::CausalLm;
 use selm_tui::model::generate::generate;
 use selm_tui::model::load::load_hf_dir;
 use selm_tui::model::sampling::SamplingParams;
-use selm_tui::selm::Triple;
 use selm_tui::train::{CosineWithWarmup, OptimConfig, SelmTrainer};
 use serde_json::Value;
 
@@ -28,59 +27,8 @@ fn load(name: &str) -> (CausalLm<B>, CausalLm<B>) {
 }
 
 fn check_forward(name: &str) {
-    let exp = expected(name);
     let (policy, _) = load(name);
-    let fwd = &exp["forward"];
-    let rows: Vec<Vec<u32>> = fwd["input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(ids)
-        .collect();
-    let masks: Vec<Vec<u32>> = fwd["attention_mask"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(ids)
-        .collect();
-    // The fixture rows are right-padded; hand the model only the real tokens.
-    let real: Vec<Vec<u32>> = rows
-        .iter()
-        .zip(&masks)
-        .map(|(r, m)| {
-            r.iter()
-                .zip(m)
-                .filter(|(_, m)| **m == 1)
-                .map(|(t, _)| *t)
-                .collect()
-        })
-        .collect();
-    let (logits, lens) = policy.valid().forward_padded(&real, 0);
-    let [_, seq, vocab] = logits.dims();
-    let got = logits.into_data().into_vec::<f32>().unwrap();
-    let mut compared = 0;
-    for (b, want_row) in fwd["logits"].as_array().unwrap().iter().enumerate() {
-        let want_row = want_row.as_array().unwrap();
-        assert_eq!(
-            want_row.len(),
-            lens[b],
-            "{name}: fixture row {b} covers the real positions"
-        );
-        for (t, want_pos) in want_row.iter().enumerate() {
-            for (v, want) in floats(want_pos).into_iter().enumerate() {
-                let g = got[(b * seq + t) * vocab + v] as f64;
-                assert_close(
-                    &format!("{name} logits[{b}][{t}][{v}]"),
-                    g,
-                    want,
-                    1e-4,
-                    1e-4,
-                );
-                compared += 1;
-            }
-        }
-    }
-    assert_eq!(compared, lens.iter().sum::<usize>() * vocab);
+    check_forward_logits(&policy.valid(), name);
 }
 
 fn check_greedy(name: &str) {
@@ -97,20 +45,6 @@ fn check_greedy(name: &str) {
         &mut rng,
     );
     assert_eq!(out[0].tokens, want, "{name}: greedy continuation");
-}
-
-fn triples(selm: &Value) -> Vec<Triple> {
-    selm["triples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| Triple {
-            prompt: ids(&t["prompt"]),
-            chosen: ids(&t["chosen"]),
-            rejected: ids(&t["rejected"]),
-            reference_response: ids(&t["reference_response"]),
-        })
-        .collect()
 }
 
 fn trainer(name: &str, selm: &Value) -> SelmTrainer<B> {
@@ -135,7 +69,7 @@ fn check_selm(name: &str) {
     let exp = expected(name);
     let selm = &exp["selm"];
     let (alpha, beta) = (f(&selm["alpha"]), f(&selm["beta"]));
-    let triples = triples(selm);
+    let triples = fixture_triples(name);
     let mut trainer = trainer(name, selm);
     let report = trainer.step(&triples, alpha, beta).expect("step");
     let h = &report.triples;
@@ -146,24 +80,11 @@ fn check_selm(name: &str) {
         ("reference_chosen_logps", &h.reference_chosen),
         ("reference_rejected_logps", &h.reference_rejected),
         ("reference_response_logps", &h.reference_response),
-    ];
-    for (key, got) in lists {
-        for (i, want) in floats(&selm[key]).into_iter().enumerate() {
-            assert_close(
-                &format!("{name} {key}[{i}]"),
-                got[i] as f64,
-                want,
-                1e-4,
-                1e-4,
-            );
-        }
-    }
-    let terms = [
         ("losses", &h.losses),
         ("dpo_losses", &h.dpo_losses),
         ("optimism_terms", &h.optimism_terms),
     ];
-    for (key, got) in terms {
+    for (key, got) in lists {
         for (i, want) in floats(&selm[key]).into_iter().enumerate() {
             assert_close(
                 &format!("{name} {key}[{i}]"),

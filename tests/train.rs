@@ -28,17 +28,7 @@ fn setup(max_grad_norm: Option<f64>) -> (SelmTrainer<B>, Vec<Triple>) {
         optim,
         CosineWithWarmup::new(1e-3, 0.1, 10),
     );
-    let triples = expected("tiny-llama")["selm"]["triples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| Triple {
-            prompt: ids(&t["prompt"]),
-            chosen: ids(&t["chosen"]),
-            rejected: ids(&t["rejected"]),
-            reference_response: ids(&t["reference_response"]),
-        })
-        .collect();
+    let triples = fixture_triples("tiny-llama");
     (trainer, triples)
 }
 

@@ -71,6 +71,19 @@ struct IterationState {
     pairs: usize,
 }
 
+impl IterationState {
+    /// Mean ranker score of this iteration's candidates.
+    fn mean_score(&self) -> f64 {
+        let scores: Vec<f64> = self
+            .candidates
+            .iter()
+            .flatten()
+            .filter_map(|c| c.score)
+            .collect();
+        scores.iter().sum::<f64>() / scores.len().max(1) as f64
+    }
+}
+
 pub struct Pipeline<B: AutodiffBackend> {
     pub config: Config,
     trainer: SelmTrainer<B>,
@@ -503,15 +516,14 @@ impl<B: AutodiffBackend> Pipeline<B> {
     }
 
     fn sync_eval(&mut self, emit: &mut dyn FnMut(Event)) -> Result<(usize, usize)> {
-        let n = self.state.candidates.iter().flatten().count().max(1);
-        let cand_mean = self
-            .state
-            .candidates
-            .iter()
-            .flatten()
-            .filter_map(|c| c.score)
-            .sum::<f64>()
-            / n as f64;
+        if !self.trainer.policy_is_finite() {
+            bail!(
+                "the policy's weights are not finite after the update: not syncing the \
+                 reference or writing a checkpoint (the last good one is iteration {})",
+                self.iteration - 1
+            );
+        }
+        let cand_mean = self.state.mean_score();
         let losses = &self.state.losses;
         let mean_loss = if losses.is_empty() {
             f64::NAN
@@ -636,17 +648,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 "{} responses",
                 s.candidates.iter().map(Vec::len).sum::<usize>()
             ),
-            Stage::Rank => {
-                let n = s.candidates.iter().flatten().count().max(1);
-                let mean = s
-                    .candidates
-                    .iter()
-                    .flatten()
-                    .filter_map(|c| c.score)
-                    .sum::<f64>()
-                    / n as f64;
-                format!("mean score {mean:.3}")
-            }
+            Stage::Rank => format!("mean score {:.3}", s.mean_score()),
             Stage::SelectPairs => format!(
                 "{} pairs ({} prompts without preference)",
                 s.pairs,

@@ -26,12 +26,18 @@ impl<B: AutodiffBackend, F: FnMut(&str, &dyn ParamGrad<B>)> ModuleVisitor<B> for
 
 /// A float parameter of any rank, seen through what gradient handling needs.
 pub trait ParamGrad<B: AutodiffBackend> {
+    /// Whether every value is finite, and small enough that their sum stays finite.
+    fn values_finite(&self) -> bool;
     /// Sum of squares of this parameter's gradient (None if it got none).
     fn grad_sq(&self, grads: &GradientsParams) -> Option<f64>;
     fn scale_grad(&self, grads: &mut GradientsParams, factor: f64);
 }
 
 impl<B: AutodiffBackend, const D: usize> ParamGrad<B> for Param<Tensor<B, D>> {
+    fn values_finite(&self) -> bool {
+        let total: f64 = self.val().inner().abs().sum().into_scalar().elem();
+        total.is_finite()
+    }
     fn grad_sq(&self, grads: &GradientsParams) -> Option<f64> {
         let g = grads.get::<B::InnerBackend, D>(self.id)?;
         Some(g.square().sum().into_scalar().elem::<f64>())
@@ -66,6 +72,13 @@ pub fn grad_norms<B: AutodiffBackend, M: Module<B>>(
         }
     });
     out
+}
+
+/// Whether all parameters hold finite values (an overflowing update makes them inf or huge).
+pub fn params_finite<B: AutodiffBackend, M: Module<B>>(module: &M) -> bool {
+    let mut ok = true;
+    for_each_param::<B, M>(module, |_, p| ok &= p.values_finite());
+    ok
 }
 
 /// Global L2 norm over all gradients.

@@ -98,6 +98,11 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
         &self.reference
     }
 
+    /// Whether the policy's weights are all finite.
+    pub fn policy_is_finite(&self) -> bool {
+        grads::params_finite(self.policy())
+    }
+
     /// pi_ref <- pi_theta.
     pub fn sync_reference(&mut self) {
         self.reference = self.policy().valid();

@@ -1,6 +1,9 @@
 //! Shared helpers for the parity tests: where the PyTorch fixtures live and how close is close.
 #![allow(dead_code)]
 
+use burn::tensor::backend::Backend;
+use selm_tui::model::CausalLm;
+use selm_tui::selm::Triple;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -54,4 +57,70 @@ pub fn assert_close(what: &str, got: f64, want: f64, rel: f64, abs: f64) {
         "{what}: got {got}, want {want} (diff {:.3e} > tol {tol:.1e})",
         (got - want).abs()
     );
+}
+
+/// The preference triples of a fixture's `selm` section.
+pub fn fixture_triples(name: &str) -> Vec<Triple> {
+    expected(name)["selm"]["triples"]
+        .as_array()
+        .expect("triples")
+        .iter()
+        .map(|t| Triple {
+            prompt: ids(&t["prompt"]),
+            chosen: ids(&t["chosen"]),
+            rejected: ids(&t["rejected"]),
+            reference_response: ids(&t["reference_response"]),
+        })
+        .collect()
+}
+
+/// Compares `model`'s logits at every real position of the fixture's `forward` batch.
+pub fn check_forward_logits<B: Backend>(model: &CausalLm<B>, name: &str) {
+    let exp = expected(name);
+    let fwd = &exp["forward"];
+    let rows = fwd["input_ids"].as_array().expect("rows");
+    let masks = fwd["attention_mask"].as_array().expect("masks");
+    // The fixture rows are right-padded; hand the model only the real tokens.
+    let real: Vec<Vec<u32>> = rows
+        .iter()
+        .zip(masks)
+        .map(|(r, m)| {
+            ids(r)
+                .into_iter()
+                .zip(ids(m))
+                .filter(|(_, m)| *m == 1)
+                .map(|(t, _)| t)
+                .collect()
+        })
+        .collect();
+    let (logits, lens) = model.forward_padded(&real, 0);
+    let [_, seq, vocab] = logits.dims();
+    let got = logits
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 logits");
+    let mut compared = 0;
+    for (b, want_row) in fwd["logits"].as_array().expect("logits").iter().enumerate() {
+        let want_row = want_row.as_array().expect("row");
+        assert_eq!(
+            want_row.len(),
+            lens[b],
+            "{name}: fixture row {b} covers the real positions"
+        );
+        for (t, want_pos) in want_row.iter().enumerate() {
+            for (v, want) in floats(want_pos).into_iter().enumerate() {
+                let g = got[(b * seq + t) * vocab + v] as f64;
+                assert_close(
+                    &format!("{name} logits[{b}][{t}][{v}]"),
+                    g,
+                    want,
+                    1e-4,
+                    1e-4,
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, lens.iter().sum::<usize>() * vocab);
 }
