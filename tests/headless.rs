@@ -17,7 +17,7 @@ fn short_config(dir: &Path) -> String {
         )
         .replace("iterations = 3", "iterations = 2")
         .replacen("per_iteration = 384", "per_iteration = 32", 1)
-        .replacen("eval = 128 ", "eval = 16 ", 1)
+        .replacen("eval = 256 ", "eval = 16 ", 1)
 }
 
 #[test]
