@@ -43,21 +43,7 @@ enum Command {
         out_dir: Option<PathBuf>,
     },
     /// Train the built-in tiny task model from scratch (writes an HF model directory).
-    Sft {
-        #[arg(long, default_value = "assets/tiny-tasks")]
-        out: PathBuf,
-        #[arg(long, default_value_t = 1200)]
-        steps: usize,
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        #[arg(long, default_value_t = 3e-3)]
-        lr: f64,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Share of training answers replaced by a plausible wrong one.
-        #[arg(long, default_value_t = 0.3)]
-        noise: f64,
-    },
+    Sft(SftArgs),
     /// Training and decoding throughput on random weights (tiny or smollm2-135m shape).
     Bench {
         #[arg(long, default_value = "tiny")]
@@ -114,26 +100,7 @@ fn main() -> Result<()> {
             // The TUI will open here; until then the default is the headless loop.
             selm_tui::headless::run(config, spec)?;
         }
-        Some(Command::Sft {
-            out,
-            steps,
-            batch,
-            lr,
-            seed,
-            noise,
-        }) => {
-            backend::dispatch(
-                spec,
-                SftArgs {
-                    out,
-                    steps,
-                    batch,
-                    lr,
-                    seed,
-                    noise,
-                },
-            )??;
-        }
+        Some(Command::Sft(args)) => backend::dispatch(spec, args)??,
         Some(Command::Backends) => println!("{}", backend::compiled_in().join("\n")),
         Some(Command::Bench {
             preset,

@@ -24,14 +24,22 @@ use crate::train::CosineWithWarmup;
 /// Characters the built-in tasks use.
 pub const TASK_ALPHABET: &str = "0123456789abcdefghijklmnopqrstuvwxyz +=:";
 
-#[derive(Debug, Clone)]
+/// The `sft` subcommand's options; the defaults are how `assets/tiny-tasks` was made.
+#[derive(Debug, Clone, clap::Args)]
 pub struct SftArgs {
+    /// Output HF model directory.
+    #[arg(long, default_value = "assets/tiny-tasks")]
     pub out: PathBuf,
+    #[arg(long, default_value_t = 1200)]
     pub steps: usize,
+    #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    #[arg(long, default_value_t = 3e-3)]
     pub lr: f64,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Share of training answers replaced by a plausible wrong one.
+    #[arg(long, default_value_t = 0.3)]
     pub noise: f64,
 }
 
