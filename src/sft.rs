@@ -5,18 +5,17 @@
 use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 
 use crate::backend::{BackendSpec, OnBackend};
-use crate::model::llama::{AttentionPlan, right_pad};
 use crate::model::load::{random, save_hf_dir};
 use crate::model::{CausalLm, ModelConfig};
-use crate::selm::logprobs::masked_token_logp_sums;
+use crate::selm::logprobs::sequence_logps;
 use crate::tasks::{PromptSets, TaskKind, corrupt};
 use crate::tokenizer::{TextTokenizer, char_tokenizer_json};
 use crate::train::CosineWithWarmup;
@@ -83,7 +82,7 @@ impl OnBackend for SftArgs {
         let schedule = CosineWithWarmup::new(self.lr, 0.05, self.steps);
         for (step, chunk) in order.chunks(self.batch).take(self.steps).enumerate() {
             let batch: Vec<&(Vec<u32>, Vec<u32>)> = chunk.iter().map(|&i| &examples[i]).collect();
-            let loss = nll(&model, &batch, &device);
+            let loss = nll(&model, &batch);
             let value: f32 = loss.clone().into_scalar().elem();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(schedule.lr(step), model, grads);
@@ -109,28 +108,13 @@ impl OnBackend for SftArgs {
 }
 
 /// Mean negative log-likelihood of the response tokens.
-fn nll<B: AutodiffBackend>(
-    model: &CausalLm<B>,
-    batch: &[&(Vec<u32>, Vec<u32>)],
-    device: &B::Device,
-) -> Tensor<B, 1> {
-    let rows: Vec<Vec<u32>> = batch
+fn nll<B: AutodiffBackend>(model: &CausalLm<B>, batch: &[&(Vec<u32>, Vec<u32>)]) -> Tensor<B, 1> {
+    let pairs: Vec<(&[u32], &[u32])> = batch
         .iter()
-        .map(|(p, r)| [p.as_slice(), r].concat())
+        .map(|(p, r)| (p.as_slice(), r.as_slice()))
         .collect();
-    let (ids, lens, seq) = right_pad::<B>(&rows, 0, device);
-    let plan = AttentionPlan::right_padded(model.config(), &lens, seq, device);
-    let logits = model
-        .forward(ids.clone(), &plan, None)
-        .narrow(1, 0, seq - 1);
-    let mut mask = Vec::with_capacity(rows.len() * (seq - 1));
-    for ((p, _), len) in batch.iter().zip(&lens) {
-        mask.extend((0..seq - 1).map(|t| f32::from(t + 1 >= p.len() && t + 1 < *len)));
-    }
-    let count: f32 = mask.iter().sum();
-    let mask = Tensor::from_data(TensorData::new(mask, [rows.len(), seq - 1]), device);
-    let sums = masked_token_logp_sums(logits, ids.narrow(1, 1, seq - 1), mask);
-    sums.sum().neg() / count
+    let count: usize = batch.iter().map(|(_, r)| r.len()).sum();
+    sequence_logps(model, &pairs).sum().neg() / count as f32
 }
 
 use burn::tensor::ElementConversion as _;

@@ -19,6 +19,22 @@ pub struct TripleLogps<B: Backend> {
     pub reference_response: Tensor<B, 1>,
 }
 
+impl<B: Backend> TripleLogps<B> {
+    /// From `[chosen, rejected, y_ref]` log-probs under the policy and the reference.
+    pub fn new(policy: [Tensor<B, 1>; 3], reference: [Tensor<B, 1>; 3]) -> Self {
+        let [policy_chosen, policy_rejected, policy_response] = policy;
+        let [reference_chosen, reference_rejected, reference_response] = reference;
+        Self {
+            policy_chosen,
+            policy_rejected,
+            policy_response,
+            reference_chosen,
+            reference_rejected,
+            reference_response,
+        }
+    }
+}
+
 /// Per-triple terms and their mean.
 #[derive(Debug, Clone)]
 pub struct SelmLoss<B: Backend> {

@@ -111,16 +111,8 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
     /// Log-probs of the triples: policy with gradient, reference without.
     pub fn logps(&self, triples: &[Triple]) -> TripleLogps<B> {
         let policy = triple_logps(self.policy(), triples);
-        let reference = triple_logps(&self.reference, triples);
-        let lift = |t: Tensor<B::InnerBackend, 1>| Tensor::<B, 1>::from_inner(t);
-        TripleLogps {
-            policy_chosen: policy[0].clone(),
-            policy_rejected: policy[1].clone(),
-            policy_response: policy[2].clone(),
-            reference_chosen: lift(reference[0].clone()),
-            reference_rejected: lift(reference[1].clone()),
-            reference_response: lift(reference[2].clone()),
-        }
+        let reference = triple_logps(&self.reference, triples).map(Tensor::<B, 1>::from_inner);
+        TripleLogps::new(policy, reference)
     }
 
     /// One optimizer step on `triples`. A non-finite loss or gradient leaves the policy
@@ -169,16 +161,10 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
     /// Loss and metrics of `triples` without updating anything.
     pub fn evaluate(&self, triples: &[Triple], alpha: f64, beta: f64) -> HostTriples {
         let policy = self.policy().valid();
-        let p = triple_logps(&policy, triples);
-        let r = triple_logps(&self.reference, triples);
-        let logps = TripleLogps {
-            policy_chosen: p[0].clone(),
-            policy_rejected: p[1].clone(),
-            policy_response: p[2].clone(),
-            reference_chosen: r[0].clone(),
-            reference_rejected: r[1].clone(),
-            reference_response: r[2].clone(),
-        };
+        let logps = TripleLogps::new(
+            triple_logps(&policy, triples),
+            triple_logps(&self.reference, triples),
+        );
         HostTriples::read(&logps, &selm_loss(&logps, alpha, beta))
     }
 }
