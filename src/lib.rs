@@ -13,3 +13,4 @@ pub mod sft;
 pub mod tasks;
 pub mod tokenizer;
 pub mod train;
+pub mod tui;

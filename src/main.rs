@@ -30,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the online loop.
+    /// Run the online loop (the TUI unless --headless; plain `selm-tui` is `selm-tui run`).
     Run {
         /// Plain progress lines and a final summary table instead of the TUI.
         #[arg(long)]
@@ -41,6 +41,11 @@ enum Command {
         /// Override `run.out_dir`.
         #[arg(long)]
         out_dir: Option<PathBuf>,
+    },
+    /// Open a finished or interrupted run's directory in the TUI, read-only.
+    Inspect {
+        /// The run directory (runs/<name>-<timestamp>).
+        run_dir: PathBuf,
     },
     /// Train the built-in tiny task model from scratch (writes an HF model directory).
     Sft(SftArgs),
@@ -61,6 +66,20 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         new_tokens: usize,
         /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dashboard render time with a full history, and key-to-redraw latency during an update.
+    BenchUi {
+        #[arg(long, default_value_t = 200)]
+        width: u16,
+        #[arg(long, default_value_t = 50)]
+        height: u16,
+        #[arg(long, default_value_t = 200)]
+        frames: usize,
+        /// Skip the latency run (which trains the configured model up to its update stage).
+        #[arg(long)]
+        no_latency: bool,
         #[arg(long)]
         json: bool,
     },
@@ -91,14 +110,35 @@ fn main() -> Result<()> {
                 config.run.out_dir = dir;
             }
             config.validate()?;
-            if !headless {
-                bail!("the TUI is not built yet: use `selm-tui run --headless`");
+            if headless {
+                selm_tui::headless::run(config, spec)?;
+            } else {
+                selm_tui::tui::run(config, spec)?;
             }
-            selm_tui::headless::run(config, spec)?;
         }
         None => {
-            // The TUI will open here; until then the default is the headless loop.
-            selm_tui::headless::run(config, spec)?;
+            config.validate()?;
+            selm_tui::tui::run(config, spec)?;
+        }
+        Some(Command::Inspect { run_dir }) => selm_tui::tui::inspect(&run_dir)?,
+        Some(Command::BenchUi {
+            width,
+            height,
+            frames,
+            no_latency,
+            json,
+        }) => {
+            if frames == 0 {
+                bail!("--frames must be at least 1");
+            }
+            config.validate()?;
+            let live = (!no_latency).then_some((config, spec));
+            let report = selm_tui::tui::bench::run(width, height, frames, live)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report:#?}");
+            }
         }
         Some(Command::Sft(args)) => backend::dispatch(spec, args)??,
         Some(Command::Backends) => println!("{}", backend::compiled_in().join("\n")),

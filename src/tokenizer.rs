@@ -75,7 +75,14 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// The token's text (for token-level views).
+    /// One token decoded on its own, specials included (for token-level views).
+    pub fn token_piece(&self, id: u32) -> Result<String> {
+        self.inner
+            .decode(&[id], false)
+            .map_err(|e| anyhow!("decoding token {id}: {e}"))
+    }
+
+    /// The token's vocabulary entry.
     pub fn token_text(&self, id: u32) -> String {
         self.inner
             .id_to_token(id)

@@ -168,6 +168,72 @@ fn stages_run_in_order_and_write_the_run_dir() {
     let resolved = Config::from_file(&run.join("config.toml")).unwrap();
     assert_eq!(resolved.prompts.per_iteration, 24);
     assert_eq!(p.summaries.len(), 3);
+
+    // The inspector's per-token log-probs: one record per pair, one value per token.
+    let logps = read_jsonl(&run.join("iter-001/pair_logps.jsonl"));
+    assert_eq!(logps.len(), pairs.len());
+    for l in &logps {
+        for part in ["chosen", "rejected", "y_ref"] {
+            let n = l[part]["tokens"].as_array().unwrap().len();
+            assert!(n > 0);
+            assert_eq!(l[part]["policy"].as_array().unwrap().len(), n);
+            assert_eq!(l[part]["reference"].as_array().unwrap().len(), n);
+        }
+    }
+
+    // `selm-tui inspect` rebuilds the same picture from the directory alone.
+    let app = selm_tui::tui::replay::load_run(&run).unwrap();
+    assert_eq!(app.evals.len(), 3);
+    assert_eq!(app.steps.len(), updates);
+    assert_eq!(app.data[&1].pairs.len(), pairs.len());
+    assert_eq!(app.data[&1].logps.as_ref().unwrap().len(), pairs.len());
+    assert_eq!(app.data[&2].summary.as_ref(), p.summaries.last());
+    assert_eq!(app.selected_iteration, 2);
+    assert_eq!(
+        app.data[&1].pairs[0].chosen,
+        pairs[0]["chosen"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn token_logps_sum_to_the_sequence_logps() {
+    use selm_tui::selm::logprobs::{response_token_logps, sequence_logps};
+    let model = load_hf_dir::<Flex>(&fixture("tiny-llama"), &Default::default()).unwrap();
+    let rows: Vec<(&[u32], &[u32])> = vec![
+        (&[1, 5, 9], &[17, 4, 2]),
+        (&[1, 7], &[3, 3, 3, 8, 2]),
+        (&[1, 2, 3, 4, 5], &[6]),
+    ];
+    let per_token = response_token_logps(&model, &rows);
+    let sums: Vec<f32> = sequence_logps(&model, &rows)
+        .into_data()
+        .into_vec()
+        .unwrap();
+    for ((tokens, (_, r)), sum) in per_token.iter().zip(&rows).zip(sums) {
+        assert_eq!(tokens.len(), r.len());
+        assert!(tokens.iter().all(|&x| x < 0.0));
+        assert!(
+            (tokens.iter().sum::<f32>() - sum).abs() < 1e-4,
+            "{tokens:?} vs {sum}"
+        );
+    }
+}
+
+#[test]
+fn inspecting_a_directory_that_is_not_a_run_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = selm_tui::tui::replay::load_run(tmp.path()).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("not a run directory"),
+        "{err:#}"
+    );
+    // A corrupt pairs file names the file and the line.
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(run.join("iter-001")).unwrap();
+    std::fs::write(run.join("config.toml"), selm_tui::config::DEFAULT_TOML).unwrap();
+    std::fs::write(run.join("iter-001/pairs.jsonl"), "{\"prompt\": 1}\n").unwrap();
+    let err = format!("{:#}", selm_tui::tui::replay::load_run(&run).unwrap_err());
+    assert!(err.contains("pairs.jsonl line 1"), "{err}");
 }
 
 #[test]

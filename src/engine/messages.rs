@@ -1,6 +1,6 @@
 //! The typed messages between the engine thread and a front end (TUI or headless).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The six stages of one iteration, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -34,6 +34,18 @@ impl Stage {
         }
     }
 
+    /// For narrow displays.
+    pub fn short_label(self) -> &'static str {
+        match self {
+            Self::SamplePrompts => "sample",
+            Self::Generate => "generate",
+            Self::Rank => "rank",
+            Self::SelectPairs => "select",
+            Self::Update => "update",
+            Self::SyncEval => "sync+eval",
+        }
+    }
+
     pub fn next(self) -> Option<Stage> {
         let i = Self::ALL.iter().position(|s| *s == self).expect("listed");
         Self::ALL.get(i + 1).copied()
@@ -63,7 +75,7 @@ pub enum Command {
 }
 
 /// Values a front end displays.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LiveParams {
     pub alpha: f64,
     pub beta: f64,
@@ -71,7 +83,7 @@ pub struct LiveParams {
 }
 
 /// One chosen/rejected pair as the inspector shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PairView {
     pub prompt: String,
     pub chosen: String,
@@ -82,8 +94,59 @@ pub struct PairView {
     pub reference_score: f64,
 }
 
+/// One response's tokens with their log-probs under pi_theta and pi_ref.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResponseLogps {
+    /// Each token decoded on its own.
+    pub tokens: Vec<String>,
+    pub policy: Vec<f32>,
+    pub reference: Vec<f32>,
+}
+
+impl ResponseLogps {
+    /// `log pi_theta(y|x)`.
+    pub fn policy_sum(&self) -> f64 {
+        self.policy.iter().map(|&x| x as f64).sum()
+    }
+
+    /// `log pi_ref(y|x)`.
+    pub fn reference_sum(&self) -> f64 {
+        self.reference.iter().map(|&x| x as f64).sum()
+    }
+
+    /// DPO's implicit reward `beta * (log pi_theta(y|x) - log pi_ref(y|x))`.
+    pub fn implicit_reward(&self, beta: f64) -> f64 {
+        beta * (self.policy_sum() - self.reference_sum())
+    }
+
+    /// Per-token `log pi_theta - log pi_ref`.
+    pub fn log_ratios(&self) -> impl Iterator<Item = f64> + '_ {
+        self.policy
+            .iter()
+            .zip(&self.reference)
+            .map(|(&p, &r)| p as f64 - r as f64)
+    }
+}
+
+/// A pair measured after the iteration's update, before the reference sync
+/// (one line of `iter-NNN/pair_logps.jsonl`, in the order of `pairs.jsonl`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PairLogps {
+    pub beta: f64,
+    pub chosen: ResponseLogps,
+    pub rejected: ResponseLogps,
+    pub y_ref: ResponseLogps,
+}
+
+impl PairLogps {
+    /// Implicit reward margin `r(chosen) - r(rejected)`.
+    pub fn reward_margin(&self) -> f64 {
+        self.chosen.implicit_reward(self.beta) - self.rejected.implicit_reward(self.beta)
+    }
+}
+
 /// End-of-iteration figures (iteration 0 is the starting model).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IterationSummary {
     pub iteration: usize,
     /// k1 estimate of KL(pi_theta || pi_ref) on held-out samples from pi_theta.
@@ -94,8 +157,10 @@ pub struct IterationSummary {
     /// Counts of held-out rewards in ten bins over [0, 1].
     pub reward_histogram: [usize; 10],
     /// Mean ranker score of this iteration's generated candidates (under pi_ref).
+    #[serde(deserialize_with = "f64_or_nan")]
     pub candidate_reward_mean: f64,
     pub pairs: usize,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub mean_loss: f64,
     pub eval_prompts: usize,
     pub eval_samples: usize,
@@ -133,6 +198,11 @@ pub enum Event {
         iteration: usize,
         pairs: Vec<PairView>,
     },
+    /// This iteration's pairs measured under the updated policy and the reference.
+    PairLogps {
+        iteration: usize,
+        logps: Vec<PairLogps>,
+    },
     Iteration(IterationSummary),
     ParamsChanged(LiveParams),
     Paused,
@@ -144,4 +214,9 @@ pub enum Event {
     Finished {
         completed: bool,
     },
+}
+
+/// serde_json writes NaN as `null`; read it back as NaN.
+pub fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }

@@ -11,8 +11,13 @@ use std::thread::JoinHandle;
 
 use crate::backend::{BackendSpec, OnBackend, dispatch};
 use crate::config::Config;
-pub use messages::{Command, Event, IterationSummary, LiveParams, PairView, Stage};
+pub use messages::{
+    Command, Event, IterationSummary, LiveParams, PairLogps, PairView, ResponseLogps, Stage,
+};
 use pipeline::{Advance, Pipeline};
+
+/// The engine thread's name (a panic hook can tell its panics apart).
+pub const THREAD_NAME: &str = "selm-engine";
 
 /// The front end's side of a running engine.
 pub struct EngineHandle {
@@ -38,8 +43,24 @@ impl OnBackend for Spawn {
         let (cmd_tx, cmd_rx) = channel();
         let (evt_tx, evt_rx) = channel();
         let thread = std::thread::Builder::new()
-            .name("selm-engine".into())
-            .spawn(move || worker::<B>(self.config, device, spec, cmd_rx, evt_tx))
+            .name(THREAD_NAME.into())
+            .spawn(move || {
+                // A panic becomes an error event, so the front end can report it and
+                // restore the terminal; written files stay as they were.
+                let events = evt_tx.clone();
+                let run = std::panic::AssertUnwindSafe(|| {
+                    worker::<B>(self.config, device, spec, cmd_rx, evt_tx)
+                });
+                if let Err(payload) = std::panic::catch_unwind(run) {
+                    let msg = payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into());
+                    let _ = events.send(Event::Error(format!("engine panicked: {msg}")));
+                    let _ = events.send(Event::Finished { completed: false });
+                }
+            })
             .expect("spawning the engine thread");
         EngineHandle {
             commands: cmd_tx,

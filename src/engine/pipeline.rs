@@ -11,7 +11,9 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 use std::time::Instant;
 
-use super::messages::{Event, IterationSummary, LiveParams, PairView, Stage};
+use super::messages::{
+    Event, IterationSummary, LiveParams, PairLogps, PairView, ResponseLogps, Stage,
+};
 use crate::config::Config;
 use crate::io::run_dir::{MetricRow, RunDir};
 use crate::model::CausalLm;
@@ -20,6 +22,7 @@ use crate::model::load::load_hf_dir;
 use crate::model::sampling::SamplingParams;
 use crate::ranker::{OracleRanker, RankRequest, Ranker, best_and_worst};
 use crate::selm::Triple;
+use crate::selm::logprobs::response_token_logps;
 use crate::tasks::{PromptSets, TaskPrompt};
 use crate::tokenizer::TextTokenizer;
 use crate::train::{CosineWithWarmup, OptimConfig, SelmTrainer};
@@ -523,6 +526,13 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 self.iteration - 1
             );
         }
+        let logps = self.measure_pairs()?;
+        self.run
+            .write_jsonl(self.iteration, "pair_logps.jsonl", &logps)?;
+        emit(Event::PairLogps {
+            iteration: self.iteration,
+            logps,
+        });
         let cand_mean = self.state.mean_score();
         let losses = &self.state.losses;
         let mean_loss = if losses.is_empty() {
@@ -542,6 +552,52 @@ impl<B: AutodiffBackend> Pipeline<B> {
         self.summaries.push(summary);
         self.run.write_json("summary.json", &self.summaries)?;
         Ok((1, 1))
+    }
+
+    /// Per-token log-probs of every pair's chosen, rejected and y_ref under the updated policy
+    /// and the reference, for the inspector.
+    fn measure_pairs(&self) -> Result<Vec<PairLogps>> {
+        let policy = self.trainer.policy().valid();
+        let reference = self.trainer.reference();
+        let mut out = Vec::with_capacity(self.state.triples.len());
+        for chunk in self.state.triples.chunks(self.config.train.batch_size) {
+            let rows: Vec<(&[u32], &[u32])> = chunk
+                .iter()
+                .flat_map(|t| {
+                    [&t.chosen, &t.rejected, &t.reference_response]
+                        .map(|r| (t.prompt.as_slice(), r.as_slice()))
+                })
+                .collect();
+            let pol = response_token_logps(&policy, &rows);
+            let refs = response_token_logps(reference, &rows);
+            let mut responses = rows
+                .iter()
+                .zip(pol.into_iter().zip(refs))
+                .map(|((_, r), (policy, reference))| {
+                    let tokens = r
+                        .iter()
+                        .map(|&id| self.tokenizer.token_piece(id))
+                        .collect::<Result<_>>()?;
+                    Ok(ResponseLogps {
+                        tokens,
+                        policy,
+                        reference,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?
+                .into_iter();
+            while let (Some(chosen), Some(rejected), Some(y_ref)) =
+                (responses.next(), responses.next(), responses.next())
+            {
+                out.push(PairLogps {
+                    beta: self.params.beta,
+                    chosen,
+                    rejected,
+                    y_ref,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// kl, high_reward_fraction and reward/mean of fresh policy samples on the held-out prompts.

@@ -1,4 +1,5 @@
-//! Reading and writing models: HF directories (config.json + safetensors) and host tensors.
+//! Files: HF model directories (config.json + safetensors), host tensors, run directories,
+//! JSON lines; every write atomic.
 
 pub mod run_dir;
 pub mod safetensors;
@@ -30,4 +31,19 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads a JSON-lines file; blank lines are skipped, a bad line is an error naming the file
+/// and its 1-based line number.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .with_context(|| format!("{} line {}: not a valid record", path.display(), i + 1))
+        })
+        .collect()
 }

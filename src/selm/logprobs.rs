@@ -23,6 +23,42 @@ pub fn masked_token_logp_sums<B: Backend>(
 /// Log-prob sums of each `(prompt, response)` pair's response under `model`, one forward pass.
 /// Rows are right-padded; prompt and pad positions do not count.
 pub fn sequence_logps<B: Backend>(model: &CausalLm<B>, pairs: &[(&[u32], &[u32])]) -> Tensor<B, 1> {
+    let (logits, targets, mask) = response_positions(model, pairs);
+    masked_token_logp_sums(logits, targets, mask)
+}
+
+/// Per-token log-probs of each pair's response under `model` (one entry per response token).
+pub fn response_token_logps<B: Backend>(
+    model: &CausalLm<B>,
+    pairs: &[(&[u32], &[u32])],
+) -> Vec<Vec<f32>> {
+    let (logits, targets, _) = response_positions(model, pairs);
+    let [n, t, _] = logits.dims();
+    let picked = log_softmax(logits, 2)
+        .gather(2, targets.reshape([n, t, 1]))
+        .reshape([n, t]);
+    let flat = picked
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 data");
+    pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (p, r))| {
+            // Response token j is predicted at position len(p) - 1 + j.
+            let start = i * t + p.len() - 1;
+            flat[start..start + r.len()].to_vec()
+        })
+        .collect()
+}
+
+/// One forward pass over right-padded `prompt ++ response` rows: the logits that predict each
+/// next token, those tokens, and a mask selecting response positions.
+fn response_positions<B: Backend>(
+    model: &CausalLm<B>,
+    pairs: &[(&[u32], &[u32])],
+) -> (Tensor<B, 3>, Tensor<B, 2, Int>, Tensor<B, 2>) {
     let device = model.device();
     let pad = model.config().pad_token_id.unwrap_or(0);
     let rows: Vec<Vec<u32>> = pairs
@@ -44,7 +80,7 @@ pub fn sequence_logps<B: Backend>(model: &CausalLm<B>, pairs: &[(&[u32], &[u32])
         mask.extend((0..inputs_len).map(|t| f32::from(t + 1 >= p.len() && t + 1 < *len)));
     }
     let mask = Tensor::from_data(TensorData::new(mask, [rows.len(), inputs_len]), &device);
-    masked_token_logp_sums(logits, targets, mask)
+    (logits, targets, mask)
 }
 
 #[cfg(test)]

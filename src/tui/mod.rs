@@ -1,0 +1,242 @@
+//! The terminal front end. It only exchanges messages with the engine thread: the main loop
+//! waits on the keyboard for at most one frame, drains whatever events the engine sent, and
+//! redraws; it never waits on the engine, and the engine never waits on it.
+
+pub mod app;
+pub mod bench;
+pub mod replay;
+pub mod view;
+
+use anyhow::{Result, bail};
+use crossterm::event::{self as ct, Event as CtEvent, KeyEventKind};
+use crossterm::terminal::{
+    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+};
+use ratatui::Terminal;
+use ratatui::backend::{Backend, CrosstermBackend};
+use std::io::{IsTerminal, Stdout};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::mpsc::TryRecvError;
+use std::time::{Duration, Instant};
+
+use crate::backend::BackendSpec;
+use crate::config::Config;
+use crate::engine::{self, EngineHandle, Event, LiveParams};
+use app::{Action, App, EngineState};
+
+/// How long the loop waits for a key before looking at the engine again.
+const FRAME: Duration = Duration::from_millis(50);
+/// Engine events folded in per frame at most, so a burst cannot starve the keyboard.
+const EVENTS_PER_FRAME: usize = 2000;
+
+/// The state, the terminal and (live) the engine, advanced one frame at a time.
+pub struct Ui<Bk: Backend> {
+    pub terminal: Terminal<Bk>,
+    pub app: App,
+    engine: Option<EngineHandle>,
+    started: Instant,
+    dirty: bool,
+    last_draw: Instant,
+}
+
+impl<Bk: Backend> Ui<Bk> {
+    pub fn new(terminal: Terminal<Bk>, app: App, engine: Option<EngineHandle>) -> Self {
+        Self {
+            terminal,
+            app,
+            engine,
+            started: Instant::now(),
+            dirty: true,
+            last_draw: Instant::now(),
+        }
+    }
+
+    /// One frame: fold in engine events, apply `input`, redraw when something changed (or
+    /// each second, for the clock). Returns true when the TUI should close.
+    pub fn frame(&mut self, input: Option<CtEvent>) -> Result<bool> {
+        let mut exit = self.drain_engine();
+        match input {
+            Some(CtEvent::Key(key)) if key.kind != KeyEventKind::Release => {
+                for action in self.app.handle_key(key) {
+                    match action {
+                        Action::Exit => exit = true,
+                        Action::Send(cmd) => {
+                            if let Some(e) = &self.engine {
+                                // Unbounded channel: never blocks; a closed one means the
+                                // engine has stopped, which its Finished event reports.
+                                let _ = e.commands.send(cmd);
+                            }
+                        }
+                    }
+                }
+                self.dirty = true;
+            }
+            Some(CtEvent::Resize(..)) => self.dirty = true,
+            _ => {}
+        }
+        if !self.app.read_only() && !matches!(self.app.state, EngineState::Finished { .. }) {
+            self.app.elapsed_s = self.started.elapsed().as_secs_f64();
+        }
+        if self.dirty || self.last_draw.elapsed() >= Duration::from_secs(1) {
+            self.draw()?;
+        }
+        Ok(exit)
+    }
+
+    pub fn draw(&mut self) -> Result<()> {
+        self.terminal.draw(|f| view::draw(f, &self.app))?;
+        self.dirty = false;
+        self.last_draw = Instant::now();
+        Ok(())
+    }
+
+    /// Applies pending engine events; true when a requested quit has completed.
+    fn drain_engine(&mut self) -> bool {
+        let Some(engine) = &self.engine else {
+            return false;
+        };
+        for _ in 0..EVENTS_PER_FRAME {
+            match engine.events.try_recv() {
+                Ok(event) => {
+                    let quitting = self.app.state == EngineState::Quitting;
+                    let finished = matches!(event, Event::Finished { .. });
+                    self.app.apply(event);
+                    self.dirty = true;
+                    if quitting && finished {
+                        return true;
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    if !matches!(self.app.state, EngineState::Finished { .. }) {
+                        let was_quitting = self.app.state == EngineState::Quitting;
+                        self.app.apply(Event::Finished { completed: false });
+                        self.dirty = true;
+                        return was_quitting;
+                    }
+                    break;
+                }
+            }
+        }
+        false
+    }
+
+    /// The engine, if it is still attached.
+    pub fn engine(&self) -> Option<&EngineHandle> {
+        self.engine.as_ref()
+    }
+}
+
+/// Opens the TUI on a new run of `config`.
+pub fn run(config: Config, spec: BackendSpec) -> Result<()> {
+    require_terminal()?;
+    let params = LiveParams {
+        alpha: config.train.alpha,
+        beta: config.train.beta,
+        lr: config.train.lr,
+    };
+    let mut app = App::new(params, config.run.auto_pause);
+    app.backend = spec.to_string();
+    app.model = config.model.path.clone();
+    app.iterations = config.run.iterations;
+    app.push_log("loading the model and evaluating the starting point");
+    let handle = engine::spawn(config, spec)?;
+    let app = with_terminal(|terminal| event_loop(Ui::new(terminal, app, Some(handle))))?;
+    report(&app);
+    Ok(())
+}
+
+/// Opens a run directory read-only.
+pub fn inspect(dir: &Path) -> Result<()> {
+    require_terminal()?;
+    let app = replay::load_run(dir)?;
+    with_terminal(|terminal| event_loop(Ui::new(terminal, app, None)))?;
+    Ok(())
+}
+
+fn require_terminal() -> Result<()> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        bail!(
+            "stdout is not a terminal: the TUI needs one. Use `selm-tui run --headless` for \
+             scripts, pipes and CI."
+        );
+    }
+    Ok(())
+}
+
+fn event_loop<Bk: Backend>(mut ui: Ui<Bk>) -> Result<App> {
+    loop {
+        let input = if ct::poll(FRAME)? {
+            Some(ct::read()?)
+        } else {
+            None
+        };
+        if ui.frame(input)? {
+            return Ok(ui.app);
+        }
+    }
+}
+
+/// After the TUI closes: where the run is, and the last error if any.
+fn report(app: &App) {
+    if !app.run_dir.is_empty() {
+        println!("run directory: {}", app.run_dir);
+    }
+    if let Some(e) = &app.last_error {
+        eprintln!("error: {e}");
+    }
+    if app.state == EngineState::Quitting {
+        println!("left while the engine was finishing a unit of work; files written stay valid");
+    }
+}
+
+/// A panic on the engine thread is reported by the engine as an event, so only panics of
+/// other threads restore the terminal; this holds the hook that was there before ours.
+type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync>;
+static PREVIOUS_HOOK: Mutex<Option<PanicHook>> = Mutex::new(None);
+
+/// Runs `body` on the alternate screen in raw mode; the terminal is restored on return, on
+/// error and on panic.
+fn with_terminal<T>(
+    body: impl FnOnce(Terminal<CrosstermBackend<Stdout>>) -> Result<T>,
+) -> Result<T> {
+    *PREVIOUS_HOOK.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::panic::take_hook());
+    std::panic::set_hook(Box::new(|info| {
+        if std::thread::current().name() == Some(engine::THREAD_NAME) {
+            return;
+        }
+        restore_terminal();
+        if let Some(hook) = PREVIOUS_HOOK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            hook(info);
+        }
+    }));
+    enable_raw_mode()?;
+    let result = (|| {
+        crossterm::execute!(std::io::stdout(), EnterAlternateScreen)?;
+        let terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
+        body(terminal)
+    })();
+    restore_terminal();
+    if let Some(hook) = PREVIOUS_HOOK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        std::panic::set_hook(hook);
+    }
+    result
+}
+
+fn restore_terminal() {
+    let _ = disable_raw_mode();
+    let _ = crossterm::execute!(
+        std::io::stdout(),
+        LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
+}

@@ -1,0 +1,394 @@
+//! The TUI without a terminal: key handling and event folding as pure functions, and
+//! snapshots of the main views drawn on ratatui's TestBackend.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use selm_tui::engine::{Command, Event, LiveParams, Stage};
+use selm_tui::tui::app::{Action, App, EngineState, PairSort, Popup, View};
+use selm_tui::tui::bench::synthetic_app;
+use selm_tui::tui::view;
+
+const PARAMS: LiveParams = LiveParams {
+    alpha: 0.001,
+    beta: 0.1,
+    lr: 1e-4,
+};
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::from(code)
+}
+
+fn press(app: &mut App, codes: &[KeyCode]) -> Vec<Action> {
+    codes.iter().flat_map(|c| app.handle_key(key(*c))).collect()
+}
+
+fn paused() -> App {
+    let mut app = App::new(PARAMS, false);
+    app.state = EngineState::Paused;
+    app
+}
+
+fn render(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| view::draw(f, app)).unwrap();
+    t
+}
+
+fn screen(app: &App, w: u16, h: u16) -> String {
+    render(app, w, h).backend().to_string()
+}
+
+#[test]
+fn control_keys_send_engine_commands() {
+    let mut app = paused();
+    let sent = |a: Vec<Action>| -> Vec<Command> {
+        a.into_iter()
+            .map(|a| match a {
+                Action::Send(c) => c,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(
+        sent(press(&mut app, &[KeyCode::Char('s')])),
+        [Command::StepStage]
+    );
+    assert_eq!(
+        sent(press(&mut app, &[KeyCode::Char('b')])),
+        [Command::StepBatch]
+    );
+    assert_eq!(sent(press(&mut app, &[KeyCode::Char('r')])), [Command::Run]);
+    assert_eq!(
+        sent(press(&mut app, &[KeyCode::Char('p')])),
+        [Command::Pause]
+    );
+    // Space toggles on the engine's reported state.
+    assert_eq!(sent(press(&mut app, &[KeyCode::Char(' ')])), [Command::Run]);
+    app.apply(Event::Resumed);
+    assert_eq!(app.state, EngineState::Running);
+    assert_eq!(
+        sent(press(&mut app, &[KeyCode::Char(' ')])),
+        [Command::Pause]
+    );
+    assert_eq!(
+        sent(press(&mut app, &[KeyCode::Char('a')])),
+        [Command::SetAutoPause(true)]
+    );
+    assert!(app.auto_pause);
+}
+
+#[test]
+fn quit_asks_the_engine_first_and_leaves_on_the_second_press() {
+    let mut app = paused();
+    assert_eq!(
+        press(&mut app, &[KeyCode::Char('q')]),
+        [Action::Send(Command::Quit)]
+    );
+    assert_eq!(app.state, EngineState::Quitting);
+    // Engine events while quitting do not undo the quit.
+    app.apply(Event::Paused);
+    assert_eq!(app.state, EngineState::Quitting);
+    // No more commands once quitting; a second q leaves at once.
+    assert!(press(&mut app, &[KeyCode::Char('s')]).is_empty());
+    assert_eq!(press(&mut app, &[KeyCode::Char('q')]), [Action::Exit]);
+    let mut done = paused();
+    done.apply(Event::Finished { completed: true });
+    let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    assert_eq!(done.handle_key(ctrl_c), [Action::Exit]);
+}
+
+#[test]
+fn read_only_sends_nothing() {
+    let mut app = synthetic_app(3, 5);
+    app.state = EngineState::ReadOnly;
+    for c in ['s', 'b', 'r', 'p', ' ', 'a', 'e'] {
+        assert!(press(&mut app, &[KeyCode::Char(c)]).is_empty(), "{c}");
+    }
+    assert_eq!(app.popup, None);
+    assert_eq!(press(&mut app, &[KeyCode::Char('q')]), [Action::Exit]);
+}
+
+#[test]
+fn params_popup_validates_and_names_the_field() {
+    let mut app = paused();
+    press(&mut app, &[KeyCode::Char('e')]);
+    assert!(matches!(app.popup, Some(Popup::Params(_))));
+    // Clear alpha ("0.001") and type a negative value.
+    let mut keys = vec![KeyCode::Backspace; 5];
+    keys.extend([KeyCode::Char('-'), KeyCode::Char('1'), KeyCode::Enter]);
+    assert!(press(&mut app, &keys).is_empty());
+    let Some(Popup::Params(form)) = &app.popup else {
+        panic!("the popup stays open on an error")
+    };
+    assert_eq!(form.error.as_deref(), Some("alpha must be >= 0, got -1"));
+    // Fix alpha, move to lr, make it unparsable.
+    let mut keys = vec![KeyCode::Backspace; 2];
+    keys.extend([KeyCode::Char('0'), KeyCode::Char('.'), KeyCode::Char('5')]);
+    keys.extend([
+        KeyCode::Tab,
+        KeyCode::Tab,
+        KeyCode::Char('.'),
+        KeyCode::Enter,
+    ]);
+    assert!(press(&mut app, &keys).is_empty());
+    let Some(Popup::Params(form)) = &app.popup else {
+        panic!()
+    };
+    assert_eq!(form.error.as_deref(), Some("lr: `0.0001.` is not a number"));
+    let actions = press(&mut app, &[KeyCode::Backspace, KeyCode::Enter]);
+    assert_eq!(
+        actions,
+        [Action::Send(Command::SetParams {
+            alpha: Some(0.5),
+            beta: Some(0.1),
+            lr: Some(1e-4),
+        })]
+    );
+    assert_eq!(app.popup, None);
+    // The displayed values change only when the engine confirms.
+    assert_eq!(app.params.alpha, 0.001);
+    app.apply(Event::ParamsChanged(LiveParams {
+        alpha: 0.5,
+        ..PARAMS
+    }));
+    assert_eq!(app.params.alpha, 0.5);
+    // Esc cancels without sending.
+    press(&mut app, &[KeyCode::Char('e')]);
+    assert!(press(&mut app, &[KeyCode::Char('9'), KeyCode::Esc]).is_empty());
+    assert_eq!(app.popup, None);
+}
+
+#[test]
+fn events_drive_the_pipeline_bar() {
+    let mut app = App::new(PARAMS, false);
+    assert_eq!(app.state, EngineState::Loading);
+    let mut it0 = synthetic_app(1, 1).evals[0].clone();
+    it0.iteration = 0;
+    app.apply(Event::Iteration(it0));
+    assert_eq!(
+        app.state,
+        EngineState::Paused,
+        "loading ends with the first eval"
+    );
+    app.apply(Event::StageStarted {
+        iteration: 1,
+        stage: Stage::Generate,
+    });
+    app.apply(Event::Progress {
+        iteration: 1,
+        stage: Stage::Generate,
+        done: 3,
+        total: 7,
+    });
+    assert_eq!(app.stage, Some(Stage::Generate));
+    assert_eq!((app.stages[1].done, app.stages[1].total), (3, 7));
+    app.apply(Event::StageFinished {
+        iteration: 1,
+        stage: Stage::Generate,
+        summary: "9 responses".into(),
+    });
+    assert!(app.stages[1].finished);
+    assert!(app.log.back().unwrap().contains("9 responses"));
+    // A new iteration clears the bar.
+    app.apply(Event::StageStarted {
+        iteration: 2,
+        stage: Stage::SamplePrompts,
+    });
+    assert!(!app.stages[1].finished);
+    assert_eq!(
+        app.selected_iteration, 2,
+        "the selection follows the engine"
+    );
+}
+
+#[test]
+fn pairs_sort_browse_and_open() {
+    let mut app = synthetic_app(3, 4);
+    app.state = EngineState::Paused;
+    press(&mut app, &[KeyCode::Tab]);
+    assert_eq!(app.view, View::Pairs);
+    assert_eq!(app.selected_iteration, 3);
+    assert_eq!(app.pair_sort, PairSort::ScoreGap);
+    let gaps: Vec<f64> = app
+        .sorted_pairs()
+        .iter()
+        .map(|(_, p, _)| p.chosen_score - p.rejected_score)
+        .collect();
+    assert!(gaps.windows(2).all(|w| w[0] >= w[1]));
+    assert_eq!(gaps[0], 1.0);
+    press(&mut app, &[KeyCode::Char('o')]);
+    assert_eq!(app.pair_sort, PairSort::RewardMargin);
+    let margins: Vec<f64> = app
+        .sorted_pairs()
+        .iter()
+        .map(|(_, _, l)| l.unwrap().reward_margin())
+        .collect();
+    assert!(margins.windows(2).all(|w| w[0] >= w[1]));
+    // Browse back to iteration 2 and 1, not below the starting model's 0, then forward.
+    press(&mut app, &[KeyCode::Left, KeyCode::Char('h')]);
+    assert_eq!(app.selected_iteration, 1);
+    assert!(!app.follow);
+    press(&mut app, &[KeyCode::Left, KeyCode::Left, KeyCode::Left]);
+    assert_eq!(app.selected_iteration, 0);
+    press(
+        &mut app,
+        &[KeyCode::Char(']'), KeyCode::Char(']'), KeyCode::Char(']')],
+    );
+    assert_eq!(app.selected_iteration, 3);
+    assert!(app.follow);
+    // Move, open, step to the next pair, scroll, back.
+    press(
+        &mut app,
+        &[KeyCode::Down, KeyCode::Char('j'), KeyCode::Enter],
+    );
+    assert_eq!(app.open_pair, Some(2));
+    press(
+        &mut app,
+        &[KeyCode::Char('n'), KeyCode::Down, KeyCode::Down],
+    );
+    assert_eq!((app.open_pair, app.detail_scroll), (Some(3), 2));
+    press(&mut app, &[KeyCode::Char('t')]);
+    assert!(!app.token_view);
+    press(&mut app, &[KeyCode::Esc]);
+    assert_eq!((app.open_pair, app.view), (None, View::Pairs));
+    press(&mut app, &[KeyCode::Esc]);
+    assert_eq!(app.view, View::Dashboard);
+    press(&mut app, &[KeyCode::Char('?')]);
+    assert_eq!(app.popup, Some(Popup::Help));
+    press(&mut app, &[KeyCode::Esc]);
+    assert_eq!(app.popup, None);
+}
+
+#[test]
+fn too_small_a_terminal_says_so() {
+    let app = synthetic_app(3, 12);
+    let text = screen(&app, 50, 15);
+    assert!(text.contains("terminal too small: 50x15"), "{text}");
+}
+
+#[test]
+fn every_view_fits_80x24_and_200x50() {
+    let mut app = synthetic_app(3, 12);
+    app.state = EngineState::Paused;
+    for (w, h) in [(80, 24), (200, 50), (60, 20)] {
+        for setup in [
+            |_: &mut App| {},
+            |a: &mut App| a.view = View::Pairs,
+            |a: &mut App| {
+                a.view = View::Pairs;
+                a.open_pair = Some(0);
+            },
+            |a: &mut App| a.view = View::Log,
+            |a: &mut App| a.popup = Some(Popup::Help),
+        ] {
+            let mut a = app.clone();
+            setup(&mut a);
+            let text = screen(&a, w, h);
+            // The help lists every key even at the minimum size; the rest shows the tabs.
+            let needle = match a.popup {
+                Some(_) => "quit (again: leave now)",
+                None => "Dashboard",
+            };
+            assert!(text.contains(needle), "{w}x{h}\n{text}");
+            assert!(!text.contains("too small"), "{w}x{h}\n{text}");
+        }
+    }
+    app.view = View::Dashboard;
+    let text = screen(&app, 200, 50);
+    for needle in [
+        "sample prompts",
+        "sync + eval",
+        "loss per step",
+        "rewards/margins",
+        "held-out rewards, iter 3",
+        "high-reward frac",
+    ] {
+        assert!(text.contains(needle), "{needle}\n{text}");
+    }
+}
+
+#[test]
+fn snapshot_dashboard_80x24() {
+    let mut app = synthetic_app(3, 12);
+    app.state = EngineState::Running;
+    app.apply(Event::StageStarted {
+        iteration: 3,
+        stage: Stage::Update,
+    });
+    app.apply(Event::Progress {
+        iteration: 3,
+        stage: Stage::Update,
+        done: 5,
+        total: 12,
+    });
+    app.elapsed_s = 754.0;
+    insta::assert_snapshot!(render(&app, 80, 24).backend());
+}
+
+#[test]
+fn snapshot_dashboard_120x40() {
+    let mut app = synthetic_app(3, 12);
+    app.state = EngineState::Paused;
+    insta::assert_snapshot!(render(&app, 120, 40).backend());
+}
+
+#[test]
+fn snapshot_pairs_and_inspector() {
+    let mut app = synthetic_app(3, 12);
+    app.state = EngineState::Paused;
+    app.view = View::Pairs;
+    insta::assert_snapshot!("pairs_100x30", render(&app, 100, 30).backend());
+    app.open_pair = Some(1);
+    insta::assert_snapshot!("pair_detail_100x30", render(&app, 100, 30).backend());
+}
+
+#[test]
+fn snapshot_popups() {
+    let mut app = synthetic_app(3, 12);
+    app.state = EngineState::Paused;
+    app.popup = Some(Popup::Help);
+    insta::assert_snapshot!("help_80x24", render(&app, 80, 24).backend());
+    app.popup = None;
+    press(
+        &mut app,
+        &[
+            KeyCode::Char('e'),
+            KeyCode::Char('x'),
+            KeyCode::Char('e'),
+            KeyCode::Enter,
+        ],
+    );
+    insta::assert_snapshot!("params_error_80x24", render(&app, 80, 24).backend());
+}
+
+#[test]
+fn token_view_colors_by_log_ratio() {
+    let mut app = synthetic_app(1, 2);
+    app.view = View::Pairs;
+    app.pair_sort = PairSort::Prompt;
+    app.open_pair = Some(0);
+    let t = render(&app, 100, 30);
+    let buf = t.backend().buffer();
+    // synthetic ratios per token i: policy -1 - 0.3 (i % 3), reference -1.1 - 0.2 (i % 4);
+    // token 0 ("a") is +0.1 -> light green, token 5 ("f") is -0.3 -> light red.
+    let row = (0..30)
+        .find(|&y| {
+            (0..100)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+                .contains("abcdefghijk")
+        })
+        .expect("the chosen response's tokens");
+    let x0 = (0..100).find(|&x| buf[(x, row)].symbol() == "a").unwrap();
+    assert_eq!(
+        buf[(x0, row)].fg,
+        ratatui::style::Color::LightGreen,
+        "a: +0.1"
+    );
+    assert_eq!(
+        buf[(x0 + 5, row)].fg,
+        ratatui::style::Color::LightRed,
+        "f: -0.3"
+    );
+}

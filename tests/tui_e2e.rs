@@ -1,0 +1,190 @@
+//! End to end: the real binary in a tmux pane, driven by keys. Steps one full iteration stage
+//! by stage, changes alpha, opens a pair, quits; then checks the screen and the run directory.
+//! Needs tmux (.ci/run installs it); without it this test fails rather than skips.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A tmux server of its own, killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(command: &str, width: u16, height: u16) -> Self {
+        let socket = format!("selm-e2e-{}", std::process::id());
+        let t = Self { socket };
+        t.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            command,
+        ]);
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("running tmux (is it installed? .ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            self.run(&["send-keys", "-t", "e2e", k]);
+            // Separate presses: an Esc followed at once by a key reads as Alt+key.
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "e2e"])
+    }
+
+    /// Waits until the screen contains `needle`; returns the screen.
+    fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "waited {timeout:?} for {needle:?}; screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+fn config(dir: &Path) -> PathBuf {
+    let text = selm_tui::config::DEFAULT_TOML
+        .replace("per_iteration = 384", "per_iteration = 32")
+        .replace("eval = 256 ", "eval = 16 ")
+        .replace("iterations = 3", "iterations = 2")
+        .replace(
+            "out_dir = \"runs\"",
+            &format!("out_dir = {:?}", dir.join("runs")),
+        );
+    let path = dir.join("e2e.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn step_an_iteration_change_alpha_open_a_pair_and_quit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    let bin = env!("CARGO_BIN_EXE_selm-tui");
+    let command = format!("{bin} --config {}; echo EXITED:$?; sleep 60", cfg.display());
+    let tmux = Tmux::new(&command, 100, 30);
+    let long = Duration::from_secs(300);
+    tmux.wait_for("PAUSED", long);
+    tmux.wait_for("iter 0 eval", long);
+
+    // One stage per `s`; each logs "iter 1 <stage>: <summary>" when done.
+    for (i, stage) in [
+        "sample prompts",
+        "generate",
+        "rank",
+        "select pairs",
+        "update",
+        "sync + eval",
+    ]
+    .iter()
+    .enumerate()
+    {
+        if i == 4 {
+            // Before the update: alpha 0.001 -> 0.002 in the popup.
+            tmux.keys(&["e"]);
+            tmux.wait_for("parameters", long);
+            tmux.keys(&["BSpace"; 5]);
+            tmux.keys(&["0", ".", "0", "0", "2", "Enter"]);
+            tmux.wait_for("set alpha 0.002", long);
+        }
+        tmux.keys(&["s"]);
+        tmux.wait_for(&format!("iter 1 {stage}:"), long);
+    }
+    let dashboard = tmux.wait_for("iter 1 eval: kl", long);
+    assert!(dashboard.contains("α 0.002"), "{dashboard}");
+
+    // The pair list, then the first pair's inspector with its measured log-probs.
+    tmux.keys(&["Tab"]);
+    tmux.wait_for("pairs, iteration 1", long);
+    tmux.keys(&["Enter"]);
+    let pair = tmux.wait_for("log π_ref", long);
+    for needle in [
+        "prompt",
+        "chosen",
+        "rejected",
+        "y_ref",
+        "reward β·Δ",
+        "log π_θ",
+    ] {
+        assert!(pair.contains(needle), "{needle}:\n{pair}");
+    }
+
+    tmux.keys(&["q"]);
+    let end = tmux.wait_for("EXITED:", long);
+    assert!(end.contains("EXITED:0"), "{end}");
+    let run_dir = end
+        .lines()
+        .find_map(|l| l.strip_prefix("run directory: "))
+        .unwrap_or_else(|| panic!("the run directory is printed on exit:\n{end}"))
+        .trim()
+        .to_string();
+    let run = Path::new(&run_dir);
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "summary.json",
+        "iter-001/candidates.jsonl",
+        "iter-001/pairs.jsonl",
+        "iter-001/pair_logps.jsonl",
+        "checkpoints/iter-001/model.safetensors",
+    ] {
+        assert!(run.join(f).is_file(), "{f} in {run_dir}");
+    }
+    let history = std::fs::read_to_string(run.join("history.jsonl")).unwrap();
+    let set = history
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "set")
+        .expect("the alpha change is in history.jsonl");
+    assert_eq!(set["new"]["alpha"], 0.002);
+    assert_eq!(set["old"]["alpha"], 0.001);
+    // The update ran with the new alpha: the iteration's eval row records it.
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let eval1 = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|m| m["kind"] == "eval" && m["iteration"] == 1)
+        .expect("iteration 1's eval row");
+    assert_eq!(eval1["alpha"], 0.002);
+    // Iteration 2 was never started: nothing of it on disk.
+    assert!(!run.join("iter-002").exists());
+}
