@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod chat;
 pub mod config;
 pub mod engine;
 pub mod headless;

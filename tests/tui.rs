@@ -299,7 +299,8 @@ fn every_view_fits_80x24_and_200x50() {
     for needle in [
         "sample prompts",
         "sync + eval",
-        "loss per step",
+        "loss (last",
+        "optimism",
         "rewards/margins",
         "held-out rewards, iter 3",
         "high-reward frac",

@@ -16,6 +16,27 @@ use super::llama::{
 };
 use crate::io::weights::{HostTensor, WeightMap};
 
+/// Loads a model and its tokenizer from an HF directory (`config.json`, safetensors,
+/// `tokenizer.json`, optional `tokenizer_config.json`) or a GGUF file.
+pub fn load_pretrained<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(CausalLm<B>, crate::tokenizer::TextTokenizer)> {
+    if path.is_dir() {
+        let model = load_hf_dir(path, device)?;
+        let tok = crate::tokenizer::TextTokenizer::from_hf_dir(path, model.config())?;
+        return Ok((model, tok));
+    }
+    if !path.exists() {
+        anyhow::bail!("model path {} does not exist", path.display());
+    }
+    let mut m = super::gguf::read_gguf(path)?;
+    let tok = crate::tokenizer::TextTokenizer::from_gguf(&m)?;
+    let model = from_weights(m.config.clone(), &mut m.weights, device)
+        .with_context(|| format!("loading {}", path.display()))?;
+    Ok((model, tok))
+}
+
 /// Loads an HF model directory (`config.json` + safetensors).
 pub fn load_hf_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<CausalLm<B>> {
     let config = ModelConfig::from_file(&dir.join("config.json"))?;

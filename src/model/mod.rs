@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod config;
 pub mod generate;
+pub mod gguf;
 pub mod llama;
 pub mod load;
 pub mod sampling;

@@ -53,6 +53,12 @@ pub fn load_run(dir: &Path) -> Result<App> {
     app.iteration = last.max(1);
     app.selected_iteration = last;
     app.follow = false;
+    if app.data.get(&last).is_some_and(|d| d.summary.is_some()) {
+        // The last iteration completed: its pipeline bar shows every stage done.
+        for s in &mut app.stages {
+            s.finished = true;
+        }
+    }
     app.elapsed_s = app.evals.iter().map(|s| s.wall_s).sum();
     Ok(app)
 }

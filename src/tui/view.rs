@@ -265,18 +265,41 @@ fn draw_loss_chart(frame: &mut Frame, app: &App, area: Rect) {
     let loss = series(|p| p.loss);
     let dpo = series(|p| p.dpo);
     let opt = series(|p| p.optimism);
+    let x = bounds(app.steps.iter().map(|p| p.step));
+    // The optimism term is orders of magnitude below the DPO loss: its own axis.
+    let [main, side] =
+        Layout::horizontal([Constraint::Percentage(65), Constraint::Percentage(35)]).areas(area);
     let title = match app.steps.last() {
-        Some(p) => format!("loss per step  (last {:.4}, step {})", p.loss, p.step),
+        Some(p) => format!("loss (last {:.4}, step {})", p.loss, p.step),
         None => "loss per step".into(),
     };
-    let x = bounds(app.steps.iter().map(|p| p.step));
-    let y = bounds(loss.iter().chain(&dpo).chain(&opt).map(|p| p.1));
-    let datasets = vec![
-        line_dataset("total", &loss, Color::Cyan),
-        line_dataset("dpo", &dpo, Color::Yellow),
-        line_dataset("optimism", &opt, Color::Magenta),
-    ];
-    let chart = Chart::new(datasets)
+    let chart = step_chart(
+        title,
+        x,
+        vec![
+            line_dataset("total", &loss, Color::Cyan),
+            line_dataset("dpo", &dpo, Color::Yellow),
+        ],
+        bounds(loss.iter().chain(&dpo).map(|p| p.1)),
+    )
+    .legend_position(Some(ratatui::widgets::LegendPosition::TopRight))
+    .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)));
+    frame.render_widget(chart, main);
+    let title = match opt.last() {
+        Some((_, v)) => format!("optimism {}", format_num(*v)),
+        None => "optimism".into(),
+    };
+    let y = bounds(opt.iter().map(|p| p.1));
+    let mut chart = step_chart(title, x, vec![line_dataset("", &opt, Color::Magenta)], y);
+    if side.width < 36 {
+        // Too narrow for readable labels: the title carries the last value.
+        chart = chart.y_axis(Axis::default().bounds(y).style(Style::new().dark_gray()));
+    }
+    frame.render_widget(chart, side);
+}
+
+fn step_chart<'a>(title: String, x: [f64; 2], data: Vec<Dataset<'a>>, y: [f64; 2]) -> Chart<'a> {
+    Chart::new(data)
         .block(Block::bordered().title(title))
         .x_axis(Axis::default().bounds(x).style(Style::new().dark_gray()))
         .y_axis(
@@ -285,9 +308,6 @@ fn draw_loss_chart(frame: &mut Frame, app: &App, area: Rect) {
                 .labels(axis_labels(y))
                 .style(Style::new().dark_gray()),
         )
-        .legend_position(Some(ratatui::widgets::LegendPosition::TopRight))
-        .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)));
-    frame.render_widget(chart, area);
 }
 
 fn line_dataset<'a>(name: &'a str, data: &'a [(f64, f64)], color: Color) -> Dataset<'a> {
@@ -366,7 +386,11 @@ fn draw_histogram(frame: &mut Frame, app: &App, area: Rect) {
         .and_then(|d| d.summary.as_ref())
         .or_else(|| app.evals.last());
     let title = match summary {
-        Some(s) => format!("held-out rewards, iter {}", s.iteration),
+        Some(s) => format!(
+            "held-out rewards, iter {} ({})",
+            s.iteration,
+            s.reward_histogram.iter().sum::<usize>()
+        ),
         None => "held-out rewards".into(),
     };
     let block = Block::bordered().title(title);
@@ -385,11 +409,7 @@ fn draw_histogram(frame: &mut Frame, app: &App, area: Rect) {
             Bar::default()
                 .value(n as u64)
                 .label(Line::from(format!("{}", i)))
-                .text_value(if width >= 3 {
-                    n.to_string()
-                } else {
-                    String::new()
-                })
+                .text_value(String::new())
         })
         .collect();
     let chart = BarChart::default()

@@ -124,3 +124,25 @@ pub fn check_forward_logits<B: Backend>(model: &CausalLm<B>, name: &str) {
     }
     assert_eq!(compared, lens.iter().sum::<usize>() * vocab);
 }
+
+/// The SmolLM2-135M-Instruct Q4_1 GGUF: `$SELM_SMOLLM2_GGUF`, else the cache that
+/// `scripts/fetch_smollm2.sh` fills (`$SELM_CACHE`, default ~/.cache/selm-tui). Missing is a
+/// failure with the command that fetches it, never a skip.
+pub fn smollm2_gguf() -> PathBuf {
+    let path = std::env::var_os("SELM_SMOLLM2_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("SELM_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/selm-tui")
+                });
+            cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch_smollm2.sh (or `just fetch-smollm2`)",
+        path.display()
+    );
+    path
+}

