@@ -1,4 +1,5 @@
-//! `selm-tui bench`: training and decoding throughput on random weights of a given shape.
+//! `selm-tui bench`: training and decoding throughput on random weights of a given shape, or
+//! on a real checkpoint (`--model`).
 //! A benchmark, not a test: it reports figures and asserts nothing.
 
 use burn::module::AutodiffModule;
@@ -20,6 +21,8 @@ use crate::train::{CosineWithWarmup, OptimConfig, SelmTrainer};
 pub struct BenchArgs {
     pub preset: String,
     pub config: ModelConfig,
+    /// Real weights (HF directory or GGUF) instead of random ones of `config`'s shape.
+    pub model: Option<std::path::PathBuf>,
     /// Preference triples per update.
     pub batch: usize,
     /// Tokens per sequence (prompt + response); half of it is the prompt.
@@ -55,9 +58,17 @@ impl OnBackend for BenchArgs {
     type Output = BenchReport;
 
     fn run<B: AutodiffBackend>(self, device: B::Device, spec: BackendSpec) -> BenchReport {
-        let mut config = self.config.clone();
-        config.eos_token_ids.clear(); // random weights: decode the full length every time
-        let policy: CausalLm<B> = random(config.clone(), 1, &device);
+        let mut policy: CausalLm<B> = match &self.model {
+            Some(path) => {
+                crate::model::load::load_pretrained(path, &device)
+                    .expect("loading the benchmark model")
+                    .0
+            }
+            None => random(self.config.clone(), 1, &device),
+        };
+        // Decode the full length every time: no EOS stop.
+        policy.config.eos_token_ids.clear();
+        let config = policy.config.clone();
         let params = count_params(&config);
         let mut rng = StdRng::seed_from_u64(2);
         let triples: Vec<Triple> = (0..self.batch)

@@ -60,15 +60,24 @@ fn default_backend() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// An HF model directory, or `builtin:tiny-tasks`.
+    /// An HF model directory, a GGUF file, `builtin:tiny-tasks`, or `cache:<file>` (a file
+    /// in the download cache, `$SELM_CACHE` or ~/.cache/selm-tui).
     pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Prompts {
-    /// Built-in tasks to draw prompts from.
+    /// Built-in tasks to draw prompts from (or use `file`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<String>,
+    /// A JSON-lines prompt file (`prompt` string, TRL conversational `prompt`, or
+    /// `messages`); `builtin:prompts` is assets/prompts.jsonl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Format prompts with the model's chat template when it has one.
+    #[serde(default = "yes")]
+    pub chat: bool,
     pub per_iteration: usize,
     /// Held-out prompts for kl and high_reward_fraction (disjoint from training prompts).
     pub eval: usize,
@@ -91,8 +100,18 @@ pub struct Generate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rank {
-    /// `oracle`: the exact reward of the built-in tasks.
+    /// `oracle`: the exact reward of the built-in tasks; `command`: an external process
+    /// (JSON lines, see the README).
     pub ranker: String,
+    /// For `command`: the program and its arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// The score range the reward histogram spans (scores outside go to the end bins).
+    #[serde(default = "default_score_range")]
+    pub score_range: [f64; 2],
+    /// For `command`: seconds to wait for one answer.
+    #[serde(default = "default_rank_timeout")]
+    pub timeout_s: f64,
     /// Responses scoring at or above this count as high-reward.
     pub high_reward_threshold: f64,
 }
@@ -164,8 +183,14 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.backend()?;
         self.task_kinds()?;
-        if self.prompts.tasks.is_empty() {
-            bail!("key `prompts.tasks`: list at least one task");
+        match (self.prompts.tasks.is_empty(), &self.prompts.file) {
+            (true, None) => {
+                bail!("key `prompts.tasks`: list at least one task (or set `prompts.file`)")
+            }
+            (false, Some(_)) => {
+                bail!("key `prompts.file`: set either `prompts.tasks` or `prompts.file`, not both")
+            }
+            _ => {}
         }
         positive("run.iterations", self.run.iterations)?;
         positive("prompts.per_iteration", self.prompts.per_iteration)?;
@@ -211,10 +236,28 @@ impl Config {
             f64::MIN,
             f64::MAX,
         )?;
-        if self.rank.ranker != "oracle" {
+        match self.rank.ranker.as_str() {
+            "oracle" if self.prompts.tasks.is_empty() => bail!(
+                "key `rank.ranker`: `oracle` scores only the built-in tasks; with `prompts.file` \
+                 use `command`"
+            ),
+            "oracle" => {}
+            "command" if self.rank.command.is_empty() => {
+                bail!(
+                    "key `rank.command`: `command` ranker needs the program to run, e.g. [\"python3\", \"scripts/test_ranker.py\"]"
+                )
+            }
+            "command" => {}
+            other => bail!("key `rank.ranker`: unknown ranker `{other}` (oracle, command)"),
+        }
+        let [lo, hi] = self.rank.score_range;
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+            bail!("key `rank.score_range`: must be [low, high] with low < high, got [{lo}, {hi}]");
+        }
+        if !(self.rank.timeout_s > 0.0 && self.rank.timeout_s.is_finite()) {
             bail!(
-                "key `rank.ranker`: unknown ranker `{}` (oracle)",
-                self.rank.ranker
+                "key `rank.timeout_s`: must be positive, got {}",
+                self.rank.timeout_s
             );
         }
         if self.run.name.is_empty() || self.run.name.contains(['/', '\\']) {
@@ -223,26 +266,70 @@ impl Config {
         Ok(())
     }
 
-    /// The model directory `model.path` names.
+    /// The model directory or GGUF file `model.path` names.
     pub fn model_dir(&self) -> Result<PathBuf> {
         resolve_model_path(&self.model.path).context("key `model.path`")
     }
 }
 
-/// `builtin:tiny-tasks` is the model in this repository's `assets/`; anything else is a path.
+/// The model `path` names: an HF directory (with config.json) or a GGUF file.
 pub fn resolve_model_path(path: &str) -> Result<PathBuf> {
-    let dir = match path.strip_prefix("builtin:") {
-        Some("tiny-tasks") => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-tasks"),
-        Some(other) => bail!("unknown built-in model `{other}` (tiny-tasks)"),
-        None => PathBuf::from(path),
-    };
-    if !dir.join("config.json").exists() {
+    let p = resolve_path(path)?;
+    if p.is_dir() && !p.join("config.json").exists() {
+        bail!("{} is not a model directory (no config.json)", p.display());
+    }
+    if !p.exists() {
+        let hint = if path.starts_with("cache:") {
+            " (run scripts/fetch_smollm2.sh or `just fetch-smollm2` to download it)"
+        } else {
+            ""
+        };
+        bail!("{} does not exist{hint}", p.display());
+    }
+    if p.is_file() && p.extension().is_none_or(|e| e != "gguf") {
         bail!(
-            "{} is not a model directory (no config.json)",
-            dir.display()
+            "{} is neither a model directory nor a .gguf file",
+            p.display()
         );
     }
-    Ok(dir)
+    Ok(p)
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_score_range() -> [f64; 2] {
+    [0.0, 1.0]
+}
+
+fn default_rank_timeout() -> f64 {
+    120.0
+}
+
+/// `builtin:`, `cache:` or a plain path.
+pub fn resolve_path(path: &str) -> Result<PathBuf> {
+    if let Some(name) = path.strip_prefix("builtin:") {
+        let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets");
+        return match name {
+            "tiny-tasks" => Ok(assets.join("tiny-tasks")),
+            "prompts" => Ok(assets.join("prompts.jsonl")),
+            other => bail!("unknown built-in `{other}` (tiny-tasks, prompts)"),
+        };
+    }
+    if let Some(name) = path.strip_prefix("cache:") {
+        return Ok(cache_dir()?.join(name));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Where downloads go: `$SELM_CACHE`, else ~/.cache/selm-tui.
+pub fn cache_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("SELM_CACHE") {
+        return Ok(PathBuf::from(dir));
+    }
+    let home = std::env::var_os("HOME").context("neither SELM_CACHE nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".cache/selm-tui"))
 }
 
 fn positive(key: &str, v: usize) -> Result<()> {
@@ -295,5 +382,18 @@ mod tests {
         assert!(e.contains("prompts.tasks") && e.contains("mul"), "{e}");
         let e = err(&with("top_p = 1.0", "top_p = 1.5"));
         assert!(e.contains("generate.top_p"), "{e}");
+        let e = err(&with("[rank]", "[rank]\nscore_range = [1.0, 0.0]"));
+        assert!(e.contains("rank.score_range"), "{e}");
+        let e = err(&with("ranker = \"oracle\"", "ranker = \"command\""));
+        assert!(e.contains("rank.command"), "{e}");
+        let e = err(&with("ranker = \"oracle\"", "ranker = \"pairrm\""));
+        assert!(e.contains("rank.ranker") && e.contains("pairrm"), "{e}");
+        let e = err(&with("[prompts]", "[prompts]\nfile = \"p.jsonl\""));
+        assert!(e.contains("prompts.file") && e.contains("not both"), "{e}");
+        let e = err(&with(
+            "tasks = [\"add\", \"sort\", \"rev\", \"count\"]",
+            "file = \"p.jsonl\"",
+        ));
+        assert!(e.contains("rank.ranker") && e.contains("oracle"), "{e}");
     }
 }

@@ -42,6 +42,16 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Write one iteration's policy as an HF model directory transformers loads.
+    Export {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// Which iteration's checkpoint (1 = after the first update).
+        #[arg(long)]
+        iteration: usize,
+        /// Where to write (must not exist, or be empty).
+        out_dir: PathBuf,
+    },
     /// Open a finished or interrupted run's directory in the TUI, read-only.
     Inspect {
         /// The run directory (runs/<name>-<timestamp>).
@@ -53,6 +63,10 @@ enum Command {
     Bench {
         #[arg(long, default_value = "tiny")]
         preset: String,
+        /// Real weights instead of random ones: an HF directory or a GGUF file
+        /// (`cache:SmolLM2-135M-Instruct.Q4_1.gguf` after scripts/fetch_smollm2.sh).
+        #[arg(long)]
+        model: Option<String>,
         /// Preference triples per update.
         #[arg(long, default_value_t = 8)]
         batch: usize,
@@ -121,6 +135,14 @@ fn main() -> Result<()> {
             selm_tui::tui::run(config, spec)?;
         }
         Some(Command::Inspect { run_dir }) => selm_tui::tui::inspect(&run_dir)?,
+        Some(Command::Export {
+            run_dir,
+            iteration,
+            out_dir,
+        }) => {
+            selm_tui::export::export(&run_dir, iteration, &out_dir)?;
+            println!("wrote {}", out_dir.display());
+        }
         Some(Command::BenchUi {
             width,
             height,
@@ -144,6 +166,7 @@ fn main() -> Result<()> {
         Some(Command::Backends) => println!("{}", backend::compiled_in().join("\n")),
         Some(Command::Bench {
             preset,
+            model,
             batch,
             seq,
             steps,
@@ -159,9 +182,18 @@ fn main() -> Result<()> {
                 "smollm2-135m" => ModelConfig::smollm2_135m(),
                 other => bail!("unknown preset `{other}` (tiny, smollm2-135m)"),
             };
+            let model = match model {
+                Some(m) => Some(selm_tui::config::resolve_model_path(&m).context("--model")?),
+                None => None,
+            };
+            let preset = match &model {
+                Some(m) => m.display().to_string(),
+                None => preset,
+            };
             let args = BenchArgs {
                 preset,
                 config,
+                model,
                 batch,
                 seq,
                 train_steps: steps,

@@ -376,3 +376,126 @@ fn commands_step_pause_and_change_parameters() {
     assert_eq!(history[1]["new"]["alpha"], 0.5);
     assert_eq!(history[1]["old"]["alpha"], 0.001);
 }
+
+/// A prompt file the character tokenizer can spell, and a ranker (scripts/test_ranker.py's
+/// scoring) that crashes once, on its fifth request: the first of the rank stage, after the
+/// four held-out prompts of the starting evaluation.
+fn jsonl_config(dir: &Path) -> Config {
+    let mut c = small_config(dir);
+    let prompts = dir.join("prompts.jsonl");
+    let lines: String = (0..30)
+        .map(|i| {
+            format!(
+                "{{\"prompt\": \"rev {}:\"}}\n",
+                "abcde".repeat(1 + i % 3) + &i.to_string()
+            )
+        })
+        .collect();
+    std::fs::write(&prompts, lines).unwrap();
+    c.prompts.tasks.clear();
+    c.prompts.file = Some(prompts.display().to_string());
+    c.prompts.per_iteration = 12;
+    c.prompts.eval = 4;
+    c.run.iterations = 1;
+    let code = format!(
+        "import json, os, sys\n\
+         sys.path.insert(0, {scripts:?})\n\
+         import test_ranker as t\n\
+         for n, line in enumerate(sys.stdin, 1):\n\
+         \x20   if n == 5 and not os.path.exists({marker:?}):\n\
+         \x20       open({marker:?}, 'w').close()\n\
+         \x20       sys.stderr.write('model load failed\\n')\n\
+         \x20       sys.exit(1)\n\
+         \x20   req = json.loads(line)\n\
+         \x20   print(json.dumps({{'scores': [t.score(req['prompt'], c, 12) for c in req['candidates']]}}), flush=True)\n",
+        scripts = format!("{}/scripts", env!("CARGO_MANIFEST_DIR")),
+        marker = dir.join("failed-once").display().to_string(),
+    );
+    c.rank.ranker = "command".into();
+    c.rank.command = vec!["python3".into(), "-c".into(), code];
+    c.validate().unwrap();
+    c
+}
+
+#[test]
+fn a_failing_ranker_keeps_the_candidates_and_the_rank_stage_retries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = Pipeline::<B>::new(jsonl_config(tmp.path()), &Default::default()).unwrap();
+    let mut sink = |_e: Event| {};
+    p.evaluate_start(&mut sink).unwrap();
+    while p.stage != Stage::Rank {
+        p.advance(&mut sink).unwrap();
+    }
+    let cands = p.run.iteration_dir(1).join("candidates.jsonl");
+    assert_eq!(read_jsonl(&cands).len(), 12, "written before ranking");
+    let err = format!("{:#}", p.advance(&mut sink).unwrap_err());
+    assert!(err.contains("stage `rank`"), "{err}");
+    assert!(err.contains("model load failed"), "{err}");
+    assert!(err.contains("candidates.jsonl"), "{err}");
+    assert_eq!(
+        read_jsonl(&cands).len(),
+        12,
+        "still there after the failure"
+    );
+    assert_eq!(p.stage, Stage::Rank);
+    // Stepping again retries the rank stage with a fresh process, and the run completes.
+    loop {
+        if p.advance(&mut sink).unwrap() == Advance::RunDone {
+            break;
+        }
+    }
+    let pairs = read_jsonl(&p.run.iteration_dir(1).join("pairs.jsonl"));
+    assert!(!pairs.is_empty());
+    assert!(pairs.iter().all(|r| r["ranker"].is_string()));
+    assert!(
+        pairs
+            .iter()
+            .all(|r| r["prompt"].as_str().unwrap().starts_with("rev "))
+    );
+}
+
+#[test]
+fn export_writes_an_hf_directory_that_reloads_to_the_same_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = small_config(tmp.path());
+    config.run.iterations = 1;
+    let mut p = Pipeline::<B>::new(config, &Default::default()).unwrap();
+    let mut sink = |_e: Event| {};
+    p.evaluate_start(&mut sink).unwrap();
+    while p.advance(&mut sink).unwrap() != Advance::RunDone {}
+    let out = tmp.path().join("export");
+    selm_tui::export::export(&p.run.path, 1, &out).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "LlamaForCausalLM");
+    let (back, tok) =
+        selm_tui::model::load::load_pretrained::<Flex>(&out, &Default::default()).unwrap();
+    assert_eq!(logits(&back), logits(&p.policy().valid()));
+    assert_eq!(
+        tok.encode_prompt("12+34=").unwrap(),
+        p.tokenizer.encode_prompt("12+34=").unwrap()
+    );
+    // Not over an existing export; a missing iteration names what exists.
+    let err = format!(
+        "{:#}",
+        selm_tui::export::export(&p.run.path, 1, &out).unwrap_err()
+    );
+    assert!(err.contains("not empty"), "{err}");
+    let err = format!(
+        "{:#}",
+        selm_tui::export::export(&p.run.path, 4, &tmp.path().join("x")).unwrap_err()
+    );
+    assert!(
+        err.contains("iteration 4") && err.contains("iter-001"),
+        "{err}"
+    );
+}

@@ -83,3 +83,49 @@ fn smollm2_q4_1_matches_transformers() {
         );
     }
 }
+
+/// One iteration of configs/smollm2-135m.toml, shrunk: JSONL prompts through the chat
+/// template, the external test ranker, an update, the evaluation, a checkpoint.
+#[test]
+fn one_smollm2_iteration_with_the_test_ranker() {
+    use burn::backend::Autodiff;
+    use selm_tui::config::Config;
+    use selm_tui::engine::pipeline::{Advance, Pipeline};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut c =
+        Config::from_file(&std::path::Path::new(root).join("configs/smollm2-135m.toml")).unwrap();
+    c.model.path = smollm2_gguf().display().to_string();
+    c.run.out_dir = tmp.path().to_path_buf();
+    c.run.iterations = 1;
+    c.prompts.per_iteration = 3;
+    c.prompts.eval = 1;
+    c.generate.samples = 2;
+    c.generate.max_new_tokens = 10;
+    c.train.batch_size = 2;
+    c.eval.samples = 2;
+    c.rank.command = vec!["python3".into(), format!("{root}/scripts/test_ranker.py")];
+    c.validate().unwrap();
+    let mut p = Pipeline::<Autodiff<Flex>>::new(c, &Default::default()).unwrap();
+    let mut events = vec![];
+    p.evaluate_start(&mut |e| events.push(e)).unwrap();
+    while p.advance(&mut |e| events.push(e)).unwrap() != Advance::RunDone {}
+    let run = p.run.path.clone();
+    let pairs = std::fs::read_to_string(run.join("iter-001/pairs.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(pairs.lines().next().unwrap()).unwrap();
+    assert_eq!(first["ranker"], "test_ranker");
+    assert_eq!(first["candidates"].as_array().unwrap().len(), 3);
+    assert!(
+        run.join("checkpoints/iter-001/tokenizer_config.json")
+            .is_file()
+    );
+    let summary = p.summaries.last().unwrap();
+    assert_eq!(summary.iteration, 1);
+    assert!(summary.kl.is_finite() && summary.reward_mean.is_finite());
+    // The checkpoint keeps the chat template: it reloads as a chat model.
+    let (_, tok) =
+        load_pretrained::<Flex>(&run.join("checkpoints/iter-001"), &Default::default()).unwrap();
+    let text = tok.chat_text(&[Message::user("Hi")]).unwrap();
+    assert!(text.ends_with("<|im_start|>assistant\n"), "{text:?}");
+}

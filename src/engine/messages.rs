@@ -156,6 +156,9 @@ pub struct IterationSummary {
     pub reward_mean: f64,
     /// Counts of held-out rewards in ten bins over [0, 1].
     pub reward_histogram: [usize; 10],
+    /// The score range the ten bins split (`rank.score_range`).
+    #[serde(default = "unit_range")]
+    pub histogram_range: [f64; 2],
     /// Mean ranker score of this iteration's generated candidates (under pi_ref).
     #[serde(deserialize_with = "f64_or_nan")]
     pub candidate_reward_mean: f64,
@@ -214,6 +217,10 @@ pub enum Event {
     Finished {
         completed: bool,
     },
+}
+
+fn unit_range() -> [f64; 2] {
+    [0.0, 1.0]
 }
 
 /// serde_json writes NaN as `null`; read it back as NaN.

@@ -18,12 +18,12 @@ use crate::config::Config;
 use crate::io::run_dir::{MetricRow, RunDir};
 use crate::model::CausalLm;
 use crate::model::generate::generate;
-use crate::model::load::load_hf_dir;
+use crate::model::load::load_pretrained;
 use crate::model::sampling::SamplingParams;
-use crate::ranker::{OracleRanker, RankRequest, Ranker, best_and_worst};
+use crate::prompts::{Prompt, PromptSets};
+use crate::ranker::{RankRequest, Ranker, best_and_worst};
 use crate::selm::Triple;
 use crate::selm::logprobs::response_token_logps;
-use crate::tasks::{PromptSets, TaskPrompt};
 use crate::tokenizer::TextTokenizer;
 use crate::train::{CosineWithWarmup, OptimConfig, SelmTrainer};
 
@@ -63,7 +63,7 @@ pub struct PairRecord {
 
 #[derive(Default)]
 struct IterationState {
-    prompts: Vec<TaskPrompt>,
+    prompts: Vec<Prompt>,
     prompt_ids: Vec<Vec<u32>>,
     /// Per prompt: K samples, then y_ref last.
     candidates: Vec<Vec<Candidate>>,
@@ -91,9 +91,12 @@ pub struct Pipeline<B: AutodiffBackend> {
     pub config: Config,
     trainer: SelmTrainer<B>,
     pub tokenizer: TextTokenizer,
-    tokenizer_json: String,
+    /// tokenizer.json and tokenizer_config.json, saved with every checkpoint.
+    tokenizer_files: Vec<(String, String)>,
     ranker: Box<dyn Ranker>,
     sets: PromptSets,
+    /// Token ids of the held-out prompts.
+    eval_ids: Vec<Vec<u32>>,
     pub run: RunDir,
     pub params: LiveParams,
     pub iteration: usize,
@@ -109,24 +112,35 @@ pub struct Pipeline<B: AutodiffBackend> {
 impl<B: AutodiffBackend> Pipeline<B> {
     /// Loads the model (policy and reference), draws the prompt sets, creates the run dir.
     pub fn new(config: Config, device: &B::Device) -> Result<Self> {
-        let dir = config.model_dir()?;
-        let policy: CausalLm<B> = load_hf_dir(&dir, device)?;
-        let mc = policy.config().clone();
-        let eos = *mc
-            .eos_token_ids
-            .first()
-            .context("the model config names no eos_token_id")?;
-        let tok_path = dir.join("tokenizer.json");
-        let tokenizer = TextTokenizer::from_file(
-            &tok_path,
-            mc.bos_token_id,
-            eos,
-            mc.pad_token_id.unwrap_or(eos),
-        )?;
-        let tokenizer_json = tokenizer.to_json()?;
-        let kinds = config.task_kinds()?;
+        let path = config.model_dir()?;
+        let (policy, tokenizer): (CausalLm<B>, _) = load_pretrained(&path, device)?;
+        let tokenizer_files = vec![
+            ("tokenizer.json".to_string(), tokenizer.to_json()?),
+            (
+                "tokenizer_config.json".to_string(),
+                serde_json::to_string_pretty(&tokenizer.tokenizer_config_json())?,
+            ),
+        ];
         let n_train = config.prompts.per_iteration * config.run.iterations;
-        let sets = PromptSets::new(&kinds, config.run.seed, n_train, config.prompts.eval)?;
+        let sets = match &config.prompts.file {
+            Some(file) => {
+                let path = crate::config::resolve_path(file)?;
+                PromptSets::from_file(&path, config.run.seed, n_train, config.prompts.eval)
+                    .context("key `prompts.file`")?
+            }
+            None => PromptSets::from_tasks(
+                &config.task_kinds()?,
+                config.run.seed,
+                n_train,
+                config.prompts.eval,
+            )?,
+        };
+        let eval_ids = sets
+            .eval
+            .iter()
+            .map(|p| p.encode(&tokenizer, config.prompts.chat))
+            .collect::<Result<_>>()?;
+        let ranker = crate::ranker::from_config(&config.rank)?;
         let optim = OptimConfig {
             max_grad_norm: config.train.max_grad_norm,
             weight_decay: config.train.weight_decay,
@@ -154,9 +168,10 @@ impl<B: AutodiffBackend> Pipeline<B> {
             config,
             trainer,
             tokenizer,
-            tokenizer_json,
-            ranker: Box::new(OracleRanker),
+            tokenizer_files,
+            ranker,
             sets,
+            eval_ids,
             run,
             params,
             iteration: 1,
@@ -292,7 +307,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
         let chunk = &self.sets.train[(self.iteration - 1) * per..self.iteration * per];
         let prompt_ids = chunk
             .iter()
-            .map(|p| self.tokenizer.encode_prompt(&p.prompt))
+            .map(|p| p.encode(&self.tokenizer, self.config.prompts.chat))
             .collect::<Result<_>>()?;
         let k = self.config.generate.samples;
         let bs = self.config.generate.batch_size;
@@ -378,7 +393,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .zip(&self.state.candidates)
             .map(|(p, c)| Row {
                 iteration: self.iteration,
-                prompt: &p.prompt,
+                prompt: &p.text,
                 candidates: c,
             })
             .collect();
@@ -386,15 +401,31 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .write_jsonl(self.iteration, "candidates.jsonl", &rows)
     }
 
+    /// Prompts ranked per unit: progress to watch, and a failure redoes only its chunk.
+    const RANK_CHUNK: usize = 16;
+
     fn rank(&mut self) -> Result<(usize, usize)> {
-        for (task, cands) in self.state.prompts.iter().zip(&mut self.state.candidates) {
+        let n = self.state.prompts.len();
+        let total = n.div_ceil(Self::RANK_CHUNK).max(1);
+        let start = self.cursor * Self::RANK_CHUNK;
+        let end = (start + Self::RANK_CHUNK).min(n);
+        for i in start..end {
+            let prompt = &self.state.prompts[i];
+            let cands = &mut self.state.candidates[i];
             let texts: Vec<String> = cands.iter().map(|c| c.text.clone()).collect();
             let req = RankRequest {
-                prompt: &task.prompt,
-                task: Some(task),
+                prompt: &prompt.text,
+                task: prompt.task.as_ref(),
                 candidates: &texts,
             };
-            let scores = self.ranker.score(&req)?;
+            let scores = self.ranker.score(&req).with_context(|| {
+                format!(
+                    "ranking prompt {} of {n} (the candidates are in iter-{:03}/candidates.jsonl; \
+                     step again to retry)",
+                    i + 1,
+                    self.iteration
+                )
+            })?;
             if scores.len() != cands.len() {
                 bail!(
                     "ranker `{}` returned {} scores for {} candidates",
@@ -407,14 +438,16 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 c.score = Some(s);
             }
         }
-        self.write_candidates()?;
-        Ok((1, 1))
+        if self.cursor + 1 == total {
+            self.write_candidates()?;
+        }
+        Ok((self.cursor + 1, total))
     }
 
     fn select_pairs(&mut self, emit: &mut dyn FnMut(Event)) -> Result<(usize, usize)> {
         let mut records = vec![];
         let mut triples = vec![];
-        for ((task, ids), cands) in self
+        for ((prompt, ids), cands) in self
             .state
             .prompts
             .iter()
@@ -436,7 +469,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 reference_response: y_ref.tokens.clone(),
             });
             records.push(PairRecord {
-                prompt: task.prompt.clone(),
+                prompt: prompt.text.clone(),
                 chosen: cands[best].text.clone(),
                 rejected: cands[worst].text.clone(),
                 iteration: self.iteration,
@@ -545,7 +578,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
         let dir = self.run.save_checkpoint(
             self.iteration,
             self.trainer.reference(),
-            &self.tokenizer_json,
+            &self.tokenizer_files,
         )?;
         emit(Event::Log(format!("checkpoint {}", dir.display())));
         emit(Event::Iteration(summary.clone()));
@@ -617,17 +650,15 @@ impl<B: AutodiffBackend> Pipeline<B> {
         };
         let mut rng =
             StdRng::seed_from_u64(self.config.run.seed ^ 0xe7a1 ^ (iteration as u64) << 24);
-        let mut rewards = vec![];
         let mut kl_sum = 0.0;
         let mut jobs: Vec<usize> = vec![];
         for i in 0..self.sets.eval.len() {
             jobs.extend(std::iter::repeat_n(i, e.samples));
         }
+        // Each held-out prompt's samples, ranked together once all are decoded.
+        let mut samples: Vec<Vec<String>> = vec![vec![]; self.sets.eval.len()];
         for chunk in jobs.chunks(self.config.generate.batch_size) {
-            let prompts: Vec<Vec<u32>> = chunk
-                .iter()
-                .map(|&i| self.tokenizer.encode_prompt(&self.sets.eval[i].prompt))
-                .collect::<Result<_>>()?;
+            let prompts: Vec<Vec<u32>> = chunk.iter().map(|&i| self.eval_ids[i].clone()).collect();
             let out = generate(
                 &policy,
                 &prompts,
@@ -647,21 +678,36 @@ impl<B: AutodiffBackend> Pipeline<B> {
             ));
             kl_sum += lp.iter().zip(&lr).map(|(a, b)| (a - b) as f64).sum::<f64>();
             for (&i, g) in chunk.iter().zip(&out) {
-                let text = self.tokenizer.decode(&g.tokens)?;
-                let task = &self.sets.eval[i];
-                let req = RankRequest {
-                    prompt: &task.prompt,
-                    task: Some(task),
-                    candidates: std::slice::from_ref(&text),
-                };
-                rewards.push(self.ranker.score(&req)?[0]);
+                samples[i].push(self.tokenizer.decode(&g.tokens)?);
             }
+        }
+        let mut rewards = vec![];
+        for (prompt, texts) in self.sets.eval.iter().zip(&samples) {
+            let req = RankRequest {
+                prompt: &prompt.text,
+                task: prompt.task.as_ref(),
+                candidates: texts,
+            };
+            let scores = self
+                .ranker
+                .score(&req)
+                .context("scoring held-out samples")?;
+            if scores.len() != texts.len() {
+                bail!(
+                    "ranker `{}` returned {} scores for {} samples",
+                    self.ranker.name(),
+                    scores.len(),
+                    texts.len()
+                );
+            }
+            rewards.extend(scores);
         }
         let n = rewards.len().max(1) as f64;
         let threshold = self.config.rank.high_reward_threshold;
+        let [lo, hi] = self.config.rank.score_range;
         let mut histogram = [0usize; 10];
         for r in &rewards {
-            histogram[((r.clamp(0.0, 1.0) * 10.0) as usize).min(9)] += 1;
+            histogram[(((r.clamp(lo, hi) - lo) / (hi - lo) * 10.0) as usize).min(9)] += 1;
         }
         let summary = IterationSummary {
             iteration,
@@ -669,6 +715,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             high_reward_fraction: rewards.iter().filter(|&&r| r >= threshold).count() as f64 / n,
             reward_mean: rewards.iter().sum::<f64>() / n,
             reward_histogram: histogram,
+            histogram_range: [lo, hi],
             candidate_reward_mean: cand_mean,
             pairs,
             mean_loss,

@@ -241,7 +241,7 @@ impl GgufFile {
             .with_context(|| format!("tensor `{}`: unsupported ggml type {:?}", t.name, t.ty))?;
         let n = t.elements();
         ensure!(
-            t.dims[0] % per_block == 0,
+            t.dims[0].is_multiple_of(per_block),
             "tensor `{}`: row length {} is not a multiple of the {per_block}-element block",
             t.name,
             t.dims[0]

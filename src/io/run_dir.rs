@@ -126,7 +126,7 @@ impl RunDir {
         &self,
         iteration: usize,
         model: &CausalLm<B>,
-        tokenizer_json: &str,
+        tokenizer_files: &[(String, String)],
     ) -> Result<PathBuf> {
         let dest = self.checkpoint_dir(iteration);
         let tmp = dest.with_extension("partial");
@@ -134,7 +134,9 @@ impl RunDir {
             std::fs::remove_dir_all(&tmp)?;
         }
         save_hf_dir(model, &tmp)?;
-        atomic_write(&tmp.join("tokenizer.json"), tokenizer_json.as_bytes())?;
+        for (name, content) in tokenizer_files {
+            atomic_write(&tmp.join(name), content.as_bytes())?;
+        }
         if dest.exists() {
             std::fs::remove_dir_all(&dest)?;
         }

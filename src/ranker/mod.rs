@@ -2,9 +2,41 @@
 //! The task oracle is built in; a reward model, an external process and the researcher by
 //! hand implement the same trait.
 
-use anyhow::{Result, bail};
+pub mod process;
 
+use anyhow::{Result, bail};
+use std::time::Duration;
+
+use crate::config::Rank;
 use crate::tasks::TaskPrompt;
+
+/// The ranker `rank` configures.
+pub fn from_config(rank: &Rank) -> Result<Box<dyn Ranker>> {
+    Ok(match rank.ranker.as_str() {
+        "oracle" => Box::new(OracleRanker),
+        "command" => {
+            // Named after the script it runs (`test_ranker`, `pairrm_ranker`), else the
+            // program.
+            let stem = |a: &String| {
+                std::path::Path::new(a)
+                    .file_stem()
+                    .map_or(a.clone(), |s| s.to_string_lossy().into_owned())
+            };
+            let name = rank.command[1..]
+                .iter()
+                .find(|a| a.ends_with(".py") || a.ends_with(".sh"))
+                .or(rank.command.first())
+                .map(stem)
+                .unwrap_or_else(|| "command".into());
+            Box::new(process::ProcessRanker::new(
+                name,
+                rank.command.clone(),
+                Duration::from_secs_f64(rank.timeout_s),
+            )?)
+        }
+        other => bail!("unknown ranker `{other}`"),
+    })
+}
 
 /// What a ranker sees of one prompt.
 #[derive(Debug, Clone)]

@@ -73,6 +73,7 @@ pub fn synthetic_app(iterations: usize, steps_per_iteration: usize) -> App {
             high_reward_fraction: 0.15 + 0.01 * x,
             reward_mean: 0.43 + 0.01 * x,
             reward_histogram: std::array::from_fn(|b| 20 + (b * 7 + it * 3) % 40),
+            histogram_range: [0.0, 1.0],
             candidate_reward_mean: 0.4,
             pairs: 384,
             mean_loss: 0.69,

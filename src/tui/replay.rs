@@ -114,6 +114,7 @@ fn eval_from_row(row: &MetricRow) -> IterationSummary {
         high_reward_fraction: get("high_reward_fraction"),
         reward_mean: get("reward/mean"),
         reward_histogram: [0; 10],
+        histogram_range: [0.0, 1.0],
         candidate_reward_mean: f64::NAN,
         pairs: 0,
         mean_loss: f64::NAN,

@@ -387,9 +387,11 @@ fn draw_histogram(frame: &mut Frame, app: &App, area: Rect) {
         .or_else(|| app.evals.last());
     let title = match summary {
         Some(s) => format!(
-            "held-out rewards, iter {} ({})",
+            "held-out rewards, iter {} ({}, {}..{})",
             s.iteration,
-            s.reward_histogram.iter().sum::<usize>()
+            s.reward_histogram.iter().sum::<usize>(),
+            format_num(s.histogram_range[0]),
+            format_num(s.histogram_range[1]),
         ),
         None => "held-out rewards".into(),
     };
