@@ -382,7 +382,10 @@ mod tests {
         assert!(e.contains("prompts.tasks") && e.contains("mul"), "{e}");
         let e = err(&with("top_p = 1.0", "top_p = 1.5"));
         assert!(e.contains("generate.top_p"), "{e}");
-        let e = err(&with("[rank]", "[rank]\nscore_range = [1.0, 0.0]"));
+        let e = err(&with(
+            "score_range = [0.0, 1.0]",
+            "score_range = [1.0, 0.0]",
+        ));
         assert!(e.contains("rank.score_range"), "{e}");
         let e = err(&with("ranker = \"oracle\"", "ranker = \"command\""));
         assert!(e.contains("rank.command"), "{e}");

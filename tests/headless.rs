@@ -120,3 +120,17 @@ fn config_errors_name_the_key_and_exit_nonzero() {
         );
     }
 }
+
+#[test]
+fn the_tui_without_a_terminal_points_to_headless() {
+    // Output captured by a pipe: not a terminal.
+    for args in [&[][..], &["inspect", "runs/nothing"][..]] {
+        let out = selm().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("not a terminal") && stderr.contains("--headless"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
