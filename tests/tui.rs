@@ -261,6 +261,24 @@ fn pairs_sort_browse_and_open() {
 }
 
 #[test]
+fn an_engine_error_shows_until_the_engine_runs_again() {
+    let mut app = paused();
+    app.apply(Event::Error(
+        "iteration 1 stage `rank`: ranker `x` exited".into(),
+    ));
+    // The status line (second row) carries it; the log keeps it after.
+    let status = |app: &App| screen(app, 100, 30).lines().nth(1).unwrap().to_string();
+    assert!(
+        status(&app).contains("error: iteration 1 stage `rank`"),
+        "{}",
+        status(&app)
+    );
+    assert!(app.log.back().unwrap().starts_with("error:"));
+    app.apply(Event::Resumed);
+    assert!(status(&app).contains("α 0.001"), "{}", status(&app));
+}
+
+#[test]
 fn too_small_a_terminal_says_so() {
     let app = synthetic_app(3, 12);
     let text = screen(&app, 50, 15);

@@ -21,7 +21,7 @@ use crate::model::generate::generate;
 use crate::model::load::load_pretrained;
 use crate::model::sampling::SamplingParams;
 use crate::prompts::{Prompt, PromptSets};
-use crate::ranker::{RankRequest, Ranker, best_and_worst};
+use crate::ranker::{RankRequest, Ranker, best_and_worst, score_checked};
 use crate::selm::Triple;
 use crate::selm::logprobs::response_token_logps;
 use crate::tokenizer::TextTokenizer;
@@ -418,7 +418,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 task: prompt.task.as_ref(),
                 candidates: &texts,
             };
-            let scores = self.ranker.score(&req).with_context(|| {
+            let scores = score_checked(self.ranker.as_mut(), &req).with_context(|| {
                 format!(
                     "ranking prompt {} of {n} (the candidates are in iter-{:03}/candidates.jsonl; \
                      step again to retry)",
@@ -426,14 +426,6 @@ impl<B: AutodiffBackend> Pipeline<B> {
                     self.iteration
                 )
             })?;
-            if scores.len() != cands.len() {
-                bail!(
-                    "ranker `{}` returned {} scores for {} candidates",
-                    self.ranker.name(),
-                    scores.len(),
-                    cands.len()
-                );
-            }
             for (c, s) in cands.iter_mut().zip(scores) {
                 c.score = Some(s);
             }
@@ -688,18 +680,8 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 task: prompt.task.as_ref(),
                 candidates: texts,
             };
-            let scores = self
-                .ranker
-                .score(&req)
-                .context("scoring held-out samples")?;
-            if scores.len() != texts.len() {
-                bail!(
-                    "ranker `{}` returned {} scores for {} samples",
-                    self.ranker.name(),
-                    scores.len(),
-                    texts.len()
-                );
-            }
+            let scores =
+                score_checked(self.ranker.as_mut(), &req).context("scoring held-out samples")?;
             rewards.extend(scores);
         }
         let n = rewards.len().max(1) as f64;

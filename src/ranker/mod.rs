@@ -75,6 +75,20 @@ impl Ranker for OracleRanker {
     }
 }
 
+/// `ranker`'s scores for `request`, checked to be one per candidate.
+pub fn score_checked(ranker: &mut dyn Ranker, request: &RankRequest<'_>) -> Result<Vec<f64>> {
+    let scores = ranker.score(request)?;
+    if scores.len() != request.candidates.len() {
+        bail!(
+            "ranker `{}` returned {} scores for {} candidates",
+            ranker.name(),
+            scores.len(),
+            request.candidates.len()
+        );
+    }
+    Ok(scores)
+}
+
 /// Indices of the best and worst candidates (first on ties), or None when all scores are
 /// equal: such a prompt carries no preference.
 pub fn best_and_worst(scores: &[f64]) -> Option<(usize, usize)> {

@@ -320,6 +320,8 @@ impl App {
                 if self.state != EngineState::Quitting {
                     self.state = EngineState::Running;
                 }
+                // The engine is working again (a retry): the error is no longer current.
+                self.last_error = None;
             }
             Event::Log(line) => self.push_log(line),
             Event::Error(e) => {

@@ -105,6 +105,17 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
             if app.auto_pause { "on" } else { "off" }
         )),
     ];
+    let mut spans = spans;
+    if let Some(e) = &app.last_error {
+        // Stays until the engine runs again: the stage can be retried with `s`.
+        spans = vec![
+            Span::from(" error: ").bold(),
+            Span::from(e.lines().next().unwrap_or_default().to_string()),
+            Span::from("  (see Log; s retries)"),
+        ];
+        frame.render_widget(Line::from(spans).on_red().white(), area);
+        return;
+    }
     frame.render_widget(Line::from(spans).on_dark_gray().white(), area);
 }
 
