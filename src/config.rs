@@ -266,6 +266,15 @@ impl Config {
         Ok(())
     }
 
+    /// alpha / beta / lr as the run starts.
+    pub fn live_params(&self) -> crate::engine::LiveParams {
+        crate::engine::LiveParams {
+            alpha: self.train.alpha,
+            beta: self.train.beta,
+            lr: self.train.lr,
+        }
+    }
+
     /// The model directory or GGUF file `model.path` names.
     pub fn model_dir(&self) -> Result<PathBuf> {
         resolve_model_path(&self.model.path).context("key `model.path`")

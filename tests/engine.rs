@@ -59,12 +59,7 @@ fn read_jsonl(path: &Path) -> Vec<Value> {
 }
 
 fn logits(model: &selm_tui::model::CausalLm<Flex>) -> Vec<f32> {
-    model
-        .forward_padded(&[vec![1, 20, 30, 40]], 0)
-        .0
-        .into_data()
-        .into_vec::<f32>()
-        .unwrap()
+    logits_of(model, &[vec![1, 20, 30, 40]])
 }
 
 #[test]

@@ -127,12 +127,7 @@ fn write_fixture_gguf(path: &Path, drop: Option<&str>) {
 }
 
 fn logits(model: &selm_tui::model::CausalLm<Flex>) -> Vec<f32> {
-    model
-        .forward_padded(&[vec![1, 20, 30, 40, 5, 6]], 0)
-        .0
-        .into_data()
-        .into_vec::<f32>()
-        .unwrap()
+    logits_of(model, &[vec![1, 20, 30, 40, 5, 6]])
 }
 
 #[test]

@@ -30,15 +30,6 @@ fn prompts() -> Vec<Vec<u32>> {
     ]
 }
 
-fn logits_of(model: &CausalLm<B>, rows: &[Vec<u32>]) -> Vec<f32> {
-    model
-        .forward_padded(rows, 0)
-        .0
-        .into_data()
-        .into_vec::<f32>()
-        .unwrap()
-}
-
 #[test]
 fn cached_decoding_matches_full_recompute() {
     for name in ["tiny-llama", "tiny-qwen2"] {

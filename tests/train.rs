@@ -33,13 +33,7 @@ fn setup(max_grad_norm: Option<f64>) -> (SelmTrainer<B>, Vec<Triple>) {
 }
 
 fn logits(model: &CausalLm<B>) -> Vec<f32> {
-    model
-        .valid()
-        .forward_padded(&[vec![1, 2, 3, 4]], 0)
-        .0
-        .into_data()
-        .into_vec::<f32>()
-        .unwrap()
+    logits_of(&model.valid(), &[vec![1, 2, 3, 4]])
 }
 
 #[test]

@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 use super::messages::{
@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::io::run_dir::{MetricRow, RunDir};
 use crate::model::CausalLm;
 use crate::model::generate::generate;
-use crate::model::load::load_pretrained;
+use crate::model::load::{host, load_pretrained};
 use crate::model::sampling::SamplingParams;
 use crate::prompts::{Prompt, PromptSets};
 use crate::ranker::{RankRequest, Ranker, best_and_worst, score_checked};
@@ -37,7 +37,7 @@ pub enum Advance {
 }
 
 /// One generated response.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Candidate {
     pub text: String,
     pub tokens: Vec<u32>,
@@ -47,7 +47,7 @@ pub struct Candidate {
 }
 
 /// A pair as written to `pairs.jsonl`: TRL's preference fields plus ours.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PairRecord {
     pub prompt: String,
     pub chosen: String,
@@ -56,9 +56,25 @@ pub struct PairRecord {
     pub chosen_score: f64,
     pub rejected_score: f64,
     pub y_ref: String,
+    #[serde(deserialize_with = "crate::engine::messages::f64_or_nan")]
     pub y_ref_score: f64,
     pub candidates: Vec<Candidate>,
     pub ranker: String,
+}
+
+impl PairRecord {
+    /// What the inspector shows of it.
+    pub fn view(&self) -> PairView {
+        PairView {
+            prompt: self.prompt.clone(),
+            chosen: self.chosen.clone(),
+            rejected: self.rejected.clone(),
+            reference_response: self.y_ref.clone(),
+            chosen_score: self.chosen_score,
+            rejected_score: self.rejected_score,
+            reference_score: self.y_ref_score,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -155,11 +171,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
         );
         let mut run = RunDir::create(&config.run.out_dir, &config.run.name)?;
         run.write_config(&config)?;
-        let params = LiveParams {
-            alpha: config.train.alpha,
-            beta: config.train.beta,
-            lr: config.train.lr,
-        };
+        let params = config.live_params();
         run.push_history(serde_json::json!({
             "time": chrono::Utc::now().to_rfc3339(), "iteration": 1, "step": 0,
             "event": "start", "alpha": params.alpha, "beta": params.beta, "lr": params.lr,
@@ -475,18 +487,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
         }
         self.run
             .write_jsonl(self.iteration, "pairs.jsonl", &records)?;
-        let views = records
-            .iter()
-            .map(|r| PairView {
-                prompt: r.prompt.clone(),
-                chosen: r.chosen.clone(),
-                rejected: r.rejected.clone(),
-                reference_response: r.y_ref.clone(),
-                chosen_score: r.chosen_score,
-                rejected_score: r.rejected_score,
-                reference_score: r.y_ref_score,
-            })
-            .collect();
+        let views = records.iter().map(PairRecord::view).collect();
         emit(Event::Pairs {
             iteration: self.iteration,
             pairs: views,
@@ -663,11 +664,12 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 .zip(&out)
                 .map(|(p, g)| (p.as_slice(), g.tokens.as_slice()))
                 .collect();
-            let lp = host(crate::selm::logprobs::sequence_logps(&policy, &pairs));
+            let lp = host(crate::selm::logprobs::sequence_logps(&policy, &pairs)).data;
             let lr = host(crate::selm::logprobs::sequence_logps(
                 self.trainer.reference(),
                 &pairs,
-            ));
+            ))
+            .data;
             kl_sum += lp.iter().zip(&lr).map(|(a, b)| (a - b) as f64).sum::<f64>();
             for (&i, g) in chunk.iter().zip(&out) {
                 samples[i].push(self.tokenizer.decode(&g.tokens)?);
@@ -752,11 +754,4 @@ impl<B: AutodiffBackend> Pipeline<B> {
             },
         }
     }
-}
-
-fn host<Bk: burn::tensor::backend::Backend>(t: burn::tensor::Tensor<Bk, 1>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("f32")
 }

@@ -569,6 +569,24 @@ mod tests {
     }
 
     #[test]
+    fn f16_and_bf16_values() {
+        let bytes: Vec<u8> = [0.5f32, -2.0, 65504.0]
+            .iter()
+            .flat_map(|&x| f16(x))
+            .collect();
+        assert_eq!(
+            dequantize(GgmlType::F16, &bytes, 3).unwrap(),
+            [0.5, -2.0, 65504.0]
+        );
+        let bytes: Vec<u8> = [1.5f32, -3.0]
+            .iter()
+            .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+            .collect();
+        assert_eq!(dequantize(GgmlType::BF16, &bytes, 2).unwrap(), [1.5, -3.0]);
+        assert!(dequantize(GgmlType::F16, &bytes[..3], 2).is_err());
+    }
+
+    #[test]
     fn q4_0_and_q8_0_blocks() {
         let mut block = vec![];
         block.extend(f16(0.25));
@@ -621,6 +639,14 @@ mod tests {
         bad[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
         let msg = format!("{:#}", GgufFile::parse(bad, &path).unwrap_err());
         assert!(msg.contains("over the"), "{msg}");
+        // Version 2 has the same layout; version 1 (32-bit counts) is refused.
+        let mut v2 = bytes.clone();
+        v2[4] = 2;
+        assert_eq!(GgufFile::parse(v2, &path).unwrap().version, 2);
+        let mut v1 = bytes.clone();
+        v1[4] = 1;
+        let msg = format!("{:#}", GgufFile::parse(v1, &path).unwrap_err());
+        assert!(msg.contains("unsupported GGUF version 1"), "{msg}");
         let mut bad = bytes;
         bad[0] = b'X';
         assert!(format!("{:#}", GgufFile::parse(bad, &path).unwrap_err()).contains("not a GGUF"));

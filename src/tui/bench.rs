@@ -200,14 +200,7 @@ pub fn run(
 /// Runs the engine to its update stage, then presses keys every 20 ms while it trains,
 /// timing each key's frame (drain events, handle the key, redraw).
 fn key_latency(width: u16, height: u16, config: Config, spec: BackendSpec) -> Result<Timing> {
-    let app = App::new(
-        LiveParams {
-            alpha: config.train.alpha,
-            beta: config.train.beta,
-            lr: config.train.lr,
-        },
-        true,
-    );
+    let app = App::new(config.live_params(), true);
     let handle = engine::spawn(config, spec)?;
     handle.commands.send(Command::Run)?;
     let mut ui = Ui::new(

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::BackendSpec;
 use crate::config::Config;
-use crate::engine::{self, EngineHandle, Event, LiveParams};
+use crate::engine::{self, EngineHandle, Event};
 use app::{Action, App, EngineState};
 
 /// How long the loop waits for a key before looking at the engine again.
@@ -131,11 +131,7 @@ impl<Bk: Backend> Ui<Bk> {
 /// Opens the TUI on a new run of `config`.
 pub fn run(config: Config, spec: BackendSpec) -> Result<()> {
     require_terminal()?;
-    let params = LiveParams {
-        alpha: config.train.alpha,
-        beta: config.train.beta,
-        lr: config.train.lr,
-    };
+    let params = config.live_params();
     let mut app = App::new(params, config.run.auto_pause);
     app.backend = spec.to_string();
     app.model = config.model.path.clone();

@@ -1,38 +1,21 @@
 //! Rebuilds the TUI state of a finished or interrupted run from its run directory, read-only.
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
 use std::path::Path;
 
 use super::app::{App, EngineState};
 use crate::config::Config;
-use crate::engine::{IterationSummary, LiveParams, PairLogps, PairView};
+use crate::engine::pipeline::PairRecord;
+use crate::engine::{IterationSummary, PairLogps};
 use crate::io::read_jsonl;
 use crate::io::run_dir::MetricRow;
-
-/// The fields of a `pairs.jsonl` line the inspector needs.
-#[derive(Deserialize)]
-struct PairLine {
-    prompt: String,
-    chosen: String,
-    rejected: String,
-    chosen_score: f64,
-    rejected_score: f64,
-    y_ref: String,
-    #[serde(deserialize_with = "crate::engine::messages::f64_or_nan")]
-    y_ref_score: f64,
-}
 
 pub fn load_run(dir: &Path) -> Result<App> {
     if !dir.join("config.toml").is_file() {
         bail!("{} is not a run directory (no config.toml)", dir.display());
     }
     let config = Config::from_file(&dir.join("config.toml"))?;
-    let params = LiveParams {
-        alpha: config.train.alpha,
-        beta: config.train.beta,
-        lr: config.train.lr,
-    };
+    let params = config.live_params();
     let mut app = App::new(params, config.run.auto_pause);
     app.state = EngineState::ReadOnly;
     app.run_dir = dir.display().to_string();
@@ -131,17 +114,9 @@ fn load_iterations(dir: &Path, app: &mut App) -> Result<()> {
         if !pairs_path.exists() {
             continue;
         }
-        let pairs = read_jsonl::<PairLine>(&pairs_path)?
-            .into_iter()
-            .map(|p| PairView {
-                prompt: p.prompt,
-                chosen: p.chosen,
-                rejected: p.rejected,
-                reference_response: p.y_ref,
-                chosen_score: p.chosen_score,
-                rejected_score: p.rejected_score,
-                reference_score: p.y_ref_score,
-            })
+        let pairs = read_jsonl::<PairRecord>(&pairs_path)?
+            .iter()
+            .map(PairRecord::view)
             .collect();
         let logps_path = it_dir.join("pair_logps.jsonl");
         let logps = if logps_path.exists() {

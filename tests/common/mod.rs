@@ -20,6 +20,17 @@ pub fn fixtures_dir() -> PathBuf {
     dir
 }
 
+/// Logits of `rows` (right-padded with 0) as one flat list.
+pub fn logits_of<B: Backend>(model: &CausalLm<B>, rows: &[Vec<u32>]) -> Vec<f32> {
+    model
+        .forward_padded(rows, 0)
+        .0
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap()
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     let dir = fixtures_dir().join(name);
     assert!(dir.exists(), "fixture {} is missing", dir.display());
