@@ -1,6 +1,8 @@
 //! A run's directory: resolved config, per-iteration candidates and pairs, metrics (JSONL and
-//! CSV), parameter-change history, checkpoints. Every file is replaced atomically, so a crash
-//! leaves the previous good version, never a half-written one.
+//! CSV), parameter-change history, checkpoints. Whole files are replaced atomically and
+//! logs (metrics, history) grow by appended, fsynced lines, so a crash leaves every file valid:
+//! at worst a log's last line is torn, and readers skip it ([`super::read_jsonl`]).
+//! Every path inside a run directory is built here.
 
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;

@@ -5,7 +5,7 @@
 use burn::tensor::Tensor;
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::Backend;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Sequence log-probs of a batch of triples under the policy (`p*`) and the reference (`r*`):
 /// chosen, rejected, and the reference policy's greedy response y_ref. Each `[n]`.
@@ -62,7 +62,7 @@ pub fn selm_loss<B: Backend>(l: &TripleLogps<B>, alpha: f64, beta: f64) -> SelmL
 }
 
 /// One step's metrics under the names TRL and the official trainer log.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SelmMetrics {
     pub loss: f64,
     #[serde(rename = "loss/dpo")]
