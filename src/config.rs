@@ -116,6 +116,40 @@ pub struct Rank {
     pub high_reward_threshold: f64,
 }
 
+/// alpha / beta / lr: the parameters a researcher may change while a run is going.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LiveParams {
+    pub alpha: f64,
+    pub beta: f64,
+    pub lr: f64,
+}
+
+/// A live parameter out of its range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{name} must be {rule}, got {value}")]
+pub struct ParamError {
+    pub name: &'static str,
+    pub rule: &'static str,
+    pub value: f64,
+}
+
+impl LiveParams {
+    /// The one check of alpha / beta / lr, used by the config, the engine and the TUI.
+    pub fn validate(&self) -> std::result::Result<(), ParamError> {
+        let checks = [
+            ("alpha", self.alpha, ">= 0", self.alpha >= 0.0),
+            ("beta", self.beta, "> 0", self.beta > 0.0),
+            ("lr", self.lr, "> 0", self.lr > 0.0),
+        ];
+        for (name, value, rule, ok) in checks {
+            if !(ok && value.is_finite()) {
+                return Err(ParamError { name, rule, value });
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Train {
@@ -213,16 +247,9 @@ impl Config {
                 self.generate.top_p
             );
         }
-        range("train.alpha", self.train.alpha, 0.0, f64::MAX)?;
-        if !(self.train.beta > 0.0 && self.train.beta.is_finite()) {
-            bail!(
-                "key `train.beta`: must be positive, got {}",
-                self.train.beta
-            );
-        }
-        if !(self.train.lr > 0.0 && self.train.lr.is_finite()) {
-            bail!("key `train.lr`: must be positive, got {}", self.train.lr);
-        }
+        self.live_params()
+            .validate()
+            .map_err(|e| anyhow::anyhow!("key `train.{}`: {e}", e.name))?;
         range("train.warmup_ratio", self.train.warmup_ratio, 0.0, 1.0)?;
         range("train.weight_decay", self.train.weight_decay, 0.0, 1.0)?;
         if let Some(n) = self.train.max_grad_norm
@@ -267,8 +294,8 @@ impl Config {
     }
 
     /// alpha / beta / lr as the run starts.
-    pub fn live_params(&self) -> crate::engine::LiveParams {
-        crate::engine::LiveParams {
+    pub fn live_params(&self) -> LiveParams {
+        LiveParams {
             alpha: self.train.alpha,
             beta: self.train.beta,
             lr: self.train.lr,

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use crate::backend::BackendSpec;
 use crate::config::Config;
-use crate::engine::{self, Command, Event, IterationSummary, Stage};
+use crate::engine::{self, Command, Event, Level, Stage};
+use crate::io::records::IterationSummary;
 
 pub fn run(config: Config, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
     let start = Instant::now();
@@ -51,11 +52,18 @@ pub fn run(config: Config, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
                 writeln!(
                     out,
                     "[{t:7.1}s] iter {} eval: kl {:.4}  high_reward_fraction {:.3}  reward/mean {:.3}",
-                    s.iteration, s.kl, s.high_reward_fraction, s.reward_mean
+                    s.iteration, s.eval.kl, s.eval.high_reward_fraction, s.eval.reward_mean
                 )?;
                 summaries.push(s);
             }
-            Event::Log(line) => writeln!(out, "[{t:7.1}s] {line}")?,
+            Event::Log(line) => {
+                let tag = match line.level {
+                    Level::Info => "",
+                    Level::Warn => "warning: ",
+                    Level::Error => "error: ",
+                };
+                writeln!(out, "[{t:7.1}s] {tag}{}", line.text)?
+            }
             Event::Error(e) => {
                 writeln!(out, "[{t:7.1}s] error: {e}")?;
                 error = Some(e);
@@ -93,9 +101,9 @@ pub fn summary_table(rows: &[IterationSummary]) -> String {
             r.pairs,
             num(r.mean_loss, 4),
             num(r.candidate_reward_mean, 3),
-            r.reward_mean,
-            r.high_reward_fraction,
-            r.kl,
+            r.eval.reward_mean,
+            r.eval.high_reward_fraction,
+            r.eval.kl,
             r.wall_s
         ));
     }

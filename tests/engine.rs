@@ -70,7 +70,7 @@ fn stages_run_in_order_and_write_the_run_dir() {
     p.evaluate_start(&mut |e| events.push(e)).unwrap();
     let mut seen = vec![];
     loop {
-        let stage = p.stage;
+        let (_, stage) = p.position();
         let step = p.advance(&mut |e| events.push(e)).unwrap();
         if step != Advance::Unit {
             seen.push(stage);
@@ -85,7 +85,7 @@ fn stages_run_in_order_and_write_the_run_dir() {
         .filter(|e| matches!(e, Event::Metrics(_)))
         .count();
     assert!(updates >= 2, "{updates} updates");
-    let run = p.run.path.clone();
+    let run = p.run().path.clone();
 
     // Pairs: chosen and rejected are the best and worst candidates by the ranker's scores.
     let pairs = read_jsonl(&run.join("iter-001/pairs.jsonl"));
@@ -162,7 +162,7 @@ fn stages_run_in_order_and_write_the_run_dir() {
     assert!(run.join("checkpoints/iter-002/tokenizer.json").exists());
     let resolved = Config::from_file(&run.join("config.toml")).unwrap();
     assert_eq!(resolved.prompts.per_iteration, 24);
-    assert_eq!(p.summaries.len(), 3);
+    assert_eq!(p.summaries().len(), 3);
 
     // The inspector's per-token log-probs: one record per pair, one value per token.
     let logps = read_jsonl(&run.join("iter-001/pair_logps.jsonl"));
@@ -178,14 +178,17 @@ fn stages_run_in_order_and_write_the_run_dir() {
 
     // `selm-tui inspect` rebuilds the same picture from the directory alone.
     let app = selm_tui::tui::replay::load_run(&run).unwrap();
-    assert_eq!(app.evals.len(), 3);
-    assert_eq!(app.steps.len(), updates);
-    assert_eq!(app.data[&1].pairs.len(), pairs.len());
-    assert_eq!(app.data[&1].logps.as_ref().unwrap().len(), pairs.len());
-    assert_eq!(app.data[&2].summary.as_ref(), p.summaries.last());
+    assert_eq!(app.evals.evals.len(), 3);
+    assert_eq!(app.loss.steps.len(), updates);
+    assert_eq!(app.pairs.data[&1].pairs.len(), pairs.len());
+    assert_eq!(
+        app.pairs.data[&1].logps.as_ref().unwrap().len(),
+        pairs.len()
+    );
+    assert_eq!(app.evals.get(2), p.summaries().last());
     assert_eq!(app.selected_iteration, 2);
     assert_eq!(
-        app.data[&1].pairs[0].chosen,
+        app.pairs.data[&1].pairs[0].chosen,
         pairs[0]["chosen"].as_str().unwrap()
     );
 }
@@ -240,12 +243,12 @@ fn a_diverging_update_stops_and_keeps_the_last_checkpoint() {
     config.prompts.tasks = vec!["rev".into()];
     let mut p = Pipeline::<B>::new(config, &Default::default()).unwrap();
     let mut sink = |_e: Event| {};
-    while p.iteration == 1 {
+    while p.position().0 == 1 {
         p.advance(&mut sink).unwrap();
     }
-    let first = p.summaries.last().unwrap();
+    let first = p.summaries().last().unwrap();
     assert!(first.pairs >= 4, "{first:?}");
-    let good = p.run.checkpoint_dir(1);
+    let good = p.run().checkpoint_dir(1);
     let before = std::fs::read(good.join("model.safetensors")).unwrap();
     p.set_params(None, None, Some(1e30)).unwrap();
     let err = loop {
@@ -259,14 +262,14 @@ fn a_diverging_update_stops_and_keeps_the_last_checkpoint() {
         err.contains("update skipped") && err.contains("stage `update`"),
         "{err}"
     );
-    assert_eq!(p.stage, Stage::Update);
+    assert_eq!(p.position().1, Stage::Update);
     assert_eq!(
         std::fs::read(good.join("model.safetensors")).unwrap(),
         before
     );
-    assert!(!p.run.checkpoint_dir(2).exists());
+    assert!(!p.run().checkpoint_dir(2).exists());
     load_hf_dir::<Flex>(&good, &Default::default()).unwrap();
-    let history = read_jsonl(&p.run.path.join("history.jsonl"));
+    let history = read_jsonl(&p.run().path.join("history.jsonl"));
     assert_eq!(history.last().unwrap()["new"]["lr"], 1e30);
 }
 
@@ -346,7 +349,7 @@ fn commands_step_pause_and_change_parameters() {
         })
         .collect();
     assert_eq!(metrics.len(), 1);
-    assert_eq!(metrics[0]["alpha"], 0.5);
+    assert_eq!(metrics[0].metrics.alpha, 0.5);
 
     h.commands
         .send(Command::SetParams {
@@ -356,7 +359,7 @@ fn commands_step_pause_and_change_parameters() {
         })
         .unwrap();
     match next_event(&h) {
-        Event::Error(msg) => assert!(msg.contains("beta must be positive"), "{msg}"),
+        Event::Error(msg) => assert!(msg.contains("beta must be > 0, got -1"), "{msg}"),
         other => panic!("expected a rejected change, got {other:?}"),
     }
     h.commands.send(Command::Quit).unwrap();
@@ -418,10 +421,10 @@ fn a_failing_ranker_keeps_the_candidates_and_the_rank_stage_retries() {
     let mut p = Pipeline::<B>::new(jsonl_config(tmp.path()), &Default::default()).unwrap();
     let mut sink = |_e: Event| {};
     p.evaluate_start(&mut sink).unwrap();
-    while p.stage != Stage::Rank {
+    while p.position().1 != Stage::Rank {
         p.advance(&mut sink).unwrap();
     }
-    let cands = p.run.iteration_dir(1).join("candidates.jsonl");
+    let cands = p.run().iteration_dir(1).join("candidates.jsonl");
     assert_eq!(read_jsonl(&cands).len(), 12, "written before ranking");
     let err = format!("{:#}", p.advance(&mut sink).unwrap_err());
     assert!(err.contains("stage `rank`"), "{err}");
@@ -432,14 +435,14 @@ fn a_failing_ranker_keeps_the_candidates_and_the_rank_stage_retries() {
         12,
         "still there after the failure"
     );
-    assert_eq!(p.stage, Stage::Rank);
+    assert_eq!(p.position().1, Stage::Rank);
     // Stepping again retries the rank stage with a fresh process, and the run completes.
     loop {
         if p.advance(&mut sink).unwrap() == Advance::RunDone {
             break;
         }
     }
-    let pairs = read_jsonl(&p.run.iteration_dir(1).join("pairs.jsonl"));
+    let pairs = read_jsonl(&p.run().iteration_dir(1).join("pairs.jsonl"));
     assert!(!pairs.is_empty());
     assert!(pairs.iter().all(|r| r["ranker"].is_string()));
     assert!(
@@ -459,7 +462,7 @@ fn export_writes_an_hf_directory_that_reloads_to_the_same_logits() {
     p.evaluate_start(&mut sink).unwrap();
     while p.advance(&mut sink).unwrap() != Advance::RunDone {}
     let out = tmp.path().join("export");
-    selm_tui::export::export(&p.run.path, 1, &out).unwrap();
+    selm_tui::export::export(&p.run().path, 1, &out).unwrap();
     for f in [
         "config.json",
         "model.safetensors",
@@ -477,17 +480,17 @@ fn export_writes_an_hf_directory_that_reloads_to_the_same_logits() {
     assert_eq!(logits(&back), logits(&p.policy().valid()));
     assert_eq!(
         tok.encode_prompt("12+34=").unwrap(),
-        p.tokenizer.encode_prompt("12+34=").unwrap()
+        p.tokenizer().encode_prompt("12+34=").unwrap()
     );
     // Not over an existing export; a missing iteration names what exists.
     let err = format!(
         "{:#}",
-        selm_tui::export::export(&p.run.path, 1, &out).unwrap_err()
+        selm_tui::export::export(&p.run().path, 1, &out).unwrap_err()
     );
     assert!(err.contains("not empty"), "{err}");
     let err = format!(
         "{:#}",
-        selm_tui::export::export(&p.run.path, 4, &tmp.path().join("x")).unwrap_err()
+        selm_tui::export::export(&p.run().path, 4, &tmp.path().join("x")).unwrap_err()
     );
     assert!(
         err.contains("iteration 4") && err.contains("iter-001"),

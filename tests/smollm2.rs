@@ -14,6 +14,7 @@ use selm_tui::model::generate::generate;
 use selm_tui::model::llama::AttentionPlan;
 use selm_tui::model::load::load_pretrained;
 use selm_tui::model::sampling::SamplingParams;
+use selm_tui::testing::decode_with_specials;
 
 #[test]
 fn smollm2_q4_1_matches_transformers() {
@@ -78,7 +79,7 @@ fn smollm2_q4_1_matches_transformers() {
         let out = generate(&model, &[input], 24, &SamplingParams::GREEDY, &mut rng);
         assert_eq!(out[0].tokens, want, "{chat_text:?}");
         assert_eq!(
-            tok.decode_with_specials(&out[0].tokens).unwrap(),
+            decode_with_specials(&tok, &out[0].tokens).unwrap(),
             case["greedy_text"].as_str().unwrap()
         );
     }
@@ -111,7 +112,7 @@ fn one_smollm2_iteration_with_the_test_ranker() {
     let mut events = vec![];
     p.evaluate_start(&mut |e| events.push(e)).unwrap();
     while p.advance(&mut |e| events.push(e)).unwrap() != Advance::RunDone {}
-    let run = p.run.path.clone();
+    let run = p.run().path.clone();
     let pairs = std::fs::read_to_string(run.join("iter-001/pairs.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(pairs.lines().next().unwrap()).unwrap();
     assert_eq!(first["ranker"], "test_ranker");
@@ -120,9 +121,9 @@ fn one_smollm2_iteration_with_the_test_ranker() {
         run.join("checkpoints/iter-001/tokenizer_config.json")
             .is_file()
     );
-    let summary = p.summaries.last().unwrap();
+    let summary = p.summaries().last().unwrap();
     assert_eq!(summary.iteration, 1);
-    assert!(summary.kl.is_finite() && summary.reward_mean.is_finite());
+    assert!(summary.eval.kl.is_finite() && summary.eval.reward_mean.is_finite());
     // The checkpoint keeps the chat template: it reloads as a chat model.
     let (_, tok) =
         load_pretrained::<Flex>(&run.join("checkpoints/iter-001"), &Default::default()).unwrap();

@@ -4,9 +4,10 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use selm_tui::engine::{Command, Event, LiveParams, Stage};
-use selm_tui::tui::app::{Action, App, EngineState, PairSort, Popup, View};
+use selm_tui::engine::{Command, Event, Level, LiveParams, Stage, StageSummary};
+use selm_tui::tui::app::{Action, App, EngineState, Popup, View};
 use selm_tui::tui::bench::synthetic_app;
+use selm_tui::tui::panels::pair_list::PairSort;
 use selm_tui::tui::view;
 
 const PARAMS: LiveParams = LiveParams {
@@ -25,7 +26,7 @@ fn press(app: &mut App, codes: &[KeyCode]) -> Vec<Action> {
 
 fn paused() -> App {
     let mut app = App::new(PARAMS, false);
-    app.state = EngineState::Paused;
+    app.run.state = EngineState::Paused;
     app
 }
 
@@ -66,7 +67,7 @@ fn control_keys_send_engine_commands() {
     // Space toggles on the engine's reported state.
     assert_eq!(sent(press(&mut app, &[KeyCode::Char(' ')])), [Command::Run]);
     app.apply(Event::Resumed);
-    assert_eq!(app.state, EngineState::Running);
+    assert_eq!(app.run.state, EngineState::Running);
     assert_eq!(
         sent(press(&mut app, &[KeyCode::Char(' ')])),
         [Command::Pause]
@@ -75,7 +76,7 @@ fn control_keys_send_engine_commands() {
         sent(press(&mut app, &[KeyCode::Char('a')])),
         [Command::SetAutoPause(true)]
     );
-    assert!(app.auto_pause);
+    assert!(app.run.auto_pause);
 }
 
 #[test]
@@ -85,10 +86,10 @@ fn quit_asks_the_engine_first_and_leaves_on_the_second_press() {
         press(&mut app, &[KeyCode::Char('q')]),
         [Action::Send(Command::Quit)]
     );
-    assert_eq!(app.state, EngineState::Quitting);
+    assert_eq!(app.run.state, EngineState::Quitting);
     // Engine events while quitting do not undo the quit.
     app.apply(Event::Paused);
-    assert_eq!(app.state, EngineState::Quitting);
+    assert_eq!(app.run.state, EngineState::Quitting);
     // No more commands once quitting; a second q leaves at once.
     assert!(press(&mut app, &[KeyCode::Char('s')]).is_empty());
     assert_eq!(press(&mut app, &[KeyCode::Char('q')]), [Action::Exit]);
@@ -101,7 +102,7 @@ fn quit_asks_the_engine_first_and_leaves_on_the_second_press() {
 #[test]
 fn read_only_sends_nothing() {
     let mut app = synthetic_app(3, 5);
-    app.state = EngineState::ReadOnly;
+    app.run.state = EngineState::ReadOnly;
     for c in ['s', 'b', 'r', 'p', ' ', 'a', 'e'] {
         assert!(press(&mut app, &[KeyCode::Char(c)]).is_empty(), "{c}");
     }
@@ -147,12 +148,12 @@ fn params_popup_validates_and_names_the_field() {
     );
     assert_eq!(app.popup, None);
     // The displayed values change only when the engine confirms.
-    assert_eq!(app.params.alpha, 0.001);
+    assert_eq!(app.run.params.alpha, 0.001);
     app.apply(Event::ParamsChanged(LiveParams {
         alpha: 0.5,
         ..PARAMS
     }));
-    assert_eq!(app.params.alpha, 0.5);
+    assert_eq!(app.run.params.alpha, 0.5);
     // Esc cancels without sending.
     press(&mut app, &[KeyCode::Char('e')]);
     assert!(press(&mut app, &[KeyCode::Char('9'), KeyCode::Esc]).is_empty());
@@ -162,12 +163,12 @@ fn params_popup_validates_and_names_the_field() {
 #[test]
 fn events_drive_the_pipeline_bar() {
     let mut app = App::new(PARAMS, false);
-    assert_eq!(app.state, EngineState::Loading);
-    let mut it0 = synthetic_app(1, 1).evals[0].clone();
+    assert_eq!(app.run.state, EngineState::Loading);
+    let mut it0 = synthetic_app(1, 1).evals.evals[0].clone();
     it0.iteration = 0;
     app.apply(Event::Iteration(it0));
     assert_eq!(
-        app.state,
+        app.run.state,
         EngineState::Paused,
         "loading ends with the first eval"
     );
@@ -181,21 +182,24 @@ fn events_drive_the_pipeline_bar() {
         done: 3,
         total: 7,
     });
-    assert_eq!(app.stage, Some(Stage::Generate));
-    assert_eq!((app.stages[1].done, app.stages[1].total), (3, 7));
+    assert_eq!(app.pipeline.stage, Some(Stage::Generate));
+    assert_eq!(
+        (app.pipeline.stages[1].done, app.pipeline.stages[1].total),
+        (3, 7)
+    );
     app.apply(Event::StageFinished {
         iteration: 1,
         stage: Stage::Generate,
-        summary: "9 responses".into(),
+        summary: StageSummary::Generate { responses: 9 },
     });
-    assert!(app.stages[1].finished);
-    assert!(app.log.back().unwrap().contains("9 responses"));
+    assert!(app.pipeline.stages[1].finished);
+    assert!(app.log.lines.back().unwrap().text.contains("9 responses"));
     // A new iteration clears the bar.
     app.apply(Event::StageStarted {
         iteration: 2,
         stage: Stage::SamplePrompts,
     });
-    assert!(!app.stages[1].finished);
+    assert!(!app.pipeline.stages[1].finished);
     assert_eq!(
         app.selected_iteration, 2,
         "the selection follows the engine"
@@ -205,22 +209,24 @@ fn events_drive_the_pipeline_bar() {
 #[test]
 fn pairs_sort_browse_and_open() {
     let mut app = synthetic_app(3, 4);
-    app.state = EngineState::Paused;
+    app.run.state = EngineState::Paused;
     press(&mut app, &[KeyCode::Tab]);
     assert_eq!(app.view, View::Pairs);
     assert_eq!(app.selected_iteration, 3);
-    assert_eq!(app.pair_sort, PairSort::ScoreGap);
+    assert_eq!(app.pairs.sort, PairSort::ScoreGap);
     let gaps: Vec<f64> = app
-        .sorted_pairs()
+        .pairs
+        .sorted(app.selected_iteration)
         .iter()
         .map(|(_, p, _)| p.chosen_score - p.rejected_score)
         .collect();
     assert!(gaps.windows(2).all(|w| w[0] >= w[1]));
     assert_eq!(gaps[0], 1.0);
     press(&mut app, &[KeyCode::Char('o')]);
-    assert_eq!(app.pair_sort, PairSort::RewardMargin);
+    assert_eq!(app.pairs.sort, PairSort::RewardMargin);
     let margins: Vec<f64> = app
-        .sorted_pairs()
+        .pairs
+        .sorted(app.selected_iteration)
         .iter()
         .map(|(_, _, l)| l.unwrap().reward_margin())
         .collect();
@@ -242,16 +248,16 @@ fn pairs_sort_browse_and_open() {
         &mut app,
         &[KeyCode::Down, KeyCode::Char('j'), KeyCode::Enter],
     );
-    assert_eq!(app.open_pair, Some(2));
+    assert_eq!(app.inspector.open, Some(2));
     press(
         &mut app,
         &[KeyCode::Char('n'), KeyCode::Down, KeyCode::Down],
     );
-    assert_eq!((app.open_pair, app.detail_scroll), (Some(3), 2));
+    assert_eq!((app.inspector.open, app.inspector.scroll), (Some(3), 2));
     press(&mut app, &[KeyCode::Char('t')]);
-    assert!(!app.token_view);
+    assert!(!app.inspector.token_view);
     press(&mut app, &[KeyCode::Esc]);
-    assert_eq!((app.open_pair, app.view), (None, View::Pairs));
+    assert_eq!((app.inspector.open, app.view), (None, View::Pairs));
     press(&mut app, &[KeyCode::Esc]);
     assert_eq!(app.view, View::Dashboard);
     press(&mut app, &[KeyCode::Char('?')]);
@@ -273,7 +279,7 @@ fn an_engine_error_shows_until_the_engine_runs_again() {
         "{}",
         status(&app)
     );
-    assert!(app.log.back().unwrap().starts_with("error:"));
+    assert_eq!(app.log.lines.back().unwrap().level, Level::Error);
     app.apply(Event::Resumed);
     assert!(status(&app).contains("α 0.001"), "{}", status(&app));
 }
@@ -288,14 +294,14 @@ fn too_small_a_terminal_says_so() {
 #[test]
 fn every_view_fits_80x24_and_200x50() {
     let mut app = synthetic_app(3, 12);
-    app.state = EngineState::Paused;
+    app.run.state = EngineState::Paused;
     for (w, h) in [(80, 24), (200, 50), (60, 20)] {
         for setup in [
             |_: &mut App| {},
             |a: &mut App| a.view = View::Pairs,
             |a: &mut App| {
                 a.view = View::Pairs;
-                a.open_pair = Some(0);
+                a.inspector.open(0);
             },
             |a: &mut App| a.view = View::Log,
             |a: &mut App| a.popup = Some(Popup::Help),
@@ -330,7 +336,7 @@ fn every_view_fits_80x24_and_200x50() {
 #[test]
 fn snapshot_dashboard_80x24() {
     let mut app = synthetic_app(3, 12);
-    app.state = EngineState::Running;
+    app.run.state = EngineState::Running;
     app.apply(Event::StageStarted {
         iteration: 3,
         stage: Stage::Update,
@@ -348,24 +354,24 @@ fn snapshot_dashboard_80x24() {
 #[test]
 fn snapshot_dashboard_120x40() {
     let mut app = synthetic_app(3, 12);
-    app.state = EngineState::Paused;
+    app.run.state = EngineState::Paused;
     insta::assert_snapshot!(render(&app, 120, 40).backend());
 }
 
 #[test]
 fn snapshot_pairs_and_inspector() {
     let mut app = synthetic_app(3, 12);
-    app.state = EngineState::Paused;
+    app.run.state = EngineState::Paused;
     app.view = View::Pairs;
     insta::assert_snapshot!("pairs_100x30", render(&app, 100, 30).backend());
-    app.open_pair = Some(1);
+    app.inspector.open(1);
     insta::assert_snapshot!("pair_detail_100x30", render(&app, 100, 30).backend());
 }
 
 #[test]
 fn snapshot_popups() {
     let mut app = synthetic_app(3, 12);
-    app.state = EngineState::Paused;
+    app.run.state = EngineState::Paused;
     app.popup = Some(Popup::Help);
     insta::assert_snapshot!("help_80x24", render(&app, 80, 24).backend());
     app.popup = None;
@@ -385,8 +391,8 @@ fn snapshot_popups() {
 fn token_view_colors_by_log_ratio() {
     let mut app = synthetic_app(1, 2);
     app.view = View::Pairs;
-    app.pair_sort = PairSort::Prompt;
-    app.open_pair = Some(0);
+    app.pairs.sort = PairSort::Prompt;
+    app.inspector.open(0);
     let t = render(&app, 100, 30);
     let buf = t.backend().buffer();
     // synthetic ratios per token i: policy -1 - 0.3 (i % 3), reference -1.1 - 0.2 (i % 4);
@@ -409,5 +415,16 @@ fn token_view_colors_by_log_ratio() {
         buf[(x0 + 5, row)].fg,
         ratatui::style::Color::LightRed,
         "f: -0.3"
+    );
+}
+
+#[test]
+fn readme_key_table_matches_the_bindings() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let table = selm_tui::tui::keys::markdown_table();
+    assert!(
+        readme.contains(&table),
+        "README.md's key table must read:\n{table}"
     );
 }

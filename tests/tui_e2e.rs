@@ -81,17 +81,15 @@ impl Drop for Tmux {
     }
 }
 
+/// The embedded default, scaled down: 2 iterations of 32 prompts, 16 held-out.
 fn config(dir: &Path) -> PathBuf {
-    let text = selm_tui::config::DEFAULT_TOML
-        .replace("per_iteration = 384", "per_iteration = 32")
-        .replace("eval = 256 ", "eval = 16 ")
-        .replace("iterations = 3", "iterations = 2")
-        .replace(
-            "out_dir = \"runs\"",
-            &format!("out_dir = {:?}", dir.join("runs")),
-        );
+    let mut c = selm_tui::config::Config::embedded_default();
+    c.run.out_dir = dir.join("runs");
+    c.run.iterations = 2;
+    c.prompts.per_iteration = 32;
+    c.prompts.eval = 16;
     let path = dir.join("e2e.toml");
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, c.to_toml()).unwrap();
     path
 }
 

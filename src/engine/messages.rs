@@ -1,6 +1,9 @@
 //! The typed messages between the engine thread and a front end (TUI or headless).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+pub use crate::config::LiveParams;
+use crate::io::records::{EvalFigures, IterationSummary, PairLogps, PairRecord, TrainRecord};
 
 /// The six stages of one iteration, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -46,9 +49,13 @@ impl Stage {
         }
     }
 
+    /// Position in [`Stage::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn next(self) -> Option<Stage> {
-        let i = Self::ALL.iter().position(|s| *s == self).expect("listed");
-        Self::ALL.get(i + 1).copied()
+        Self::ALL.get(self.index() + 1).copied()
     }
 }
 
@@ -74,100 +81,90 @@ pub enum Command {
     Quit,
 }
 
-/// Values a front end displays.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct LiveParams {
-    pub alpha: f64,
-    pub beta: f64,
-    pub lr: f64,
+/// What a finished stage did, for the front ends to show as they like.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StageSummary {
+    SamplePrompts {
+        prompts: usize,
+    },
+    Generate {
+        responses: usize,
+    },
+    Rank {
+        mean_score: f64,
+    },
+    SelectPairs {
+        pairs: usize,
+        without_preference: usize,
+    },
+    Update {
+        updates: usize,
+        mean_loss: f64,
+    },
+    SyncEval(EvalFigures),
 }
 
-/// One chosen/rejected pair as the inspector shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PairView {
-    pub prompt: String,
-    pub chosen: String,
-    pub rejected: String,
-    pub reference_response: String,
-    pub chosen_score: f64,
-    pub rejected_score: f64,
-    pub reference_score: f64,
-}
-
-/// One response's tokens with their log-probs under pi_theta and pi_ref.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ResponseLogps {
-    /// Each token decoded on its own.
-    pub tokens: Vec<String>,
-    pub policy: Vec<f32>,
-    pub reference: Vec<f32>,
-}
-
-impl ResponseLogps {
-    /// `log pi_theta(y|x)`.
-    pub fn policy_sum(&self) -> f64 {
-        self.policy.iter().map(|&x| x as f64).sum()
-    }
-
-    /// `log pi_ref(y|x)`.
-    pub fn reference_sum(&self) -> f64 {
-        self.reference.iter().map(|&x| x as f64).sum()
-    }
-
-    /// DPO's implicit reward `beta * (log pi_theta(y|x) - log pi_ref(y|x))`.
-    pub fn implicit_reward(&self, beta: f64) -> f64 {
-        beta * (self.policy_sum() - self.reference_sum())
-    }
-
-    /// Per-token `log pi_theta - log pi_ref`.
-    pub fn log_ratios(&self) -> impl Iterator<Item = f64> + '_ {
-        self.policy
-            .iter()
-            .zip(&self.reference)
-            .map(|(&p, &r)| p as f64 - r as f64)
+impl std::fmt::Display for StageSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Self::SamplePrompts { prompts } => write!(f, "{prompts} prompts"),
+            Self::Generate { responses } => write!(f, "{responses} responses"),
+            Self::Rank { mean_score } => write!(f, "mean score {mean_score:.3}"),
+            Self::SelectPairs {
+                pairs,
+                without_preference,
+            } => write!(
+                f,
+                "{pairs} pairs ({without_preference} prompts without preference)"
+            ),
+            Self::Update { updates, mean_loss } => {
+                write!(f, "{updates} updates, mean loss {mean_loss:.4}")
+            }
+            Self::SyncEval(e) => write!(
+                f,
+                "kl {:.4}  high-reward {:.3}  reward {:.3}",
+                e.kl, e.high_reward_fraction, e.reward_mean
+            ),
+        }
     }
 }
 
-/// A pair measured after the iteration's update, before the reference sync
-/// (one line of `iter-NNN/pair_logps.jsonl`, in the order of `pairs.jsonl`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PairLogps {
-    pub beta: f64,
-    pub chosen: ResponseLogps,
-    pub rejected: ResponseLogps,
-    pub y_ref: ResponseLogps,
+/// How much a log line matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
 }
 
-impl PairLogps {
-    /// Implicit reward margin `r(chosen) - r(rejected)`.
-    pub fn reward_margin(&self) -> f64 {
-        self.chosen.implicit_reward(self.beta) - self.rejected.implicit_reward(self.beta)
+/// A line for the log panel (TUI) or stdout (headless).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub level: Level,
+    pub text: String,
+}
+
+impl LogLine {
+    pub fn info(text: impl Into<String>) -> Self {
+        Self {
+            level: Level::Info,
+            text: text.into(),
+        }
     }
-}
 
-/// End-of-iteration figures (iteration 0 is the starting model).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IterationSummary {
-    pub iteration: usize,
-    /// k1 estimate of KL(pi_theta || pi_ref) on held-out samples from pi_theta.
-    pub kl: f64,
-    pub high_reward_fraction: f64,
-    #[serde(rename = "reward/mean")]
-    pub reward_mean: f64,
-    /// Counts of held-out rewards in ten bins over [0, 1].
-    pub reward_histogram: [usize; 10],
-    /// The score range the ten bins split (`rank.score_range`).
-    #[serde(default = "unit_range")]
-    pub histogram_range: [f64; 2],
-    /// Mean ranker score of this iteration's generated candidates (under pi_ref).
-    #[serde(deserialize_with = "f64_or_nan")]
-    pub candidate_reward_mean: f64,
-    pub pairs: usize,
-    #[serde(deserialize_with = "f64_or_nan")]
-    pub mean_loss: f64,
-    pub eval_prompts: usize,
-    pub eval_samples: usize,
-    pub wall_s: f64,
+    pub fn warn(text: impl Into<String>) -> Self {
+        Self {
+            level: Level::Warn,
+            text: text.into(),
+        }
+    }
+
+    pub fn error(text: impl Into<String>) -> Self {
+        Self {
+            level: Level::Error,
+            text: text.into(),
+        }
+    }
 }
 
 /// Engine -> front end.
@@ -193,13 +190,13 @@ pub enum Event {
     StageFinished {
         iteration: usize,
         stage: Stage,
-        summary: String,
+        summary: StageSummary,
     },
-    /// One update's TRL-named metrics.
-    Metrics(serde_json::Map<String, serde_json::Value>),
+    /// One update's metrics (a row of metrics.jsonl).
+    Metrics(TrainRecord),
     Pairs {
         iteration: usize,
-        pairs: Vec<PairView>,
+        pairs: Vec<PairRecord>,
     },
     /// This iteration's pairs measured under the updated policy and the reference.
     PairLogps {
@@ -210,20 +207,11 @@ pub enum Event {
     ParamsChanged(LiveParams),
     Paused,
     Resumed,
-    Log(String),
+    Log(LogLine),
     /// A stage failed; the engine pauses (nothing written is lost).
     Error(String),
     /// The run ended (all iterations done, or quit).
     Finished {
         completed: bool,
     },
-}
-
-fn unit_range() -> [f64; 2] {
-    [0.0, 1.0]
-}
-
-/// serde_json writes NaN as `null`; read it back as NaN.
-pub fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }

@@ -1,8 +1,10 @@
 //! The engine: the pipeline on its own thread, driven by [`Command`]s, reporting [`Event`]s.
 //! Front ends (TUI, headless) only exchange messages with it; neither side waits on the other.
 
+mod eval;
 pub mod messages;
 pub mod pipeline;
+mod stages;
 
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
@@ -11,9 +13,7 @@ use std::thread::JoinHandle;
 
 use crate::backend::{BackendSpec, OnBackend, dispatch};
 use crate::config::Config;
-pub use messages::{
-    Command, Event, IterationSummary, LiveParams, PairLogps, PairView, ResponseLogps, Stage,
-};
+pub use messages::{Command, Event, Level, LiveParams, LogLine, Stage, StageSummary};
 use pipeline::{Advance, Pipeline};
 
 /// The engine thread's name (a panic hook can tell its panics apart).
@@ -100,15 +100,15 @@ fn worker<B: AutodiffBackend>(
         }
     };
     emit(Event::Started {
-        run_dir: pipeline.run.path.display().to_string(),
+        run_dir: pipeline.run().path.display().to_string(),
         backend: spec.to_string(),
         model,
-        iterations: pipeline.config.run.iterations,
-        params: pipeline.params,
+        iterations: pipeline.config().run.iterations,
+        params: pipeline.params(),
     });
-    emit(Event::Log(
-        "evaluating the starting model on held-out prompts".into(),
-    ));
+    emit(Event::Log(LogLine::info(
+        "evaluating the starting model on held-out prompts",
+    )));
     if let Err(e) = pipeline.evaluate_start(&mut emit) {
         emit(Event::Error(format!("{e:#}")));
     }
@@ -129,7 +129,7 @@ fn worker<B: AutodiffBackend>(
             }
             Err(TryRecvError::Empty) => {}
         }
-        let stage = pipeline.stage;
+        let (_, stage) = pipeline.position();
         let before = mode;
         match pipeline.advance(&mut emit) {
             Ok(Advance::RunDone) => {
@@ -174,10 +174,10 @@ fn apply<B: AutodiffBackend>(
         Command::Pause => Mode::Paused,
         Command::SetAutoPause(on) => {
             *auto_pause = on;
-            emit(Event::Log(format!(
+            emit(Event::Log(LogLine::info(format!(
                 "auto-pause between iterations {}",
                 if on { "on" } else { "off" }
-            )));
+            ))));
             mode
         }
         Command::SetParams { alpha, beta, lr } => {

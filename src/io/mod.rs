@@ -2,6 +2,7 @@
 //! JSON lines; every write atomic.
 
 pub mod gguf;
+pub mod records;
 pub mod run_dir;
 pub mod safetensors;
 pub mod weights;
@@ -34,17 +35,42 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     result.with_context(|| format!("writing {}", path.display()))
 }
 
+/// Appends `line` and a newline to `path` (created if missing) in one write, then fsyncs, so
+/// a crash can at worst leave the last line torn.
+pub fn append_line(path: &Path, line: &str) -> Result<()> {
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        file.write_all(format!("{line}\n").as_bytes())?;
+        file.sync_data()
+    })();
+    result.with_context(|| format!("appending to {}", path.display()))
+}
+
 /// Reads a JSON-lines file; blank lines are skipped, a bad line is an error naming the file
-/// and its 1-based line number.
+/// and its 1-based line number. A last line without its newline that does not parse is a
+/// write a crash cut short ([`append_line`]) and is skipped.
 pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            serde_json::from_str(line)
-                .with_context(|| format!("{} line {}: not a valid record", path.display(), i + 1))
-        })
-        .collect()
+    let torn_tail = !text.is_empty() && !text.ends_with('\n');
+    let count = text.lines().count();
+    let mut out = vec![];
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line) {
+            Ok(record) => out.push(record),
+            Err(_) if torn_tail && i + 1 == count => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("{} line {}: not a valid record", path.display(), i + 1)
+                });
+            }
+        }
+    }
+    Ok(out)
 }

@@ -111,6 +111,15 @@ pub struct EvalFigures {
     pub reward_mean: f64,
 }
 
+impl EvalFigures {
+    /// Not measured.
+    pub const NAN: Self = Self {
+        kl: f64::NAN,
+        high_reward_fraction: f64::NAN,
+        reward_mean: f64::NAN,
+    };
+}
+
 /// Histogram bins of held-out rewards.
 pub const HISTOGRAM_BINS: usize = 10;
 
@@ -233,7 +242,10 @@ fn keys_in_order<T: Serialize>(value: &T) -> Vec<String> {
                 fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                     f.write_str("an object")
                 }
-                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Keys, A::Error> {
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut m: A,
+                ) -> Result<Keys, A::Error> {
                     let mut keys = vec![];
                     while let Some((k, _)) = m.next_entry::<String, serde::de::IgnoredAny>()? {
                         keys.push(k);
@@ -295,7 +307,14 @@ mod tests {
     fn csv_columns_keep_trl_names_in_order() {
         let cols = csv_columns();
         assert_eq!(&cols[..5], ["kind", "iteration", "step", "batch", "loss"]);
-        for name in ["loss/dpo", "rewards/margins", "grad_norm", "lr", "kl", "reward/mean"] {
+        for name in [
+            "loss/dpo",
+            "rewards/margins",
+            "grad_norm",
+            "lr",
+            "kl",
+            "reward/mean",
+        ] {
             assert!(cols.iter().any(|c| c == name), "{name} in {cols:?}");
         }
         let unique: std::collections::BTreeSet<_> = cols.iter().collect();
@@ -316,7 +335,10 @@ mod tests {
             beta: 0.1,
         });
         let text = serde_json::to_string(&row).unwrap();
-        assert!(text.contains(r#""kind":"eval""#) && text.contains(r#""kl":null"#), "{text}");
+        assert!(
+            text.contains(r#""kind":"eval""#) && text.contains(r#""kl":null"#),
+            "{text}"
+        );
         let MetricsRecord::Eval(back) = serde_json::from_str(&text).unwrap() else {
             panic!("not an eval row");
         };

@@ -4,49 +4,19 @@
 //! at worst a log's last line is torn, and readers skip it ([`super::read_jsonl`]).
 //! Every path inside a run directory is built here.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-use super::atomic_write;
+use super::records::{HistoryEntry, MetricsRecord, csv_columns};
+use super::{append_line, atomic_write};
 use crate::config::Config;
 use crate::model::CausalLm;
 use crate::model::load::save_hf_dir;
 
-/// One row of `metrics.jsonl` / `metrics.csv`: a name -> value map in TRL naming.
-pub type MetricRow = serde_json::Map<String, serde_json::Value>;
-
-/// Columns of `metrics.csv`, in order; rows lacking one leave it empty.
-pub const CSV_COLUMNS: &[&str] = &[
-    "kind",
-    "iteration",
-    "step",
-    "batch",
-    "loss",
-    "loss/dpo",
-    "loss/optimism",
-    "rewards/chosen",
-    "rewards/rejected",
-    "rewards/accuracies",
-    "rewards/margins",
-    "logps/chosen",
-    "logps/rejected",
-    "logps/pi_response",
-    "logps/ref_response",
-    "grad_norm",
-    "lr",
-    "alpha",
-    "beta",
-    "kl",
-    "high_reward_fraction",
-    "reward/mean",
-];
-
 pub struct RunDir {
     pub path: PathBuf,
-    metrics: Vec<MetricRow>,
-    history: Vec<serde_json::Value>,
 }
 
 impl RunDir {
@@ -60,15 +30,51 @@ impl RunDir {
             path = out_dir.join(format!("{name}-{stamp}-{n}"));
         }
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self {
-            path,
-            metrics: vec![],
-            history: vec![],
-        })
+        let run = Self { path };
+        let mut header = csv_columns().join(",");
+        header.push('\n');
+        atomic_write(&run.metrics_csv(), header.as_bytes())?;
+        Ok(run)
+    }
+
+    /// An existing run directory (one with a `config.toml`).
+    pub fn open(path: &Path) -> Result<Self> {
+        let run = Self {
+            path: path.to_path_buf(),
+        };
+        if !run.config_path().is_file() {
+            bail!("{} is not a run directory (no config.toml)", path.display());
+        }
+        Ok(run)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join("config.toml")
+    }
+
+    pub fn metrics_jsonl(&self) -> PathBuf {
+        self.path.join("metrics.jsonl")
+    }
+
+    pub fn metrics_csv(&self) -> PathBuf {
+        self.path.join("metrics.csv")
+    }
+
+    pub fn history_path(&self) -> PathBuf {
+        self.path.join("history.jsonl")
+    }
+
+    pub fn summary_path(&self) -> PathBuf {
+        self.path.join("summary.json")
     }
 
     pub fn iteration_dir(&self, iteration: usize) -> PathBuf {
         self.path.join(format!("iter-{iteration:03}"))
+    }
+
+    /// `iter-NNN/<file>`.
+    pub fn iteration_file(&self, iteration: usize, file: &str) -> PathBuf {
+        self.iteration_dir(iteration).join(file)
     }
 
     pub fn checkpoint_dir(&self, iteration: usize) -> PathBuf {
@@ -77,8 +83,25 @@ impl RunDir {
             .join(format!("iter-{iteration:03}"))
     }
 
+    /// The iterations with a finished checkpoint, in order.
+    pub fn checkpoints(&self) -> Vec<usize> {
+        let Ok(entries) = std::fs::read_dir(self.path.join("checkpoints")) else {
+            return vec![];
+        };
+        let mut found: Vec<usize> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let n = name.strip_prefix("iter-")?.parse().ok()?;
+                (e.path().join("config.json").is_file()).then_some(n)
+            })
+            .collect();
+        found.sort_unstable();
+        found
+    }
+
     pub fn write_config(&self, config: &Config) -> Result<()> {
-        atomic_write(&self.path.join("config.toml"), config.to_toml().as_bytes())
+        atomic_write(&self.config_path(), config.to_toml().as_bytes())
     }
 
     /// Writes `records` as `iter-NNN/<file>` in JSON lines.
@@ -93,33 +116,22 @@ impl RunDir {
         atomic_write(&dir.join(file), jsonl(records)?.as_bytes())
     }
 
-    pub fn write_json<T: Serialize>(&self, file: &str, value: &T) -> Result<()> {
+    pub fn write_summary<T: Serialize>(&self, value: &T) -> Result<()> {
         atomic_write(
-            &self.path.join(file),
+            &self.summary_path(),
             serde_json::to_string_pretty(value)?.as_bytes(),
         )
     }
 
-    /// Adds a metrics row and rewrites `metrics.jsonl` and `metrics.csv`.
-    pub fn push_metrics(&mut self, row: MetricRow) -> Result<()> {
-        self.metrics.push(row);
-        atomic_write(
-            &self.path.join("metrics.jsonl"),
-            jsonl(&self.metrics)?.as_bytes(),
-        )?;
-        atomic_write(
-            &self.path.join("metrics.csv"),
-            csv(&self.metrics).as_bytes(),
-        )
+    /// Appends a row to `metrics.jsonl` and `metrics.csv` (one fsynced line each).
+    pub fn push_metrics(&mut self, record: &MetricsRecord) -> Result<()> {
+        append_line(&self.metrics_jsonl(), &serde_json::to_string(record)?)?;
+        append_line(&self.metrics_csv(), &csv_row(record)?)
     }
 
-    /// Records a parameter change in `history.jsonl`.
-    pub fn push_history(&mut self, entry: serde_json::Value) -> Result<()> {
-        self.history.push(entry);
-        atomic_write(
-            &self.path.join("history.jsonl"),
-            jsonl(&self.history)?.as_bytes(),
-        )
+    /// Appends a start or a parameter change to `history.jsonl`.
+    pub fn push_history(&mut self, entry: &HistoryEntry) -> Result<()> {
+        append_line(&self.history_path(), &serde_json::to_string(entry)?)
     }
 
     /// Saves the policy as an HF directory under `checkpoints/iter-NNN`, via a temporary
@@ -157,20 +169,18 @@ fn jsonl<T: Serialize>(records: &[T]) -> Result<String> {
     Ok(out)
 }
 
-fn csv(rows: &[MetricRow]) -> String {
-    let mut out = CSV_COLUMNS.join(",");
-    out.push('\n');
-    for row in rows {
-        let cells: Vec<String> = CSV_COLUMNS
-            .iter()
-            .map(|c| match row.get(*c) {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(serde_json::Value::Null) | None => String::new(),
-                Some(v) => v.to_string(),
-            })
-            .collect();
-        out.push_str(&cells.join(","));
-        out.push('\n');
-    }
-    out
+/// A record as a `metrics.csv` line; columns it lacks stay empty.
+fn csv_row(record: &MetricsRecord) -> Result<String> {
+    let serde_json::Value::Object(row) = serde_json::to_value(record)? else {
+        bail!("a metrics record is not an object");
+    };
+    let cells: Vec<String> = csv_columns()
+        .iter()
+        .map(|c| match row.get(c) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Null) | None => String::new(),
+            Some(v) => v.to_string(),
+        })
+        .collect();
+    Ok(cells.join(","))
 }

@@ -1,4 +1,6 @@
-//! The SELM objective (Zhang et al. 2024, eq. in DESIGN.md section 2) and its metrics:
+//! The SELM objective and its metrics, as the official SELM trainer computes them
+//! (Zhang et al. 2024, "Self-Exploring Language Models: Active Preference Elicitation for
+//! Online Alignment", arXiv 2405.19332, section 4):
 //! `loss_i = -log_sigmoid(beta * ((pc - pr) - (rc - rr))) + alpha * beta * (py - ry)`.
 //! alpha = 0 gives plain DPO.
 

@@ -58,7 +58,7 @@ pub struct SelmTrainer<B: AutodiffBackend> {
     policy: Option<CausalLm<B>>,
     reference: CausalLm<B::InnerBackend>,
     optimizer: OptimizerAdaptor<AdamW, CausalLm<B>, B>,
-    pub schedule: CosineWithWarmup,
+    schedule: CosineWithWarmup,
     pub optim: OptimConfig,
     /// Optimizer steps taken.
     pub step: usize,
@@ -86,6 +86,11 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
         self.optimizer = adamw(&self.optim);
         self.schedule = schedule;
         self.step = 0;
+    }
+
+    /// Sets the schedule's peak learning rate, from the next step on.
+    pub fn set_peak_lr(&mut self, lr: f64) {
+        self.schedule.peak_lr = lr;
     }
 
     pub fn policy(&self) -> &CausalLm<B> {

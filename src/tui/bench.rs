@@ -13,9 +13,11 @@ use super::Ui;
 use super::app::{App, View};
 use crate::backend::BackendSpec;
 use crate::config::Config;
-use crate::engine::{
-    self, Command, Event, IterationSummary, LiveParams, PairLogps, PairView, ResponseLogps, Stage,
+use crate::engine::{self, Command, Event, LiveParams, Stage};
+use crate::io::records::{
+    EvalFigures, IterationSummary, PairLogps, PairRecord, ResponseLogps, TrainRecord,
 };
+use crate::selm::SelmMetrics;
 
 #[derive(Debug, Serialize)]
 pub struct Timing {
@@ -62,16 +64,18 @@ pub fn synthetic_app(iterations: usize, steps_per_iteration: usize) -> App {
         lr: 1e-4,
     };
     let mut app = App::new(params, true);
-    app.backend = "flex".into();
-    app.model = "builtin:tiny-tasks".into();
-    app.iterations = iterations;
+    app.run.backend = "flex".into();
+    app.run.model = "builtin:tiny-tasks".into();
+    app.run.iterations = iterations;
     for it in 0..=iterations {
         let x = it as f64;
         app.apply(Event::Iteration(IterationSummary {
             iteration: it,
-            kl: 0.01 * x * x,
-            high_reward_fraction: 0.15 + 0.01 * x,
-            reward_mean: 0.43 + 0.01 * x,
+            eval: EvalFigures {
+                kl: 0.01 * x * x,
+                high_reward_fraction: 0.15 + 0.01 * x,
+                reward_mean: 0.43 + 0.01 * x,
+            },
             reward_histogram: std::array::from_fn(|b| 20 + (b * 7 + it * 3) % 40),
             histogram_range: [0.0, 1.0],
             candidate_reward_mean: 0.4,
@@ -87,36 +91,41 @@ pub fn synthetic_app(iterations: usize, steps_per_iteration: usize) -> App {
         for s in 0..steps_per_iteration {
             let step = (it - 1) * steps_per_iteration + s + 1;
             let t = step as f64;
-            let mut row = serde_json::Map::new();
-            row.insert("kind".into(), "train".into());
-            row.insert("iteration".into(), it.into());
-            row.insert("step".into(), step.into());
-            for (k, v) in [
-                ("loss", 0.69 - 0.1 * (t / 50.0).sin().abs()),
-                ("loss/dpo", 0.68 - 0.1 * (t / 40.0).cos().abs()),
-                ("loss/optimism", 0.001 * (t / 10.0).sin()),
-                ("rewards/chosen", 0.01),
-                ("rewards/rejected", -0.01),
-                ("rewards/accuracies", 0.6),
-                ("rewards/margins", 0.02),
-                ("logps/chosen", -5.0),
-                ("logps/rejected", -6.0),
-                ("grad_norm", 1.2),
-                ("lr", 1e-4),
-            ] {
-                row.insert(k.into(), v.into());
-            }
-            app.apply(Event::Metrics(row));
+            app.apply(Event::Metrics(TrainRecord {
+                iteration: it,
+                step,
+                batch: s + 1,
+                metrics: SelmMetrics {
+                    loss: 0.69 - 0.1 * (t / 50.0).sin().abs(),
+                    loss_dpo: 0.68 - 0.1 * (t / 40.0).cos().abs(),
+                    loss_optimism: 0.001 * (t / 10.0).sin(),
+                    rewards_chosen: 0.01,
+                    rewards_rejected: -0.01,
+                    rewards_accuracies: 0.6,
+                    rewards_margins: 0.02,
+                    logps_chosen: -5.0,
+                    logps_rejected: -6.0,
+                    logps_pi_response: -4.5,
+                    logps_ref_response: -4.6,
+                    alpha: 0.001,
+                    beta: 0.1,
+                },
+                grad_norm: 1.2,
+                lr: 1e-4,
+            }));
         }
-        let pairs: Vec<PairView> = (0..384)
-            .map(|i| PairView {
+        let pairs: Vec<PairRecord> = (0..384)
+            .map(|i| PairRecord {
                 prompt: format!("Sort the letters: q w e r t y {i}\n"),
                 chosen: "e q r t w y".into(),
                 rejected: "q w e r t y".into(),
-                reference_response: "e q r w t y".into(),
+                iteration: it,
                 chosen_score: 1.0,
                 rejected_score: (i % 10) as f64 / 10.0,
-                reference_score: 0.5,
+                y_ref: "e q r w t y".into(),
+                y_ref_score: 0.5,
+                candidates: vec![],
+                ranker: "oracle".into(),
             })
             .collect();
         let response = |n: usize| ResponseLogps {
@@ -144,10 +153,10 @@ pub fn synthetic_app(iterations: usize, steps_per_iteration: usize) -> App {
         });
     }
     for i in 0..200 {
-        app.push_log(format!("log line {i}"));
+        app.log.info(format!("log line {i}"));
     }
-    app.stage = Some(Stage::Update);
-    app.iteration = iterations;
+    app.pipeline.stage = Some(Stage::Update);
+    app.pipeline.iteration = iterations;
     app.selected_iteration = iterations;
     app
 }
@@ -179,7 +188,7 @@ pub fn run(
     let dashboard = time_draws(&mut ui, frames)?;
     ui.app.view = View::Pairs;
     let pairs = time_draws(&mut ui, frames)?;
-    ui.app.open_pair = Some(3);
+    ui.app.inspector.open(3);
     let pair_detail = time_draws(&mut ui, frames)?;
     let key_to_redraw = match live {
         Some((config, spec)) => Some(key_latency(width, height, config, spec)?),
@@ -209,12 +218,12 @@ fn key_latency(width: u16, height: u16, config: Config, spec: BackendSpec) -> Re
         Some(handle),
     );
     let deadline = Instant::now() + Duration::from_secs(1800);
-    while ui.app.stage != Some(Stage::Update) {
+    while ui.app.pipeline.stage != Some(Stage::Update) {
         ui.frame(None)?;
-        if Instant::now() > deadline || ui.app.last_error.is_some() {
+        if Instant::now() > deadline || ui.app.run.last_error.is_some() {
             bail!(
                 "the engine did not reach the update stage: {:?}",
-                ui.app.last_error
+                ui.app.run.last_error
             );
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -222,7 +231,7 @@ fn key_latency(width: u16, height: u16, config: Config, spec: BackendSpec) -> Re
     let keys = [KeyCode::Tab, KeyCode::Char('j'), KeyCode::Char('k')];
     let mut ms = vec![];
     let mut n = 0;
-    while ui.app.stage == Some(Stage::Update) && ms.len() < 2000 {
+    while ui.app.pipeline.stage == Some(Stage::Update) && ms.len() < 2000 {
         let key = CtEvent::Key(KeyEvent::from(keys[n % keys.len()]));
         n += 1;
         let t = Instant::now();

@@ -4,6 +4,8 @@
 
 pub mod app;
 pub mod bench;
+pub mod keys;
+pub mod panels;
 pub mod replay;
 pub mod view;
 
@@ -75,7 +77,7 @@ impl<Bk: Backend> Ui<Bk> {
             Some(CtEvent::Resize(..)) => self.dirty = true,
             _ => {}
         }
-        if !self.app.read_only() && !matches!(self.app.state, EngineState::Finished { .. }) {
+        if !self.app.read_only() && !matches!(self.app.run.state, EngineState::Finished { .. }) {
             self.app.elapsed_s = self.started.elapsed().as_secs_f64();
         }
         if self.dirty || self.last_draw.elapsed() >= Duration::from_secs(1) {
@@ -99,7 +101,7 @@ impl<Bk: Backend> Ui<Bk> {
         for _ in 0..EVENTS_PER_FRAME {
             match engine.events.try_recv() {
                 Ok(event) => {
-                    let quitting = self.app.state == EngineState::Quitting;
+                    let quitting = self.app.run.state == EngineState::Quitting;
                     let finished = matches!(event, Event::Finished { .. });
                     self.app.apply(event);
                     self.dirty = true;
@@ -109,8 +111,8 @@ impl<Bk: Backend> Ui<Bk> {
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    if !matches!(self.app.state, EngineState::Finished { .. }) {
-                        let was_quitting = self.app.state == EngineState::Quitting;
+                    if !matches!(self.app.run.state, EngineState::Finished { .. }) {
+                        let was_quitting = self.app.run.state == EngineState::Quitting;
                         self.app.apply(Event::Finished { completed: false });
                         self.dirty = true;
                         return was_quitting;
@@ -133,10 +135,11 @@ pub fn run(config: Config, spec: BackendSpec) -> Result<()> {
     require_terminal()?;
     let params = config.live_params();
     let mut app = App::new(params, config.run.auto_pause);
-    app.backend = spec.to_string();
-    app.model = config.model.path.clone();
-    app.iterations = config.run.iterations;
-    app.push_log("loading the model and evaluating the starting point");
+    app.run.backend = spec.to_string();
+    app.run.model = config.model.path.clone();
+    app.run.iterations = config.run.iterations;
+    app.log
+        .info("loading the model and evaluating the starting point");
     let handle = engine::spawn(config, spec)?;
     let app = with_terminal(|terminal| event_loop(Ui::new(terminal, app, Some(handle))))?;
     report(&app);
@@ -176,13 +179,13 @@ fn event_loop<Bk: Backend>(mut ui: Ui<Bk>) -> Result<App> {
 
 /// After the TUI closes: where the run is, and the last error if any.
 fn report(app: &App) {
-    if !app.run_dir.is_empty() {
-        println!("run directory: {}", app.run_dir);
+    if !app.run.run_dir.is_empty() {
+        println!("run directory: {}", app.run.run_dir);
     }
-    if let Some(e) = &app.last_error {
+    if let Some(e) = &app.run.last_error {
         eprintln!("error: {e}");
     }
-    if app.state == EngineState::Quitting {
+    if app.run.state == EngineState::Quitting {
         println!("left while the engine was finishing a unit of work; files written stay valid");
     }
 }

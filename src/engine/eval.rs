@@ -1,0 +1,140 @@
+//! Evaluation on the held-out prompts: `kl` (k1 estimate of KL(pi_theta || pi_ref) on fresh
+//! policy samples), `high_reward_fraction`, `reward/mean` and the reward histogram.
+
+use anyhow::{Context, Result};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::pipeline::Pipeline;
+use crate::io::records::{
+    EvalFigures, EvalRecord, HISTOGRAM_BINS, IterationSummary, MetricsRecord,
+};
+use crate::model::generate::generate;
+use crate::model::load::host;
+use crate::model::sampling::SamplingParams;
+use crate::ranker::{RankRequest, score_checked};
+use crate::selm::logprobs::sequence_logps;
+
+impl<B: AutodiffBackend> Pipeline<B> {
+    /// Samples the policy on every held-out prompt, scores the samples, appends the eval row
+    /// to the metrics and returns the iteration's summary row.
+    pub(super) fn evaluate(
+        &mut self,
+        iteration: usize,
+        cand_mean: f64,
+        pairs: usize,
+        mean_loss: f64,
+    ) -> Result<IterationSummary> {
+        let (kl_sum, samples) = self.sample_held_out(iteration)?;
+        let mut rewards = vec![];
+        for (prompt, texts) in self.sets.eval.iter().zip(&samples) {
+            let req = RankRequest {
+                prompt: &prompt.text,
+                task: prompt.task.as_ref(),
+                candidates: texts,
+            };
+            let scores =
+                score_checked(self.ranker.as_mut(), &req).context("scoring held-out samples")?;
+            rewards.extend(scores);
+        }
+        let n = rewards.len().max(1) as f64;
+        let threshold = self.config.rank.high_reward_threshold;
+        let range = self.config.rank.score_range;
+        let figures = EvalFigures {
+            kl: kl_sum / n,
+            high_reward_fraction: rewards.iter().filter(|&&r| r >= threshold).count() as f64 / n,
+            reward_mean: rewards.iter().sum::<f64>() / n,
+        };
+        let summary = IterationSummary {
+            iteration,
+            eval: figures,
+            reward_histogram: histogram(&rewards, range),
+            histogram_range: range,
+            candidate_reward_mean: cand_mean,
+            pairs,
+            mean_loss,
+            eval_prompts: self.sets.eval.len(),
+            eval_samples: rewards.len(),
+            wall_s: if iteration == 0 {
+                0.0
+            } else {
+                self.started.elapsed().as_secs_f64()
+            },
+        };
+        self.run.push_metrics(&MetricsRecord::Eval(EvalRecord {
+            iteration,
+            step: self.global_step,
+            figures,
+            alpha: self.params.alpha,
+            beta: self.params.beta,
+        }))?;
+        Ok(summary)
+    }
+
+    /// `eval.samples` policy samples per held-out prompt (decoded, grouped by prompt) and
+    /// the sum over them of log pi_theta(y|x) - log pi_ref(y|x).
+    fn sample_held_out(&self, iteration: usize) -> Result<(f64, Vec<Vec<String>>)> {
+        let policy = self.trainer.policy().valid();
+        let e = &self.config.eval;
+        let params = SamplingParams {
+            temperature: e.temperature,
+            top_p: 1.0,
+            top_k: 0,
+        };
+        let mut rng =
+            StdRng::seed_from_u64(self.config.run.seed ^ 0xe7a1 ^ (iteration as u64) << 24);
+        let jobs: Vec<usize> = (0..self.sets.eval.len())
+            .flat_map(|i| std::iter::repeat_n(i, e.samples))
+            .collect();
+        let mut kl_sum = 0.0;
+        let mut samples: Vec<Vec<String>> = vec![vec![]; self.sets.eval.len()];
+        for chunk in jobs.chunks(self.config.generate.batch_size) {
+            let prompts: Vec<Vec<u32>> = chunk.iter().map(|&i| self.eval_ids[i].clone()).collect();
+            let out = generate(
+                &policy,
+                &prompts,
+                self.config.generate.max_new_tokens,
+                &params,
+                &mut rng,
+            );
+            let rows: Vec<(&[u32], &[u32])> = prompts
+                .iter()
+                .zip(&out)
+                .map(|(p, g)| (p.as_slice(), g.tokens.as_slice()))
+                .collect();
+            let lp = host(sequence_logps(&policy, &rows)).data;
+            let lr = host(sequence_logps(self.trainer.reference(), &rows)).data;
+            kl_sum += lp.iter().zip(&lr).map(|(a, b)| (a - b) as f64).sum::<f64>();
+            for (&i, g) in chunk.iter().zip(&out) {
+                samples[i].push(self.tokenizer.decode(&g.tokens)?);
+            }
+        }
+        Ok((kl_sum, samples))
+    }
+}
+
+/// Counts of `rewards` in equal bins over `[lo, hi]`; values outside go to the end bins.
+pub fn histogram(rewards: &[f64], [lo, hi]: [f64; 2]) -> [usize; HISTOGRAM_BINS] {
+    let mut bins = [0usize; HISTOGRAM_BINS];
+    let n = HISTOGRAM_BINS as f64;
+    for r in rewards {
+        let i = ((r.clamp(lo, hi) - lo) / (hi - lo) * n) as usize;
+        bins[i.min(HISTOGRAM_BINS - 1)] += 1;
+    }
+    bins
+}
+
+#[cfg(test)]
+mod tests {
+    use super::histogram;
+
+    #[test]
+    fn histogram_bins_over_the_score_range() {
+        let h = histogram(&[-2.0, -1.0, 0.0, 0.05, 0.99, 1.0, 5.0], [-1.0, 1.0]);
+        // -2 clamps to the first bin, 5 to the last; 0.0 and 0.05 share bin 5.
+        assert_eq!(h, [2, 0, 0, 0, 0, 2, 0, 0, 0, 3]);
+        assert_eq!(histogram(&[], [0.0, 1.0]).iter().sum::<usize>(), 0);
+    }
+}

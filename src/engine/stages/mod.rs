@@ -1,0 +1,52 @@
+//! The body of each pipeline stage, a file each, as methods of [`Pipeline`]: each runs one
+//! unit of its stage (the pipeline's `cursor`) and reports its progress.
+//!
+//! [`Pipeline`]: super::pipeline::Pipeline
+
+mod generate;
+mod rank;
+mod sample;
+mod select;
+mod sync_eval;
+mod update;
+
+use crate::io::records::Candidate;
+use crate::prompts::Prompt;
+use crate::selm::Triple;
+
+/// What the current iteration has produced so far.
+#[derive(Default)]
+pub(super) struct IterationState {
+    pub prompts: Vec<Prompt>,
+    pub prompt_ids: Vec<Vec<u32>>,
+    /// Per prompt: K samples, then y_ref last.
+    pub candidates: Vec<Vec<Candidate>>,
+    /// Decode batches: (prompt index, is y_ref) per row.
+    pub jobs: Vec<Vec<(usize, bool)>>,
+    pub triples: Vec<Triple>,
+    /// Update mini-batches: indices into `triples`.
+    pub batches: Vec<Vec<usize>>,
+    pub losses: Vec<f64>,
+}
+
+impl IterationState {
+    /// Mean ranker score of this iteration's candidates.
+    pub fn mean_score(&self) -> f64 {
+        let scores: Vec<f64> = self
+            .candidates
+            .iter()
+            .flatten()
+            .filter_map(|c| c.score)
+            .collect();
+        scores.iter().sum::<f64>() / scores.len().max(1) as f64
+    }
+
+    /// Mean update loss, NaN before any update.
+    pub fn mean_loss(&self) -> f64 {
+        if self.losses.is_empty() {
+            f64::NAN
+        } else {
+            self.losses.iter().sum::<f64>() / self.losses.len() as f64
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Stage 4: per prompt, the best-scored candidate is chosen and the worst rejected (prompts
+//! whose candidates all score the same are dropped); `pairs.jsonl` is written and the
+//! update's mini-batches and fresh optimizer are set up.
+
+use anyhow::Result;
+use burn::tensor::backend::AutodiffBackend;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+use crate::engine::messages::Event;
+use crate::engine::pipeline::{Pipeline, Progress};
+use crate::io::records::PairRecord;
+use crate::ranker::best_and_worst;
+use crate::selm::Triple;
+use crate::train::CosineWithWarmup;
+
+impl<B: AutodiffBackend> Pipeline<B> {
+    pub(in crate::engine) fn select_pairs(
+        &mut self,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<Progress> {
+        let mut records = vec![];
+        let mut triples = vec![];
+        for ((prompt, ids), cands) in self
+            .state
+            .prompts
+            .iter()
+            .zip(&self.state.prompt_ids)
+            .zip(&self.state.candidates)
+        {
+            let scores: Vec<f64> = cands.iter().map(|c| c.score.unwrap_or(f64::NAN)).collect();
+            let Some((best, worst)) = best_and_worst(&scores) else {
+                continue;
+            };
+            let y_ref = cands
+                .iter()
+                .find(|c| c.is_reference)
+                .expect("y_ref generated");
+            triples.push(Triple {
+                prompt: ids.clone(),
+                chosen: cands[best].tokens.clone(),
+                rejected: cands[worst].tokens.clone(),
+                reference_response: y_ref.tokens.clone(),
+            });
+            records.push(PairRecord {
+                prompt: prompt.text.clone(),
+                chosen: cands[best].text.clone(),
+                rejected: cands[worst].text.clone(),
+                iteration: self.iteration,
+                chosen_score: scores[best],
+                rejected_score: scores[worst],
+                y_ref: y_ref.text.clone(),
+                y_ref_score: y_ref.score.unwrap_or(f64::NAN),
+                candidates: cands.clone(),
+                ranker: self.ranker.name().to_string(),
+            });
+        }
+        self.run
+            .write_jsonl(self.iteration, "pairs.jsonl", &records)?;
+        emit(Event::Pairs {
+            iteration: self.iteration,
+            pairs: records,
+        });
+        // One epoch over the pairs in a seeded order; a fresh optimizer and schedule per
+        // iteration, as the official recipe trains each iteration as its own run.
+        let mut order: Vec<usize> = (0..triples.len()).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(
+            self.config.run.seed ^ (self.iteration as u64) << 40,
+        ));
+        self.state.batches = order
+            .chunks(self.config.train.batch_size)
+            .map(<[_]>::to_vec)
+            .collect();
+        self.state.triples = triples;
+        let schedule = CosineWithWarmup::new(
+            self.params.lr,
+            self.config.train.warmup_ratio,
+            self.state.batches.len(),
+        );
+        self.trainer.reset_optimizer(schedule);
+        Ok((1, 1))
+    }
+}

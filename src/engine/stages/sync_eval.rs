@@ -1,0 +1,96 @@
+//! Stage 6: measure this iteration's pairs under the updated policy and the reference (for
+//! the inspector), evaluate on held-out prompts, then pi_ref <- pi_theta and checkpoint.
+
+use anyhow::{Result, bail};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::engine::messages::{Event, LogLine};
+use crate::engine::pipeline::{Pipeline, Progress};
+use crate::io::records::{PairLogps, ResponseLogps};
+use crate::selm::logprobs::response_token_logps;
+
+impl<B: AutodiffBackend> Pipeline<B> {
+    pub(in crate::engine) fn sync_eval(&mut self, emit: &mut dyn FnMut(Event)) -> Result<Progress> {
+        if !self.trainer.policy_is_finite() {
+            bail!(
+                "the policy's weights are not finite after the update: not syncing the \
+                 reference or writing a checkpoint (the last good one is iteration {})",
+                self.iteration - 1
+            );
+        }
+        let logps = self.measure_pairs()?;
+        self.run
+            .write_jsonl(self.iteration, "pair_logps.jsonl", &logps)?;
+        emit(Event::PairLogps {
+            iteration: self.iteration,
+            logps,
+        });
+        let summary = self.evaluate(
+            self.iteration,
+            self.state.mean_score(),
+            self.state.triples.len(),
+            self.state.mean_loss(),
+        )?;
+        self.trainer.sync_reference();
+        let dir = self.run.save_checkpoint(
+            self.iteration,
+            self.trainer.reference(),
+            &self.tokenizer_files,
+        )?;
+        emit(Event::Log(LogLine::info(format!(
+            "checkpoint {}",
+            dir.display()
+        ))));
+        emit(Event::Iteration(summary.clone()));
+        self.summaries.push(summary);
+        self.run.write_summary(&self.summaries)?;
+        Ok((1, 1))
+    }
+
+    /// Per-token log-probs of every pair's chosen, rejected and y_ref under the updated policy
+    /// and the reference.
+    fn measure_pairs(&self) -> Result<Vec<PairLogps>> {
+        let policy = self.trainer.policy().valid();
+        let reference = self.trainer.reference();
+        let mut out = Vec::with_capacity(self.state.triples.len());
+        for chunk in self.state.triples.chunks(self.config.train.batch_size) {
+            let rows: Vec<(&[u32], &[u32])> = chunk
+                .iter()
+                .flat_map(|t| {
+                    [&t.chosen, &t.rejected, &t.reference_response]
+                        .map(|r| (t.prompt.as_slice(), r.as_slice()))
+                })
+                .collect();
+            let pol = response_token_logps(&policy, &rows);
+            let refs = response_token_logps(reference, &rows);
+            let mut responses = rows
+                .iter()
+                .zip(pol.into_iter().zip(refs))
+                .map(|((_, r), (policy, reference))| {
+                    let tokens = r
+                        .iter()
+                        .map(|&id| self.tokenizer.token_piece(id))
+                        .collect::<Result<_>>()?;
+                    Ok(ResponseLogps {
+                        tokens,
+                        policy,
+                        reference,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?
+                .into_iter();
+            while let (Some(chosen), Some(rejected), Some(y_ref)) =
+                (responses.next(), responses.next(), responses.next())
+            {
+                out.push(PairLogps {
+                    beta: self.params.beta,
+                    chosen,
+                    rejected,
+                    y_ref,
+                });
+            }
+        }
+        Ok(out)
+    }
+}

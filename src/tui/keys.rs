@@ -1,0 +1,322 @@
+//! The one key table. The key handler, the `?` overlay, the footer and the README's key
+//! table all come from [`BINDINGS`] (a test holds the README to it).
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+/// What a key asks for. Some act on what is open (`Left` moves between pairs in the
+/// inspector and between iterations elsewhere); `App::perform` decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    StepStage,
+    StepBatch,
+    Run,
+    Pause,
+    RunOrPause,
+    ToggleAutoPause,
+    EditParams,
+    NextView,
+    PrevView,
+    Dashboard,
+    Pairs,
+    Log,
+    Left,
+    Right,
+    PrevIteration,
+    NextIteration,
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Top,
+    Bottom,
+    Open,
+    Sort,
+    Tokens,
+    NextPair,
+    PrevPair,
+    Back,
+    Help,
+    Quit,
+}
+
+/// Where a binding applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    /// Everywhere (under any open pair's own bindings).
+    Any,
+    /// Only while a pair is open in the inspector.
+    Inspector,
+}
+
+/// The footer shown in a situation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Footer {
+    /// A live run.
+    Live,
+    /// `selm-tui inspect` (or a finished run).
+    ReadOnly,
+    /// A pair is open.
+    Inspector,
+}
+
+/// A key, with Ctrl or without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Plain(KeyCode),
+    Ctrl(char),
+}
+
+impl Key {
+    fn matches(self, event: &KeyEvent) -> bool {
+        let ctrl = event.modifiers.contains(KeyModifiers::CONTROL);
+        match self {
+            Key::Plain(code) => !ctrl && event.code == code,
+            Key::Ctrl(c) => ctrl && event.code == KeyCode::Char(c),
+        }
+    }
+}
+
+/// One row of the key table.
+#[derive(Debug)]
+pub struct Binding {
+    /// The keys as the help and the README write them.
+    pub label: &'static str,
+    pub help: &'static str,
+    pub context: Context,
+    pub keys: &'static [(Key, Act)],
+    /// Footers that show this row, with the short key text and word.
+    pub footer: &'static [(Footer, &'static str, &'static str)],
+}
+
+const fn ch(c: char) -> Key {
+    Key::Plain(KeyCode::Char(c))
+}
+
+const fn code(c: KeyCode) -> Key {
+    Key::Plain(c)
+}
+
+use Footer::{Inspector as In, Live, ReadOnly as Ro};
+
+pub const BINDINGS: &[Binding] = &[
+    Binding {
+        label: "s",
+        help: "step one stage",
+        context: Context::Any,
+        keys: &[(ch('s'), Act::StepStage)],
+        footer: &[(Live, "s", "stage")],
+    },
+    Binding {
+        label: "b",
+        help: "step one update mini-batch",
+        context: Context::Any,
+        keys: &[(ch('b'), Act::StepBatch)],
+        footer: &[(Live, "b", "batch")],
+    },
+    Binding {
+        label: "r",
+        help: "run continuously",
+        context: Context::Any,
+        keys: &[(ch('r'), Act::Run)],
+        footer: &[(Live, "r", "run")],
+    },
+    Binding {
+        label: "p",
+        help: "pause at the next safe point",
+        context: Context::Any,
+        keys: &[(ch('p'), Act::Pause)],
+        footer: &[(Live, "p", "pause")],
+    },
+    Binding {
+        label: "space",
+        help: "run / pause",
+        context: Context::Any,
+        keys: &[(ch(' '), Act::RunOrPause)],
+        footer: &[],
+    },
+    Binding {
+        label: "a",
+        help: "auto-pause between iterations on/off",
+        context: Context::Any,
+        keys: &[(ch('a'), Act::ToggleAutoPause)],
+        footer: &[(Live, "a", "auto-pause")],
+    },
+    Binding {
+        label: "e",
+        help: "edit alpha, beta, lr (next update on)",
+        context: Context::Any,
+        keys: &[(ch('e'), Act::EditParams)],
+        footer: &[(Live, "e", "params")],
+    },
+    Binding {
+        label: "Tab / S-Tab",
+        help: "next / previous view (1 2 3: jump)",
+        context: Context::Any,
+        keys: &[
+            (code(KeyCode::Tab), Act::NextView),
+            (code(KeyCode::BackTab), Act::PrevView),
+            (ch('1'), Act::Dashboard),
+            (ch('2'), Act::Pairs),
+            (ch('3'), Act::Log),
+        ],
+        footer: &[(Live, "Tab", "view"), (Ro, "Tab", "view")],
+    },
+    Binding {
+        label: "← → / h l / [ ]",
+        help: "previous / next iteration",
+        context: Context::Any,
+        keys: &[
+            (code(KeyCode::Left), Act::Left),
+            (ch('h'), Act::Left),
+            (code(KeyCode::Right), Act::Right),
+            (ch('l'), Act::Right),
+            (ch('['), Act::PrevIteration),
+            (ch(']'), Act::NextIteration),
+        ],
+        footer: &[(Ro, "←→", "iteration")],
+    },
+    Binding {
+        label: "↑ ↓ / k j",
+        help: "move / scroll",
+        context: Context::Any,
+        keys: &[
+            (code(KeyCode::Up), Act::Up),
+            (ch('k'), Act::Up),
+            (code(KeyCode::Down), Act::Down),
+            (ch('j'), Act::Down),
+        ],
+        footer: &[(In, "j/k", "scroll")],
+    },
+    Binding {
+        label: "PgUp PgDn g G",
+        help: "page / top / bottom",
+        context: Context::Any,
+        keys: &[
+            (code(KeyCode::PageUp), Act::PageUp),
+            (code(KeyCode::PageDown), Act::PageDown),
+            (code(KeyCode::Home), Act::Top),
+            (ch('g'), Act::Top),
+            (code(KeyCode::End), Act::Bottom),
+            (ch('G'), Act::Bottom),
+        ],
+        footer: &[],
+    },
+    Binding {
+        label: "Enter",
+        help: "open the selected pair",
+        context: Context::Any,
+        keys: &[(code(KeyCode::Enter), Act::Open)],
+        footer: &[(Ro, "Enter", "open")],
+    },
+    Binding {
+        label: "o",
+        help: "sort pairs: gap, margin, prompt order",
+        context: Context::Any,
+        keys: &[(ch('o'), Act::Sort)],
+        footer: &[(Ro, "o", "sort")],
+    },
+    Binding {
+        label: "t",
+        help: "token log-ratio view on/off (pair)",
+        context: Context::Inspector,
+        keys: &[(ch('t'), Act::Tokens)],
+        footer: &[(In, "t", "tokens")],
+    },
+    Binding {
+        label: "n N",
+        help: "next / previous pair (pair)",
+        context: Context::Inspector,
+        keys: &[(ch('n'), Act::NextPair), (ch('N'), Act::PrevPair)],
+        footer: &[(In, "n/N", "pair")],
+    },
+    Binding {
+        label: "Esc / Backspace",
+        help: "back / close",
+        context: Context::Any,
+        keys: &[
+            (code(KeyCode::Esc), Act::Back),
+            (code(KeyCode::Backspace), Act::Back),
+        ],
+        footer: &[(In, "Esc", "back")],
+    },
+    Binding {
+        label: "?",
+        help: "this help",
+        context: Context::Any,
+        keys: &[(ch('?'), Act::Help)],
+        footer: &[(Live, "?", "help"), (Ro, "?", "help"), (In, "?", "help")],
+    },
+    Binding {
+        label: "q / Ctrl-C",
+        help: "quit (again: leave now)",
+        context: Context::Any,
+        keys: &[(ch('q'), Act::Quit), (Key::Ctrl('c'), Act::Quit)],
+        footer: &[(Live, "q", "quit"), (Ro, "q", "quit"), (In, "q", "quit")],
+    },
+];
+
+/// The action `event` is bound to where a pair is (or is not) open: the inspector's own
+/// bindings first.
+pub fn lookup(event: &KeyEvent, inspector: bool) -> Option<Act> {
+    let find = |context: Context| {
+        BINDINGS
+            .iter()
+            .filter(|b| b.context == context)
+            .flat_map(|b| b.keys.iter())
+            .find(|(key, _)| key.matches(event))
+            .map(|(_, act)| *act)
+    };
+    inspector
+        .then(|| find(Context::Inspector))
+        .flatten()
+        .or_else(|| find(Context::Any))
+}
+
+/// The footer's (key, word) hints for `footer`, in table order.
+pub fn footer_hints(footer: Footer) -> impl Iterator<Item = (&'static str, &'static str)> {
+    BINDINGS
+        .iter()
+        .flat_map(|b| b.footer.iter())
+        .filter(move |(f, _, _)| *f == footer)
+        .map(|(_, key, word)| (*key, *word))
+}
+
+/// The README's key table, as it must read.
+pub fn markdown_table() -> String {
+    let mut s = String::from("| key | action |\n| --- | --- |\n");
+    for b in BINDINGS {
+        s.push_str(&format!("| `{}` | {} |\n", b.label, b.help));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_key_is_bound_twice_in_one_context() {
+        for context in [Context::Any, Context::Inspector] {
+            let keys: Vec<Key> = BINDINGS
+                .iter()
+                .filter(|b| b.context == context)
+                .flat_map(|b| b.keys.iter().map(|(k, _)| *k))
+                .collect();
+            for (i, k) in keys.iter().enumerate() {
+                assert!(!keys[i + 1..].contains(k), "{k:?} bound twice");
+            }
+        }
+    }
+
+    #[test]
+    fn the_inspector_overrides_and_falls_through() {
+        let n = KeyEvent::from(KeyCode::Char('n'));
+        assert_eq!(lookup(&n, true), Some(Act::NextPair));
+        assert_eq!(lookup(&n, false), None);
+        let q = KeyEvent::from(KeyCode::Char('q'));
+        assert_eq!(lookup(&q, true), Some(Act::Quit));
+        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert_eq!(lookup(&ctrl_c, false), Some(Act::Quit));
+        assert_eq!(lookup(&KeyEvent::from(KeyCode::Char('c')), false), None);
+    }
+}
