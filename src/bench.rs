@@ -2,14 +2,18 @@
 //! on a real checkpoint (`--model`).
 //! A benchmark, not a test: it reports figures and asserts nothing.
 
-use burn::module::AutodiffModule;
+use anyhow::{Context, Result};
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::backend::{BackendSpec, OnBackend};
+use crate::backend::{self, BackendSpec, OnBackend};
+use crate::cli;
+use crate::config::resolve_model_path;
 use crate::model::generate::generate;
 use crate::model::load::random;
 use crate::model::sampling::SamplingParams;
@@ -17,21 +21,80 @@ use crate::model::{CausalLm, ModelConfig};
 use crate::selm::Triple;
 use crate::train::{CosineWithWarmup, OptimConfig, SelmTrainer};
 
-#[derive(Debug, Clone)]
+/// A model shape to benchmark with random weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// The tiny fixture shape: 2 layers, hidden 64, vocab 128.
+    Tiny,
+    /// SmolLM2-135M's shape: 30 layers, hidden 576, vocab 49152.
+    #[value(name = "smollm2-135m")]
+    Smollm2_135m,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tiny => "tiny",
+            Self::Smollm2_135m => "smollm2-135m",
+        }
+    }
+
+    pub fn config(self) -> ModelConfig {
+        match self {
+            Self::Tiny => ModelConfig::tiny(),
+            Self::Smollm2_135m => ModelConfig::smollm2_135m(),
+        }
+    }
+}
+
+/// The `bench` subcommand's options.
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    pub preset: String,
-    pub config: ModelConfig,
-    /// Real weights (HF directory or GGUF) instead of random ones of `config`'s shape.
-    pub model: Option<std::path::PathBuf>,
-    /// Preference triples per update.
+    /// Model shape for random weights.
+    #[arg(long, value_enum, default_value_t = Preset::Tiny)]
+    pub preset: Preset,
+    /// Real weights instead of random ones: an HF directory or a GGUF file
+    /// (`cache:SmolLM2-135M-Instruct.Q4_1.gguf` after scripts/fetch_smollm2.sh).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Preference triples per update (at least 1).
+    #[arg(long, default_value_t = 8, value_parser = cli::at_least_one)]
     pub batch: usize,
-    /// Tokens per sequence (prompt + response); half of it is the prompt.
+    /// Tokens per sequence, half prompt and half response (at least 2).
+    #[arg(long, default_value_t = 128, value_parser = cli::at_least_two)]
     pub seq: usize,
-    pub train_steps: usize,
-    /// Prompts decoded together.
+    /// Timed updates (at least 1; one more runs first as a warm-up).
+    #[arg(long, default_value_t = 3, value_parser = cli::at_least_one)]
+    pub steps: usize,
+    /// Prompts decoded together (at least 1).
+    #[arg(long, default_value_t = 8, value_parser = cli::at_least_one)]
     pub decode_batch: usize,
-    pub prompt_len: usize,
+    /// Tokens generated per prompt (at least 1).
+    #[arg(long, default_value_t = 64, value_parser = cli::at_least_one)]
     pub new_tokens: usize,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prompt tokens per decoded row.
+const PROMPT_LEN: usize = 16;
+
+impl BenchArgs {
+    /// Runs the benchmark on `spec`.
+    pub fn run(self, spec: BackendSpec) -> Result<BenchReport> {
+        let model = match &self.model {
+            Some(m) => Some(resolve_model_path(m).context("--model")?),
+            None => None,
+        };
+        backend::dispatch(spec, Bench { args: self, model })?
+    }
+}
+
+/// [`BenchArgs`] with `--model` resolved to a path.
+struct Bench {
+    args: BenchArgs,
+    model: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,25 +117,29 @@ pub struct BenchReport {
     pub peak_rss_mib: f64,
 }
 
-impl OnBackend for BenchArgs {
-    type Output = BenchReport;
+impl OnBackend for Bench {
+    type Output = Result<BenchReport>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device, spec: BackendSpec) -> BenchReport {
-        let mut policy: CausalLm<B> = match &self.model {
+    fn run<B: AutodiffBackend>(self, device: B::Device, spec: BackendSpec) -> Result<BenchReport> {
+        let Bench { args, model } = self;
+        let (mut policy, label): (CausalLm<B>, String) = match &model {
             Some(path) => {
-                crate::model::load::load_pretrained(path, &device)
-                    .expect("loading the benchmark model")
-                    .0
+                let (model, _) = crate::model::load::load_pretrained(path, &device)
+                    .with_context(|| format!("--model {}", path.display()))?;
+                (model, path.display().to_string())
             }
-            None => random(self.config.clone(), 1, &device),
+            None => (
+                random(args.preset.config(), 1, &device),
+                args.preset.name().into(),
+            ),
         };
         // Decode the full length every time: no EOS stop.
         policy.config.eos_token_ids.clear();
         let config = policy.config.clone();
-        let params = count_params(&config);
+        let params = policy.num_params();
         let mut rng = StdRng::seed_from_u64(2);
-        let triples: Vec<Triple> = (0..self.batch)
-            .map(|_| triple(&mut rng, &config, self.seq))
+        let triples: Vec<Triple> = (0..args.batch)
+            .map(|_| triple(&mut rng, &config, args.seq))
             .collect();
 
         let reference = policy.valid();
@@ -82,40 +149,44 @@ impl OnBackend for BenchArgs {
             OptimConfig::default(),
             CosineWithWarmup::constant(1e-6),
         );
-        trainer.step(&triples, 0.001, 0.01).expect("warm-up step");
+        trainer
+            .step(&triples, 0.001, 0.01)
+            .context("warm-up update")?;
         let start = Instant::now();
-        for _ in 0..self.train_steps {
-            trainer.step(&triples, 0.001, 0.01).expect("bench step");
+        for _ in 0..args.steps {
+            trainer
+                .step(&triples, 0.001, 0.01)
+                .context("timed update")?;
         }
-        let train_s = start.elapsed().as_secs_f64() / self.train_steps as f64;
+        let train_s = start.elapsed().as_secs_f64() / args.steps as f64;
 
         let inference = trainer.policy().valid();
-        let prompts: Vec<Vec<u32>> = (0..self.decode_batch)
-            .map(|_| tokens(&mut rng, &config, self.prompt_len))
+        let prompts: Vec<Vec<u32>> = (0..args.decode_batch)
+            .map(|_| tokens(&mut rng, &config, PROMPT_LEN))
             .collect();
         let greedy = SamplingParams::GREEDY;
         let start = Instant::now();
         let _ = generate(&inference, &prompts, 1, &greedy, &mut rng);
         let prefill_s = start.elapsed().as_secs_f64();
         let start = Instant::now();
-        let out = generate(&inference, &prompts, self.new_tokens, &greedy, &mut rng);
+        let out = generate(&inference, &prompts, args.new_tokens, &greedy, &mut rng);
         let decode_s = start.elapsed().as_secs_f64();
         let generated: usize = out.iter().map(|g| g.tokens.len()).sum();
 
-        BenchReport {
-            preset: self.preset,
+        Ok(BenchReport {
+            preset: label,
             backend: spec.to_string(),
             params,
-            batch: self.batch,
-            seq: self.seq,
+            batch: args.batch,
+            seq: args.seq,
             train_ms_per_step: train_s * 1e3,
-            train_tokens_per_s: (3 * self.batch * self.seq) as f64 / train_s,
-            decode_batch: self.decode_batch,
-            new_tokens: self.new_tokens,
+            train_tokens_per_s: (3 * args.batch * args.seq) as f64 / train_s,
+            decode_batch: args.decode_batch,
+            new_tokens: args.new_tokens,
             decode_tokens_per_s: generated as f64 / decode_s,
             prefill_ms: prefill_s * 1e3,
             peak_rss_mib: peak_rss_mib(),
-        }
+        })
     }
 }
 
@@ -133,13 +204,6 @@ fn triple(rng: &mut StdRng, config: &ModelConfig, seq: usize) -> Triple {
         rejected: tokens(rng, config, seq - half),
         reference_response: tokens(rng, config, seq - half),
     }
-}
-
-fn count_params(c: &ModelConfig) -> usize {
-    crate::model::load::expected_tensors(c)
-        .iter()
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum()
 }
 
 /// Peak resident set size from /proc (Linux); 0 elsewhere.

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use std::path::Path;
 
 use crate::io::atomic_write;
+use crate::io::run_dir::RunDir;
 use crate::model::ModelConfig;
 
 const FILES: &[&str] = &[
@@ -16,20 +17,14 @@ const FILES: &[&str] = &[
     "tokenizer_config.json",
 ];
 
+/// Writes iteration `iteration`'s checkpoint of the run in `run_dir` to `out` (which must not
+/// exist, or be empty). The files are staged in a uniquely named directory beside `out` and
+/// renamed into place, so a failure leaves no half-written export and touches nothing else.
 pub fn export(run_dir: &Path, iteration: usize, out: &Path) -> Result<()> {
-    let src = run_dir
-        .join("checkpoints")
-        .join(format!("iter-{iteration:03}"));
-    if !src.is_dir() {
-        let mut have: Vec<String> = std::fs::read_dir(run_dir.join("checkpoints"))
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("iter-") && !n.ends_with(".partial"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        have.sort();
+    let run = RunDir::open(run_dir)?;
+    let have = run.checkpoints();
+    if !have.contains(&iteration) {
+        let have: Vec<String> = have.iter().map(|n| format!("iter-{n:03}")).collect();
         bail!(
             "{} has no checkpoint for iteration {iteration} (have: {})",
             run_dir.display(),
@@ -40,6 +35,7 @@ pub fn export(run_dir: &Path, iteration: usize, out: &Path) -> Result<()> {
             }
         );
     }
+    let src = run.checkpoint_dir(iteration);
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
         bail!(
             "{} exists and is not empty; not overwriting it",
@@ -47,19 +43,22 @@ pub fn export(run_dir: &Path, iteration: usize, out: &Path) -> Result<()> {
         );
     }
     let config = ModelConfig::from_file(&src.join("config.json"))?;
-    // Build next to the destination, then rename: a failure leaves no half-written export.
-    let tmp = out.with_extension("partial");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    }
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".selm-export-")
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
     for f in FILES {
         let from = src.join(f);
         if *f == "tokenizer_config.json" && !from.exists() {
             continue;
         }
         let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
-        atomic_write(&tmp.join(f), &bytes)?;
+        atomic_write(&staging.path().join(f), &bytes)?;
     }
     let generation = serde_json::json!({
         "bos_token_id": config.bos_token_id,
@@ -67,11 +66,15 @@ pub fn export(run_dir: &Path, iteration: usize, out: &Path) -> Result<()> {
         "pad_token_id": config.pad_token_id,
     });
     atomic_write(
-        &tmp.join("generation_config.json"),
+        &staging.path().join("generation_config.json"),
         serde_json::to_string_pretty(&generation)?.as_bytes(),
     )?;
     if out.exists() {
-        std::fs::remove_dir(out)?;
+        std::fs::remove_dir(out).with_context(|| format!("replacing {}", out.display()))?;
     }
-    std::fs::rename(&tmp, out).with_context(|| format!("moving the export to {}", out.display()))
+    let staged = staging.keep();
+    std::fs::rename(&staged, out).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&staged);
+        anyhow::Error::new(e).context(format!("moving the export to {}", out.display()))
+    })
 }

@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod bench;
 pub mod chat;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod export;
@@ -14,6 +15,9 @@ pub mod ranker;
 pub mod selm;
 pub mod sft;
 pub mod tasks;
+/// Helpers that exist for the test suite (a GGUF writer, reference computations); the
+/// application does not use them.
+pub mod testing;
 pub mod tokenizer;
 pub mod train;
 pub mod tui;

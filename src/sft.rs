@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 
 use crate::backend::{BackendSpec, OnBackend};
+use crate::cli;
 use crate::model::load::{random, save_hf_dir};
 use crate::model::{CausalLm, ModelConfig};
 use crate::selm::logprobs::sequence_logps;
@@ -29,16 +30,19 @@ pub struct SftArgs {
     /// Output HF model directory.
     #[arg(long, default_value = "assets/tiny-tasks")]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 1200)]
+    /// Optimizer steps (at least 1).
+    #[arg(long, default_value_t = 1200, value_parser = cli::at_least_one)]
     pub steps: usize,
-    #[arg(long, default_value_t = 32)]
+    /// Examples per step (at least 1).
+    #[arg(long, default_value_t = 32, value_parser = cli::at_least_one)]
     pub batch: usize,
-    #[arg(long, default_value_t = 3e-3)]
+    /// Peak learning rate (positive).
+    #[arg(long, default_value_t = 3e-3, value_parser = cli::positive)]
     pub lr: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Share of training answers replaced by a plausible wrong one.
-    #[arg(long, default_value_t = 0.3)]
+    /// Share of training answers replaced by a plausible wrong one, in [0, 1].
+    #[arg(long, default_value_t = 0.3, value_parser = cli::fraction)]
     pub noise: f64,
 }
 

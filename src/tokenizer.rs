@@ -14,6 +14,7 @@ pub struct TextTokenizer {
     /// Prepended to plain (non-chat) prompts.
     pub bos: Option<u32>,
     pub eos: u32,
+    /// Pads batches; a model's tokenizer takes [`crate::model::ModelConfig::pad_id`].
     pub pad: u32,
     pub chat: Option<ChatTemplate>,
 }
@@ -55,8 +56,12 @@ impl TextTokenizer {
             .eos_token_ids
             .first()
             .context("the model config names no eos_token_id")?;
-        let pad = config.pad_token_id.unwrap_or(eos);
-        let mut tok = Self::from_file(&dir.join("tokenizer.json"), config.bos_token_id, eos, pad)?;
+        let mut tok = Self::from_file(
+            &dir.join("tokenizer.json"),
+            config.bos_token_id,
+            eos,
+            config.pad_id(),
+        )?;
         let path = dir.join("tokenizer_config.json");
         if path.exists() {
             let text = std::fs::read_to_string(&path)
@@ -94,13 +99,8 @@ impl TextTokenizer {
             .first()
             .context("the GGUF names no tokenizer.ggml.eos_token_id")?;
         let bos = m.config.bos_token_id.filter(|_| m.add_bos);
-        let mut tok = Self::from_bytes(
-            m.tokenizer_json.as_bytes(),
-            bos,
-            eos,
-            m.config.pad_token_id.unwrap_or(eos),
-        )
-        .context("the tokenizer built from GGUF metadata")?;
+        let mut tok = Self::from_bytes(m.tokenizer_json.as_bytes(), bos, eos, m.config.pad_id())
+            .context("the tokenizer built from GGUF metadata")?;
         if let Some(src) = &m.chat_template {
             tok.chat = Some(ChatTemplate::new(
                 src,
@@ -189,11 +189,9 @@ impl TextTokenizer {
             .map_err(|e| anyhow!("decoding {ids:?}: {e}"))
     }
 
-    /// Decodes with special tokens kept (`<|im_end|>` shows).
-    pub fn decode_with_specials(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| anyhow!("decoding {ids:?}: {e}"))
+    /// The `tokenizers` tokenizer underneath.
+    pub(crate) fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -7,10 +7,11 @@ mod common;
 
 use burn::backend::Flex;
 use common::*;
-use selm_tui::io::gguf::{GgmlType, Value, write};
+use selm_tui::io::gguf::{GgmlType, Value};
 use selm_tui::io::safetensors::read_model_dir;
 use selm_tui::io::weights::HostTensor;
 use selm_tui::model::load::{load_hf_dir, load_pretrained};
+use selm_tui::testing::write_gguf;
 use std::path::Path;
 
 /// llama.cpp's converter: `w.reshape(h, 2, r/h/2, c).swapaxes(1, 2)`.
@@ -123,7 +124,7 @@ fn write_fixture_gguf(path: &Path, drop: Option<&str>) {
         .iter()
         .map(|(n, d, t, b)| (n.as_str(), d.clone(), *t, b.clone()))
         .collect();
-    write(path, &meta, &refs).unwrap();
+    write_gguf(path, &meta, &refs).unwrap();
 }
 
 fn logits(model: &selm_tui::model::CausalLm<Flex>) -> Vec<f32> {

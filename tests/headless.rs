@@ -124,8 +124,11 @@ fn config_errors_name_the_key_and_exit_nonzero() {
 
 #[test]
 fn the_tui_without_a_terminal_points_to_headless() {
-    // Output captured by a pipe: not a terminal.
-    for args in [&[][..], &["inspect", "runs/nothing"][..]] {
+    // Output captured by a pipe: not a terminal. `inspect` reads the run first.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("config.toml"), short_config(tmp.path())).unwrap();
+    let run = tmp.path().to_str().unwrap();
+    for args in [&[][..], &["inspect", run][..]] {
         let out = selm().args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());

@@ -10,10 +10,11 @@ use common::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use selm_tui::io::safetensors::{read_model_dir, write_file};
-use selm_tui::model::generate::{generate, generate_uncached};
+use selm_tui::model::generate::generate;
 use selm_tui::model::load::{from_weights, load_hf_dir, save_hf_dir, to_hf_tensors};
 use selm_tui::model::sampling::SamplingParams;
 use selm_tui::model::{CausalLm, ModelConfig};
+use selm_tui::testing::generate_uncached;
 use std::collections::BTreeMap;
 
 type B = Flex;

@@ -422,7 +422,7 @@ fn token_view_colors_by_log_ratio() {
 fn readme_key_table_matches_the_bindings() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
-    let table = selm_tui::tui::keys::markdown_table();
+    let table = selm_tui::testing::readme_key_table();
     assert!(
         readme.contains(&table),
         "README.md's key table must read:\n{table}"

@@ -1,5 +1,5 @@
-//! GGUF (llama.cpp's model format, versions 2 and 3): metadata, tensor directory, and exact
-//! dequantization of F32, F16, BF16, Q8_0, Q4_0 and Q4_1 tensors to f32.
+//! GGUF (llama.cpp's model format, versions 2 and 3): metadata and the tensor directory;
+//! tensors are dequantized to f32 by [`super::ggml`].
 //!
 //! The file is untrusted: every read is bounds-checked, counts and lengths are capped before
 //! anything is allocated for them, and a truncated or corrupt file is an error naming the
@@ -9,15 +9,17 @@ use anyhow::{Context, Result, bail, ensure};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use super::ggml::GgmlType;
+use super::ggml::dequantize;
 use super::weights::HostTensor;
 
-const MAGIC: &[u8; 4] = b"GGUF";
+pub(crate) const MAGIC: &[u8; 4] = b"GGUF";
 /// More tensors or metadata entries than any real model has.
 const MAX_COUNT: u64 = 1 << 20;
 /// Longest metadata string (a chat template is a few KiB; a merges entry a few bytes).
 const MAX_STRING: u64 = 1 << 24;
 const MAX_DIMS: u32 = 4;
-const DEFAULT_ALIGNMENT: u64 = 32;
+pub(crate) const DEFAULT_ALIGNMENT: u64 = 32;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,44 +81,6 @@ impl Value {
             Value::Array(a) => Some(a),
             _ => None,
         }
-    }
-}
-
-/// ggml tensor types this reader dequantizes (others are listed, and refused on read).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GgmlType {
-    F32,
-    F16,
-    BF16,
-    Q4_0,
-    Q4_1,
-    Q8_0,
-    Other(u32),
-}
-
-impl GgmlType {
-    fn from_id(id: u32) -> Self {
-        match id {
-            0 => Self::F32,
-            1 => Self::F16,
-            2 => Self::Q4_0,
-            3 => Self::Q4_1,
-            8 => Self::Q8_0,
-            30 => Self::BF16,
-            other => Self::Other(other),
-        }
-    }
-
-    /// (elements per block, bytes per block).
-    fn block(self) -> Option<(usize, usize)> {
-        Some(match self {
-            Self::F32 => (1, 4),
-            Self::F16 | Self::BF16 => (1, 2),
-            Self::Q4_0 => (32, 18),
-            Self::Q4_1 => (32, 20),
-            Self::Q8_0 => (32, 34),
-            Self::Other(_) => return None,
-        })
     }
 }
 
@@ -274,55 +238,6 @@ impl GgufFile {
     }
 }
 
-/// Decodes `n` values of type `ty` from `bytes` (exactly the tensor's bytes).
-pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
-    let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-    let mut out = Vec::with_capacity(n);
-    match ty {
-        GgmlType::F32 => out.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        ),
-        GgmlType::F16 => out.extend(bytes.chunks_exact(2).map(f16)),
-        GgmlType::BF16 => out.extend(
-            bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-        ),
-        // Block of 32: f16 scale d, then 32 signed bytes; x = q * d.
-        GgmlType::Q8_0 => {
-            for block in bytes.chunks_exact(34) {
-                let d = f16(&block[..2]);
-                out.extend(block[2..].iter().map(|&q| q as i8 as f32 * d));
-            }
-        }
-        // Block of 32: f16 d, 16 bytes of nibbles; low nibbles are elements 0..16, high
-        // nibbles 16..32; x = (q - 8) * d.
-        GgmlType::Q4_0 => {
-            for block in bytes.chunks_exact(18) {
-                let d = f16(&block[..2]);
-                let qs = &block[2..];
-                out.extend(qs.iter().map(|&q| ((q & 0x0f) as i32 - 8) as f32 * d));
-                out.extend(qs.iter().map(|&q| ((q >> 4) as i32 - 8) as f32 * d));
-            }
-        }
-        // Block of 32: f16 d, f16 min m, 16 bytes of nibbles; x = q * d + m.
-        GgmlType::Q4_1 => {
-            for block in bytes.chunks_exact(20) {
-                let d = f16(&block[..2]);
-                let m = f16(&block[2..4]);
-                let qs = &block[4..];
-                out.extend(qs.iter().map(|&q| (q & 0x0f) as f32 * d + m));
-                out.extend(qs.iter().map(|&q| (q >> 4) as f32 * d + m));
-            }
-        }
-        GgmlType::Other(id) => bail!("unsupported ggml type {id}"),
-    }
-    ensure!(out.len() == n, "decoded {} values, expected {n}", out.len());
-    Ok(out)
-}
-
 /// A cursor over the file's bytes; every read is checked.
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -453,164 +368,16 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Writes a GGUF v3 file (tests and tools: build small models, corrupt them on purpose).
-pub fn write(
-    path: &Path,
-    metadata: &[(&str, Value)],
-    tensors: &[(&str, Vec<usize>, GgmlType, Vec<u8>)],
-) -> Result<()> {
-    fn put_string(out: &mut Vec<u8>, s: &str) {
-        out.extend((s.len() as u64).to_le_bytes());
-        out.extend(s.as_bytes());
-    }
-    fn type_id(v: &Value) -> u32 {
-        match v {
-            Value::U8(_) => 0,
-            Value::I8(_) => 1,
-            Value::U16(_) => 2,
-            Value::I16(_) => 3,
-            Value::U32(_) => 4,
-            Value::I32(_) => 5,
-            Value::F32(_) => 6,
-            Value::Bool(_) => 7,
-            Value::String(_) => 8,
-            Value::Array(_) => 9,
-            Value::U64(_) => 10,
-            Value::I64(_) => 11,
-            Value::F64(_) => 12,
-        }
-    }
-    fn put_value(out: &mut Vec<u8>, v: &Value) {
-        match v {
-            Value::U8(x) => out.push(*x),
-            Value::I8(x) => out.push(*x as u8),
-            Value::U16(x) => out.extend(x.to_le_bytes()),
-            Value::I16(x) => out.extend(x.to_le_bytes()),
-            Value::U32(x) => out.extend(x.to_le_bytes()),
-            Value::I32(x) => out.extend(x.to_le_bytes()),
-            Value::F32(x) => out.extend(x.to_le_bytes()),
-            Value::Bool(x) => out.push(*x as u8),
-            Value::String(s) => put_string(out, s),
-            Value::Array(items) => {
-                out.extend(items.first().map_or(8, type_id).to_le_bytes());
-                out.extend((items.len() as u64).to_le_bytes());
-                for i in items {
-                    put_value(out, i);
-                }
-            }
-            Value::U64(x) => out.extend(x.to_le_bytes()),
-            Value::I64(x) => out.extend(x.to_le_bytes()),
-            Value::F64(x) => out.extend(x.to_le_bytes()),
-        }
-    }
-    let type_code = |t: GgmlType| match t {
-        GgmlType::F32 => 0u32,
-        GgmlType::F16 => 1,
-        GgmlType::Q4_0 => 2,
-        GgmlType::Q4_1 => 3,
-        GgmlType::Q8_0 => 8,
-        GgmlType::BF16 => 30,
-        GgmlType::Other(id) => id,
-    };
-    let mut out = Vec::new();
-    out.extend(MAGIC);
-    out.extend(3u32.to_le_bytes());
-    out.extend((tensors.len() as u64).to_le_bytes());
-    out.extend((metadata.len() as u64).to_le_bytes());
-    for (k, v) in metadata {
-        put_string(&mut out, k);
-        out.extend(type_id(v).to_le_bytes());
-        put_value(&mut out, v);
-    }
-    let mut offset = 0u64;
-    let mut offsets = vec![];
-    for (name, dims, ty, data) in tensors {
-        put_string(&mut out, name);
-        out.extend((dims.len() as u32).to_le_bytes());
-        for d in dims {
-            out.extend((*d as u64).to_le_bytes());
-        }
-        out.extend(type_code(*ty).to_le_bytes());
-        out.extend(offset.to_le_bytes());
-        offsets.push(offset);
-        offset = (offset + data.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
-    }
-    let data_start = (out.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
-    out.resize(data_start as usize, 0);
-    for ((_, _, _, data), off) in tensors.iter().zip(offsets) {
-        out.resize((data_start + off) as usize, 0);
-        out.extend(data);
-    }
-    super::atomic_write(path, &out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn f16(x: f32) -> [u8; 2] {
-        half::f16::from_f32(x).to_le_bytes()
-    }
-
-    #[test]
-    fn q4_1_block() {
-        // d = 0.5, m = -1; nibbles: element j low = j % 16, element j + 16 high = 15 - j % 16.
-        let mut block = vec![];
-        block.extend(f16(0.5));
-        block.extend(f16(-1.0));
-        for j in 0..16u8 {
-            block.push(j | ((15 - j) << 4));
-        }
-        let x = dequantize(GgmlType::Q4_1, &block, 32).unwrap();
-        for j in 0..16 {
-            assert_eq!(x[j], j as f32 * 0.5 - 1.0);
-            assert_eq!(x[16 + j], (15 - j) as f32 * 0.5 - 1.0);
-        }
-    }
-
-    #[test]
-    fn f16_and_bf16_values() {
-        let bytes: Vec<u8> = [0.5f32, -2.0, 65504.0]
-            .iter()
-            .flat_map(|&x| f16(x))
-            .collect();
-        assert_eq!(
-            dequantize(GgmlType::F16, &bytes, 3).unwrap(),
-            [0.5, -2.0, 65504.0]
-        );
-        let bytes: Vec<u8> = [1.5f32, -3.0]
-            .iter()
-            .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
-            .collect();
-        assert_eq!(dequantize(GgmlType::BF16, &bytes, 2).unwrap(), [1.5, -3.0]);
-        assert!(dequantize(GgmlType::F16, &bytes[..3], 2).is_err());
-    }
-
-    #[test]
-    fn q4_0_and_q8_0_blocks() {
-        let mut block = vec![];
-        block.extend(f16(0.25));
-        for j in 0..16u8 {
-            block.push(j | (j << 4));
-        }
-        let x = dequantize(GgmlType::Q4_0, &block, 32).unwrap();
-        assert_eq!(x[0], -8.0 * 0.25);
-        assert_eq!(x[15], 7.0 * 0.25);
-        assert_eq!(x[16], -8.0 * 0.25);
-        let mut block = vec![];
-        block.extend(f16(2.0));
-        block.extend((0..32).map(|j| (j as i8 - 16) as u8));
-        let x = dequantize(GgmlType::Q8_0, &block, 32).unwrap();
-        assert_eq!(x[0], -32.0);
-        assert_eq!(x[31], 30.0);
-    }
 
     #[test]
     fn truncated_and_corrupt_files_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.gguf");
         let data: Vec<u8> = (0..8).flat_map(|i| (i as f32).to_le_bytes()).collect();
-        write(
+        crate::testing::write_gguf(
             &path,
             &[("general.architecture", Value::String("llama".into()))],
             &[("t", vec![4, 2], GgmlType::F32, data)],

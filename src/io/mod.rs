@@ -1,6 +1,7 @@
 //! Files: HF model directories (config.json + safetensors), host tensors, run directories,
 //! JSON lines; every write atomic.
 
+pub mod ggml;
 pub mod gguf;
 pub mod records;
 pub mod run_dir;

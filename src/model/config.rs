@@ -1,4 +1,8 @@
-//! Model hyper-parameters, read from an HF `config.json` (the field names mirror transformers').
+//! Model hyper-parameters, read from an HF `config.json` or GGUF metadata. [`ModelConfig`] is
+//! this crate's resolved form, not transformers' schema: some fields are renamed
+//! (`num_layers` for `num_hidden_layers`, `eos_token_ids` always a list), defaults are filled
+//! in (`num_kv_heads`, `head_dim`), and biases and RoPE are resolved per architecture.
+//! [`ModelConfig::to_hf_json`] writes transformers' names back.
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -272,6 +276,14 @@ impl ModelConfig {
     /// The tiny fixture shape (2 layers, hidden 64, 4/2 heads, vocab 128).
     pub fn tiny() -> Self {
         Self::llama(128, 64, 160, 2, 4, 2, 16, false)
+    }
+
+    /// The id that pads batches: `pad_token_id`, else the first EOS id, else 0. Pad positions
+    /// are masked, so the choice changes no logits.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_token_id
+            .or(self.eos_token_ids.first().copied())
+            .unwrap_or(0)
     }
 
     pub fn is_eos(&self, token: u32) -> bool {

@@ -30,19 +30,9 @@ pub fn generate<B: Backend>(
     decode(model, prompts, max_new_tokens, params, rng, true)
 }
 
-/// The same as [`generate`] but recomputing the whole sequence at every step (no cache).
-/// Slow; it exists to check the cache.
-pub fn generate_uncached<B: Backend>(
-    model: &CausalLm<B>,
-    prompts: &[Vec<u32>],
-    max_new_tokens: usize,
-    params: &SamplingParams,
-    rng: &mut impl Rng,
-) -> Vec<Generation> {
-    decode(model, prompts, max_new_tokens, params, rng, false)
-}
-
-fn decode<B: Backend>(
+/// Decodes with or without the KV cache ([`crate::testing::generate_uncached`] checks the
+/// cache against recomputation).
+pub(crate) fn decode<B: Backend>(
     model: &CausalLm<B>,
     prompts: &[Vec<u32>],
     max_new_tokens: usize,
@@ -52,10 +42,7 @@ fn decode<B: Backend>(
 ) -> Vec<Generation> {
     let config = model.config();
     let device = model.device();
-    let pad = config
-        .pad_token_id
-        .or(config.eos_token_ids.first().copied())
-        .unwrap_or(0);
+    let pad = config.pad_id();
     let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let mut rows: Vec<Row> = prompts
         .iter()

@@ -3,8 +3,12 @@
 //! (`model.layers.0.self_attn.q_proj.weight`), so loading and gradient reports need no rename table.
 //!
 //! Linear weights are stored as `[in, out]` (Burn's layout); the loader transposes HF's `[out, in]`.
+//!
+//! [`CausalLm::skeleton`] builds the module tree a config implies with lazy parameters (shapes,
+//! no memory); loading, random initialization and saving walk that tree (see
+//! [`super::load`]), so the tensor names and shapes are written down only here.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
@@ -22,6 +26,14 @@ pub struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
+    /// A lazy `inp -> out` layer, with a bias when `bias`.
+    fn lazy(inp: usize, out: usize, bias: bool, device: &B::Device) -> Self {
+        Self {
+            weight: lazy_param([inp, out], device),
+            bias: bias.then(|| lazy_param([out], device)),
+        }
+    }
+
     /// `[batch, seq, in] -> [batch, seq, out]`. The input is flattened to 2-D first: a batched
     /// matmul would broadcast the weight, and its backward would build one weight-sized
     /// gradient per batch row before summing them.
@@ -264,7 +276,84 @@ impl<B: Backend> DecoderLayer<B> {
     }
 }
 
+/// A parameter of `shape` that allocates (zeros) only if read before something replaces it.
+fn lazy_param<B: Backend, const D: usize>(
+    shape: [usize; D],
+    device: &B::Device,
+) -> Param<Tensor<B, D>> {
+    Param::uninitialized(
+        ParamId::new(),
+        move |device, require_grad| {
+            let zeros = Tensor::zeros(shape, device);
+            if require_grad {
+                zeros.require_grad()
+            } else {
+                zeros
+            }
+        },
+        device.clone(),
+        true,
+        shape.into(),
+    )
+}
+
+impl<B: Backend> RmsNorm<B> {
+    fn lazy(size: usize, eps: f64, device: &B::Device) -> Self {
+        Self {
+            weight: lazy_param([size], device),
+            eps,
+        }
+    }
+}
+
 impl<B: Backend> CausalLm<B> {
+    /// The module tree `config` implies, every parameter lazy: its shape is known
+    /// ([`Param::lazy_shape`]) but nothing is allocated. [`super::load`] fills it by walking
+    /// the tree, whose field path is each tensor's HF name.
+    pub fn skeleton(config: ModelConfig, device: &B::Device) -> Self {
+        let c = &config;
+        let (h, i, hd, eps) = (
+            c.hidden_size,
+            c.intermediate_size,
+            c.head_dim,
+            c.rms_norm_eps,
+        );
+        let (q, kv) = (c.num_heads * hd, c.num_kv_heads * hd);
+        let layers = (0..c.num_layers)
+            .map(|_| DecoderLayer {
+                self_attn: SelfAttention {
+                    q_proj: Linear::lazy(h, q, c.qkv_bias, device),
+                    k_proj: Linear::lazy(h, kv, c.qkv_bias, device),
+                    v_proj: Linear::lazy(h, kv, c.qkv_bias, device),
+                    o_proj: Linear::lazy(q, h, c.o_bias, device),
+                    num_heads: c.num_heads,
+                    num_kv_heads: c.num_kv_heads,
+                    head_dim: hd,
+                },
+                mlp: Mlp {
+                    gate_proj: Linear::lazy(h, i, c.mlp_bias, device),
+                    up_proj: Linear::lazy(h, i, c.mlp_bias, device),
+                    down_proj: Linear::lazy(i, h, c.mlp_bias, device),
+                },
+                input_layernorm: RmsNorm::lazy(h, eps, device),
+                post_attention_layernorm: RmsNorm::lazy(h, eps, device),
+            })
+            .collect();
+        let lm_head =
+            (!c.tie_word_embeddings).then(|| Linear::lazy(h, c.vocab_size, false, device));
+        Self {
+            model: Transformer {
+                embed_tokens: Embedding {
+                    weight: lazy_param([c.vocab_size, h], device),
+                },
+                layers,
+                norm: RmsNorm::lazy(h, eps, device),
+            },
+            lm_head,
+            config,
+        }
+    }
+
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
@@ -312,14 +401,6 @@ impl<B: Backend> CausalLm<B> {
         cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
         self.head(self.hidden(ids, plan, cache))
-    }
-
-    /// Logits of right-padded rows `ids` whose real lengths are `lens` (no cache).
-    pub fn forward_padded(&self, ids: &[Vec<u32>], pad_id: u32) -> (Tensor<B, 3>, Vec<usize>) {
-        let device = self.device();
-        let (tensor, lens, seq) = right_pad(ids, pad_id, &device);
-        let plan = AttentionPlan::right_padded(self.config(), &lens, seq, &device);
-        (self.forward(tensor, &plan, None), lens)
     }
 }
 

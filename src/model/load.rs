@@ -1,8 +1,9 @@
 //! Building a [`CausalLm`] from named host tensors (any file format), from random weights,
-//! and turning it back into HF-named tensors.
+//! and turning it back into HF-named tensors. Names and shapes come from the module tree
+//! ([`CausalLm::skeleton`]): a tensor's field path is its HF name.
 
 use anyhow::{Context, Result, bail};
-use burn::module::Param;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -11,9 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::config::ModelConfig;
-use super::llama::{
-    CausalLm, DecoderLayer, Embedding, Linear, Mlp, RmsNorm, SelfAttention, Transformer,
-};
+use super::llama::CausalLm;
 use crate::io::weights::{HostTensor, WeightMap};
 
 /// Loads a model and its tokenizer from an HF directory (`config.json`, safetensors,
@@ -50,46 +49,42 @@ pub fn from_weights<B: Backend>(
     weights: &mut WeightMap,
     device: &B::Device,
 ) -> Result<CausalLm<B>> {
-    let mut b = Builder { weights, device };
-    let model = build(&mut b, config)?;
+    let model = fill(config, device, |name, shape, _| weights.take(name, shape))?;
     // Old checkpoints carry RoPE buffers, and tied ones sometimes a duplicate head.
-    let ignorable: Vec<String> = b
-        .weights
+    let ignorable: Vec<String> = weights
         .names()
         .filter(|n| n.ends_with("rotary_emb.inv_freq") || *n == "lm_head.weight")
         .map(str::to_string)
         .collect();
     for name in ignorable {
-        b.weights.remove(&name);
+        weights.remove(&name);
     }
-    let left: Vec<&str> = b.weights.names().take(5).collect();
+    let left: Vec<&str> = weights.names().take(5).collect();
     if !left.is_empty() {
         bail!(
             "unexpected tensor(s) not used by a {:?} model: {}{}",
             model.config().arch,
             left.join(", "),
-            if b.weights.len() > 5 { ", ..." } else { "" }
+            if weights.len() > 5 { ", ..." } else { "" }
         );
     }
     Ok(model)
 }
 
 /// A model with random weights (normal, std 0.02; norms at 1), for benchmarks and tests.
+/// Values are drawn tensor by tensor in module order, each in its HF layout.
 pub fn random<B: Backend>(config: ModelConfig, seed: u64, device: &B::Device) -> CausalLm<B> {
-    let mut weights = WeightMap::default();
     let mut rng = StdRng::seed_from_u64(seed);
-    for (name, shape) in expected_tensors(&config) {
+    let model = fill(config, device, |_, shape, owner| {
         let n: usize = shape.iter().product();
-        let data = if name.ends_with("norm.weight") {
+        let data = if owner == "Struct:RmsNorm" {
             vec![1.0; n]
         } else {
             (0..n).map(|_| normal(&mut rng) * 0.02).collect()
         };
-        weights
-            .insert(name, HostTensor::new(shape, data))
-            .expect("names are unique");
-    }
-    from_weights(config, &mut weights, device).expect("shapes come from the config")
+        Ok(HostTensor::new(shape.to_vec(), data))
+    });
+    model.expect("random weights cannot fail")
 }
 
 fn normal(rng: &mut StdRng) -> f32 {
@@ -99,183 +94,151 @@ fn normal(rng: &mut StdRng) -> f32 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
 }
 
-/// Every tensor name the config implies, with its HF shape (`[out, in]` for linear weights).
-pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, i, hd) = (c.hidden_size, c.intermediate_size, c.head_dim);
-    let (q, kv) = (c.num_heads * hd, c.num_kv_heads * hd);
-    let mut out = vec![("model.embed_tokens.weight".into(), vec![c.vocab_size, h])];
-    for l in 0..c.num_layers {
-        let p = format!("model.layers.{l}");
-        let mut add = |n: &str, s: Vec<usize>| out.push((format!("{p}.{n}"), s));
-        add("self_attn.q_proj.weight", vec![q, h]);
-        add("self_attn.k_proj.weight", vec![kv, h]);
-        add("self_attn.v_proj.weight", vec![kv, h]);
-        add("self_attn.o_proj.weight", vec![h, q]);
-        if c.qkv_bias {
-            add("self_attn.q_proj.bias", vec![q]);
-            add("self_attn.k_proj.bias", vec![kv]);
-            add("self_attn.v_proj.bias", vec![kv]);
-        }
-        if c.o_bias {
-            add("self_attn.o_proj.bias", vec![h]);
-        }
-        add("mlp.gate_proj.weight", vec![i, h]);
-        add("mlp.up_proj.weight", vec![i, h]);
-        add("mlp.down_proj.weight", vec![h, i]);
-        if c.mlp_bias {
-            add("mlp.gate_proj.bias", vec![i]);
-            add("mlp.up_proj.bias", vec![i]);
-            add("mlp.down_proj.bias", vec![h]);
-        }
-        add("input_layernorm.weight", vec![h]);
-        add("post_attention_layernorm.weight", vec![h]);
-    }
-    out.push(("model.norm.weight".into(), vec![h]));
-    if !c.tie_word_embeddings {
-        out.push(("lm_head.weight".into(), vec![c.vocab_size, h]));
-    }
-    out
-}
-
-struct Builder<'a, B: Backend> {
-    weights: &'a mut WeightMap,
-    device: &'a B::Device,
-}
-
-impl<B: Backend> Builder<'_, B> {
-    fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
-        let t = self.weights.take(name, &shape)?;
-        Ok(Tensor::from_data(
-            TensorData::new(t.data, shape),
-            self.device,
-        ))
-    }
-
-    /// HF linear `[out, in]` (+ optional bias) into Burn's `[in, out]`.
-    fn linear(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear<B>> {
-        let w = self
-            .weights
-            .take(&format!("{name}.weight"), &[out, inp])?
-            .transposed();
-        let weight = Tensor::from_data(TensorData::new(w.data, [inp, out]), self.device);
-        let bias = if bias {
-            Some(Param::from_tensor(
-                self.tensor(&format!("{name}.bias"), [out])?,
-            ))
-        } else {
-            None
-        };
-        Ok(Linear {
-            weight: Param::from_tensor(weight),
-            bias,
-        })
-    }
-
-    fn norm(&mut self, name: &str, size: usize, eps: f64) -> Result<RmsNorm<B>> {
-        Ok(RmsNorm {
-            weight: Param::from_tensor(self.tensor(&format!("{name}.weight"), [size])?),
-            eps,
-        })
-    }
-}
-
-fn build<B: Backend>(b: &mut Builder<'_, B>, c: ModelConfig) -> Result<CausalLm<B>> {
-    let (h, i, hd, eps) = (
-        c.hidden_size,
-        c.intermediate_size,
-        c.head_dim,
-        c.rms_norm_eps,
-    );
-    let (q, kv) = (c.num_heads * hd, c.num_kv_heads * hd);
-    let embed = b.tensor("model.embed_tokens.weight", [c.vocab_size, h])?;
-    let mut layers = Vec::with_capacity(c.num_layers);
-    for l in 0..c.num_layers {
-        let p = format!("model.layers.{l}");
-        let self_attn = SelfAttention {
-            q_proj: b.linear(&format!("{p}.self_attn.q_proj"), q, h, c.qkv_bias)?,
-            k_proj: b.linear(&format!("{p}.self_attn.k_proj"), kv, h, c.qkv_bias)?,
-            v_proj: b.linear(&format!("{p}.self_attn.v_proj"), kv, h, c.qkv_bias)?,
-            o_proj: b.linear(&format!("{p}.self_attn.o_proj"), h, q, c.o_bias)?,
-            num_heads: c.num_heads,
-            num_kv_heads: c.num_kv_heads,
-            head_dim: hd,
-        };
-        let mlp = Mlp {
-            gate_proj: b.linear(&format!("{p}.mlp.gate_proj"), i, h, c.mlp_bias)?,
-            up_proj: b.linear(&format!("{p}.mlp.up_proj"), i, h, c.mlp_bias)?,
-            down_proj: b.linear(&format!("{p}.mlp.down_proj"), h, i, c.mlp_bias)?,
-        };
-        layers.push(DecoderLayer {
-            self_attn,
-            mlp,
-            input_layernorm: b.norm(&format!("{p}.input_layernorm"), h, eps)?,
-            post_attention_layernorm: b.norm(&format!("{p}.post_attention_layernorm"), h, eps)?,
-        });
-    }
-    let norm = b.norm("model.norm", h, eps)?;
-    let lm_head = if c.tie_word_embeddings {
-        None
-    } else {
-        Some(b.linear("lm_head", c.vocab_size, h, false)?)
+/// The [`CausalLm::skeleton`] of `config` with every parameter read from `source`, in module
+/// order: `source(hf_name, hf_shape, owner)` gives the tensor in HF layout, `owner` being the
+/// module type holding it (`Struct:Linear`, `Struct:RmsNorm`, ...). The first error stops the
+/// reading and is returned.
+fn fill<B: Backend>(
+    config: ModelConfig,
+    device: &B::Device,
+    source: impl FnMut(&str, &[usize], &str) -> Result<HostTensor>,
+) -> Result<CausalLm<B>> {
+    let mut filler = Filler {
+        path: HfPath::default(),
+        device,
+        source,
+        error: None,
     };
-    Ok(CausalLm {
-        model: Transformer {
-            embed_tokens: Embedding {
-                weight: Param::from_tensor(embed),
-            },
-            layers,
-            norm,
-        },
-        lm_head,
-        config: c,
-    })
+    let model = CausalLm::<B>::skeleton(config, device).map(&mut filler);
+    match filler.error {
+        Some(e) => Err(e),
+        None => Ok(model),
+    }
+}
+
+/// Where a module walk is: the field path (joined by `.`, the HF tensor name) and the type of
+/// the module that holds each step.
+#[derive(Default)]
+struct HfPath {
+    names: Vec<String>,
+    owners: Vec<String>,
+}
+
+impl HfPath {
+    fn enter(&mut self, name: &str, container: &str) {
+        self.names.push(name.to_string());
+        self.owners.push(container.to_string());
+    }
+
+    fn exit(&mut self) {
+        self.names.pop();
+        self.owners.pop();
+    }
+
+    fn name(&self) -> String {
+        self.names.join(".")
+    }
+
+    /// The type of the module holding the current tensor.
+    fn owner(&self) -> &str {
+        self.owners.last().map_or("", String::as_str)
+    }
+
+    /// Whether the current tensor is a [`Linear`](super::llama::Linear) weight: `[in, out]` here, `[out, in]` in HF.
+    fn is_linear_weight(&self) -> bool {
+        self.owner() == "Struct:Linear" && self.names.last().is_some_and(|n| n == "weight")
+    }
+
+    /// A tensor's HF shape from its shape in the model.
+    fn hf_shape(&self, shape: &[usize]) -> Vec<usize> {
+        if self.is_linear_weight() {
+            shape.iter().rev().copied().collect()
+        } else {
+            shape.to_vec()
+        }
+    }
+}
+
+/// Replaces each lazy parameter of a skeleton by the tensor its source gives. A mapper cannot
+/// fail, so the first error is kept (and later parameters left lazy) for [`fill`] to return.
+struct Filler<'a, B: Backend, F> {
+    path: HfPath,
+    device: &'a B::Device,
+    source: F,
+    error: Option<anyhow::Error>,
+}
+
+impl<B, F> ModuleMapper<B> for Filler<'_, B, F>
+where
+    B: Backend,
+    F: FnMut(&str, &[usize], &str) -> Result<HostTensor>,
+{
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        if self.error.is_some() {
+            return param;
+        }
+        let shape = param.lazy_shape().to_vec();
+        let hf_shape = self.path.hf_shape(&shape);
+        match (self.source)(&self.path.name(), &hf_shape, self.path.owner()) {
+            Ok(t) => {
+                let t = if self.path.is_linear_weight() {
+                    t.transposed()
+                } else {
+                    t
+                };
+                let tensor = Tensor::<B, D>::from_data(TensorData::new(t.data, shape), self.device);
+                Param::initialized(param.id, tensor.require_grad())
+            }
+            Err(e) => {
+                self.error = Some(e);
+                param
+            }
+        }
+    }
 }
 
 /// The model's tensors under their HF names and shapes, ready to write as safetensors.
 pub fn to_hf_tensors<B: Backend>(model: &CausalLm<B>) -> BTreeMap<String, HostTensor> {
-    let mut out = BTreeMap::new();
-    let linear = |out: &mut BTreeMap<String, HostTensor>, name: &str, l: &Linear<B>| {
-        out.insert(format!("{name}.weight"), host(l.weight.val().transpose()));
-        if let Some(bias) = &l.bias {
-            out.insert(format!("{name}.bias"), host(bias.val()));
-        }
+    let mut collector = Collector {
+        path: HfPath::default(),
+        out: BTreeMap::new(),
     };
-    let m = &model.model;
-    out.insert(
-        "model.embed_tokens.weight".into(),
-        host(m.embed_tokens.weight.val()),
-    );
-    for (l, layer) in m.layers.iter().enumerate() {
-        let p = format!("model.layers.{l}");
-        let a = &layer.self_attn;
-        linear(&mut out, &format!("{p}.self_attn.q_proj"), &a.q_proj);
-        linear(&mut out, &format!("{p}.self_attn.k_proj"), &a.k_proj);
-        linear(&mut out, &format!("{p}.self_attn.v_proj"), &a.v_proj);
-        linear(&mut out, &format!("{p}.self_attn.o_proj"), &a.o_proj);
-        linear(
-            &mut out,
-            &format!("{p}.mlp.gate_proj"),
-            &layer.mlp.gate_proj,
-        );
-        linear(&mut out, &format!("{p}.mlp.up_proj"), &layer.mlp.up_proj);
-        linear(
-            &mut out,
-            &format!("{p}.mlp.down_proj"),
-            &layer.mlp.down_proj,
-        );
-        let norms = [
-            ("input_layernorm", &layer.input_layernorm),
-            ("post_attention_layernorm", &layer.post_attention_layernorm),
-        ];
-        for (name, norm) in norms {
-            out.insert(format!("{p}.{name}.weight"), host(norm.weight.val()));
-        }
+    model.visit(&mut collector);
+    collector.out
+}
+
+/// Copies every parameter to the host under its HF name, linear weights transposed back.
+struct Collector {
+    path: HfPath,
+    out: BTreeMap<String, HostTensor>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Collector {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
-    out.insert("model.norm.weight".into(), host(m.norm.weight.val()));
-    if let Some(head) = &model.lm_head {
-        linear(&mut out, "lm_head", head);
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
     }
-    out
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let t = param.val();
+        let t = if self.path.is_linear_weight() {
+            host(t.transpose())
+        } else {
+            host(t)
+        };
+        self.out.insert(self.path.name(), t);
+    }
 }
 
 /// Copies a tensor to the host as f32.
@@ -295,4 +258,86 @@ pub fn save_hf_dir<B: Backend>(model: &CausalLm<B>, dir: &Path) -> Result<()> {
     crate::io::safetensors::write_file(&dir.join("model.safetensors"), &to_hf_tensors(model))?;
     let config = serde_json::to_string_pretty(&model.config().to_hf_json())?;
     crate::io::atomic_write(&dir.join("config.json"), config.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::Arch;
+    use burn::backend::Flex;
+
+    /// Qwen2-like: q/k/v biases, untied head, 2 layers.
+    fn qwen2_like() -> ModelConfig {
+        let mut c = ModelConfig::llama(32, 16, 24, 2, 4, 2, 4, false);
+        c.arch = Arch::Qwen2;
+        c.qkv_bias = true;
+        c
+    }
+
+    fn weights_of(tensors: BTreeMap<String, HostTensor>) -> WeightMap {
+        let mut weights = WeightMap::default();
+        for (name, t) in tensors {
+            weights.insert(name, t).unwrap();
+        }
+        weights
+    }
+
+    #[test]
+    fn saved_names_are_the_loaded_names() {
+        let device = Default::default();
+        let model = random::<Flex>(qwen2_like(), 7, &device);
+        let tensors = to_hf_tensors(&model);
+        let names: Vec<&str> = tensors.keys().map(String::as_str).collect();
+        for want in [
+            "model.embed_tokens.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.self_attn.q_proj.bias",
+            "model.layers.1.self_attn.v_proj.bias",
+            "model.layers.1.mlp.down_proj.weight",
+            "model.layers.1.post_attention_layernorm.weight",
+            "model.norm.weight",
+            "lm_head.weight",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        assert!(!names.iter().any(|n| n.contains("o_proj.bias")));
+        // 1 embedding + 2 * (4 attn weights + 3 biases + 3 mlp + 2 norms) + norm + head.
+        assert_eq!(names.len(), 1 + 2 * 12 + 2);
+        assert_eq!(
+            tensors["model.layers.0.self_attn.k_proj.weight"].shape,
+            [8, 16]
+        );
+        assert_eq!(tensors["lm_head.weight"].shape, [32, 16]);
+
+        // Loading takes every one of them, and gives back the same tensors.
+        let mut weights = weights_of(tensors.clone());
+        let back = from_weights::<Flex>(qwen2_like(), &mut weights, &device).unwrap();
+        assert!(weights.is_empty());
+        assert_eq!(to_hf_tensors(&back), tensors);
+    }
+
+    #[test]
+    fn a_missing_tensor_is_named() {
+        let device = Default::default();
+        let tensors = to_hf_tensors(&random::<Flex>(qwen2_like(), 7, &device));
+        let mut weights = weights_of(tensors);
+        weights.remove("model.layers.1.self_attn.k_proj.bias");
+        let err = from_weights::<Flex>(qwen2_like(), &mut weights, &device).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "missing tensor `model.layers.1.self_attn.k_proj.bias` (expected shape [8])"
+        );
+    }
+
+    #[test]
+    fn random_weights_follow_the_module_order() {
+        // Norms at 1; the first draw goes to the embedding.
+        let device = Default::default();
+        let config = ModelConfig::tiny();
+        let tensors = to_hf_tensors(&random::<Flex>(config, 1, &device));
+        assert!(tensors["model.norm.weight"].data.iter().all(|&x| x == 1.0));
+        let mut rng = StdRng::seed_from_u64(1);
+        let first = normal(&mut rng) * 0.02;
+        assert_eq!(tensors["model.embed_tokens.weight"].data[0], first);
+    }
 }

@@ -1,6 +1,7 @@
 //! Rankers score a prompt's candidate responses; the loop picks the best and worst.
-//! The task oracle is built in; a reward model, an external process and the researcher by
-//! hand implement the same trait.
+//! Two exist, chosen by `rank.ranker`: `oracle`, the built-in tasks' exact reward, and
+//! `command`, an external process speaking JSON lines ([`process`]; scripts/ has a PairRM
+//! reward model and a test ranker written for it).
 
 pub mod process;
 
@@ -48,7 +49,8 @@ pub struct RankRequest<'a> {
 }
 
 pub trait Ranker: Send {
-    /// A short name recorded with every pair (`oracle`, `pairrm`, ...).
+    /// A short name recorded with every pair: `oracle`, or for a command the script's or
+    /// program's name (`pairrm_ranker`, `test_ranker`).
     fn name(&self) -> &str;
 
     /// One score per candidate, higher is better.

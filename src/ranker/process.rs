@@ -192,7 +192,7 @@ impl Ranker for ProcessRanker {
 
 impl Drop for ProcessRanker {
     fn drop(&mut self) {
-        // Closing stdin lets a well-behaved ranker exit; kill whatever is left.
+        // Kill the child and wait for it, so that no ranker process outlives the run.
         self.stop();
     }
 }

@@ -60,7 +60,7 @@ fn response_positions<B: Backend>(
     pairs: &[(&[u32], &[u32])],
 ) -> (Tensor<B, 3>, Tensor<B, 2, Int>, Tensor<B, 2>) {
     let device = model.device();
-    let pad = model.config().pad_token_id.unwrap_or(0);
+    let pad = model.config().pad_id();
     let rows: Vec<Vec<u32>> = pairs
         .iter()
         .map(|(p, r)| {

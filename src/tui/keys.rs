@@ -1,5 +1,6 @@
 //! The one key table. The key handler, the `?` overlay, the footer and the README's key
-//! table all come from [`BINDINGS`] (a test holds the README to it).
+//! table all come from [`BINDINGS`] (a test holds the README to it,
+//! `crate::testing::readme_key_table`).
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
@@ -279,15 +280,6 @@ pub fn footer_hints(footer: Footer) -> impl Iterator<Item = (&'static str, &'sta
         .flat_map(|b| b.footer.iter())
         .filter(move |(f, _, _)| *f == footer)
         .map(|(_, key, word)| (*key, *word))
-}
-
-/// The README's key table, as it must read.
-pub fn markdown_table() -> String {
-    let mut s = String::from("| key | action |\n| --- | --- |\n");
-    for b in BINDINGS {
-        s.push_str(&format!("| `{}` | {} |\n", b.label, b.help));
-    }
-    s
 }
 
 #[cfg(test)]

@@ -148,8 +148,9 @@ pub fn run(config: Config, spec: BackendSpec) -> Result<()> {
 
 /// Opens a run directory read-only.
 pub fn inspect(dir: &Path) -> Result<()> {
-    require_terminal()?;
+    // Read first: a wrong path or a corrupt file is the error shown, terminal or not.
     let app = replay::load_run(dir)?;
+    require_terminal()?;
     with_terminal(|terminal| event_loop(Ui::new(terminal, app, None)))?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 use burn::tensor::backend::Backend;
 use selm_tui::model::CausalLm;
 use selm_tui::selm::Triple;
+use selm_tui::testing::forward_padded;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -22,8 +23,7 @@ pub fn fixtures_dir() -> PathBuf {
 
 /// Logits of `rows` (right-padded with 0) as one flat list.
 pub fn logits_of<B: Backend>(model: &CausalLm<B>, rows: &[Vec<u32>]) -> Vec<f32> {
-    model
-        .forward_padded(rows, 0)
+    forward_padded(model, rows, 0)
         .0
         .into_data()
         .convert::<f32>()
@@ -104,7 +104,7 @@ pub fn check_forward_logits<B: Backend>(model: &CausalLm<B>, name: &str) {
                 .collect()
         })
         .collect();
-    let (logits, lens) = model.forward_padded(&real, 0);
+    let (logits, lens) = forward_padded(model, &real, 0);
     let [_, seq, vocab] = logits.dims();
     let got = logits
         .into_data()

@@ -1,0 +1,150 @@
+//! Helpers for the test suite (unit and integration tests): a GGUF writer to build small or
+//! broken files, and reference computations the fast paths are checked against. Nothing in
+//! the application uses them.
+
+use anyhow::Result;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use rand::Rng;
+use std::path::Path;
+
+use crate::io::gguf::{self, GgmlType, Value};
+use crate::model::CausalLm;
+use crate::model::generate::Generation;
+use crate::model::llama::{AttentionPlan, right_pad};
+use crate::model::sampling::SamplingParams;
+use crate::tokenizer::TextTokenizer;
+
+/// Logits `[n, max_len, vocab]` of `ids` right-padded with `pad_id` into one batch (no
+/// cache), and each row's real length.
+pub fn forward_padded<B: Backend>(
+    model: &CausalLm<B>,
+    ids: &[Vec<u32>],
+    pad_id: u32,
+) -> (Tensor<B, 3>, Vec<usize>) {
+    let device = model.device();
+    let (tensor, lens, seq) = right_pad(ids, pad_id, &device);
+    let plan = AttentionPlan::right_padded(model.config(), &lens, seq, &device);
+    (model.forward(tensor, &plan, None), lens)
+}
+
+/// [`crate::model::generate::generate`] recomputing the whole sequence at every step instead
+/// of using the KV cache: slow, the reference the cache is checked against.
+pub fn generate_uncached<B: Backend>(
+    model: &CausalLm<B>,
+    prompts: &[Vec<u32>],
+    max_new_tokens: usize,
+    params: &SamplingParams,
+    rng: &mut impl Rng,
+) -> Vec<Generation> {
+    crate::model::generate::decode(model, prompts, max_new_tokens, params, rng, false)
+}
+
+/// `ids` decoded with special tokens kept (`<|im_end|>` shows).
+pub fn decode_with_specials(tokenizer: &TextTokenizer, ids: &[u32]) -> Result<String> {
+    tokenizer
+        .inner()
+        .decode(ids, false)
+        .map_err(|e| anyhow::anyhow!("decoding {ids:?}: {e}"))
+}
+
+/// Writes a GGUF v3 file: the tests build small models with it and corrupt them on purpose.
+pub fn write_gguf(
+    path: &Path,
+    metadata: &[(&str, Value)],
+    tensors: &[(&str, Vec<usize>, GgmlType, Vec<u8>)],
+) -> Result<()> {
+    fn put_string(out: &mut Vec<u8>, s: &str) {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s.as_bytes());
+    }
+    fn type_id(v: &Value) -> u32 {
+        match v {
+            Value::U8(_) => 0,
+            Value::I8(_) => 1,
+            Value::U16(_) => 2,
+            Value::I16(_) => 3,
+            Value::U32(_) => 4,
+            Value::I32(_) => 5,
+            Value::F32(_) => 6,
+            Value::Bool(_) => 7,
+            Value::String(_) => 8,
+            Value::Array(_) => 9,
+            Value::U64(_) => 10,
+            Value::I64(_) => 11,
+            Value::F64(_) => 12,
+        }
+    }
+    fn put_value(out: &mut Vec<u8>, v: &Value) {
+        match v {
+            Value::U8(x) => out.push(*x),
+            Value::I8(x) => out.push(*x as u8),
+            Value::U16(x) => out.extend(x.to_le_bytes()),
+            Value::I16(x) => out.extend(x.to_le_bytes()),
+            Value::U32(x) => out.extend(x.to_le_bytes()),
+            Value::I32(x) => out.extend(x.to_le_bytes()),
+            Value::F32(x) => out.extend(x.to_le_bytes()),
+            Value::Bool(x) => out.push(*x as u8),
+            Value::String(s) => put_string(out, s),
+            Value::Array(items) => {
+                out.extend(items.first().map_or(8, type_id).to_le_bytes());
+                out.extend((items.len() as u64).to_le_bytes());
+                for i in items {
+                    put_value(out, i);
+                }
+            }
+            Value::U64(x) => out.extend(x.to_le_bytes()),
+            Value::I64(x) => out.extend(x.to_le_bytes()),
+            Value::F64(x) => out.extend(x.to_le_bytes()),
+        }
+    }
+    let type_code = |t: GgmlType| match t {
+        GgmlType::F32 => 0u32,
+        GgmlType::F16 => 1,
+        GgmlType::Q4_0 => 2,
+        GgmlType::Q4_1 => 3,
+        GgmlType::Q8_0 => 8,
+        GgmlType::BF16 => 30,
+        GgmlType::Other(id) => id,
+    };
+    let mut out = Vec::new();
+    out.extend(gguf::MAGIC);
+    out.extend(3u32.to_le_bytes());
+    out.extend((tensors.len() as u64).to_le_bytes());
+    out.extend((metadata.len() as u64).to_le_bytes());
+    for (k, v) in metadata {
+        put_string(&mut out, k);
+        out.extend(type_id(v).to_le_bytes());
+        put_value(&mut out, v);
+    }
+    let mut offset = 0u64;
+    let mut offsets = vec![];
+    for (name, dims, ty, data) in tensors {
+        put_string(&mut out, name);
+        out.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            out.extend((*d as u64).to_le_bytes());
+        }
+        out.extend(type_code(*ty).to_le_bytes());
+        out.extend(offset.to_le_bytes());
+        offsets.push(offset);
+        offset = (offset + data.len() as u64).div_ceil(gguf::DEFAULT_ALIGNMENT)
+            * gguf::DEFAULT_ALIGNMENT;
+    }
+    let data_start = (out.len() as u64).div_ceil(gguf::DEFAULT_ALIGNMENT) * gguf::DEFAULT_ALIGNMENT;
+    out.resize(data_start as usize, 0);
+    for ((_, _, _, data), off) in tensors.iter().zip(offsets) {
+        out.resize((data_start + off) as usize, 0);
+        out.extend(data);
+    }
+    crate::io::atomic_write(path, &out)
+}
+
+/// The README's key table as [`crate::tui::keys::BINDINGS`] says it must read.
+pub fn readme_key_table() -> String {
+    let mut s = String::from("| key | action |\n| --- | --- |\n");
+    for b in crate::tui::keys::BINDINGS {
+        s.push_str(&format!("| `{}` | {} |\n", b.label, b.help));
+    }
+    s
+}
