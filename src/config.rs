@@ -101,11 +101,17 @@ pub struct Generate {
 #[serde(deny_unknown_fields)]
 pub struct Rank {
     /// `oracle`: the exact reward of the built-in tasks; `command`: an external process
-    /// (JSON lines, see the README).
+    /// (JSON lines, see the README); `reward_model`: an HF sequence-classification reward
+    /// model run in-process (`model`).
     pub ranker: String,
     /// For `command`: the program and its arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
+    /// For `reward_model`: the reward model's HF directory (`LlamaForSequenceClassification`
+    /// or `Qwen2ForSequenceClassification`, one label, with its `tokenizer.json`); a path,
+    /// `builtin:<name>` or `cache:<dir>` as for `model.path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// The score range the reward histogram spans (scores outside go to the end bins).
     #[serde(default = "default_score_range")]
     pub score_range: [f64; 2],
@@ -266,7 +272,7 @@ impl Config {
         match self.rank.ranker.as_str() {
             "oracle" if self.prompts.tasks.is_empty() => bail!(
                 "key `rank.ranker`: `oracle` scores only the built-in tasks; with `prompts.file` \
-                 use `command`"
+                 use `command` or `reward_model`"
             ),
             "oracle" => {}
             "command" if self.rank.command.is_empty() => {
@@ -275,7 +281,14 @@ impl Config {
                 )
             }
             "command" => {}
-            other => bail!("key `rank.ranker`: unknown ranker `{other}` (oracle, command)"),
+            "reward_model" if self.rank.model.as_deref().is_none_or(str::is_empty) => bail!(
+                "key `rank.model`: the `reward_model` ranker needs the reward model's HF \
+                 directory (a LlamaForSequenceClassification or Qwen2ForSequenceClassification)"
+            ),
+            "reward_model" => {}
+            other => {
+                bail!("key `rank.ranker`: unknown ranker `{other}` (oracle, command, reward_model)")
+            }
         }
         let [lo, hi] = self.rank.score_range;
         if !(lo.is_finite() && hi.is_finite() && lo < hi) {
@@ -346,12 +359,7 @@ fn default_rank_timeout() -> f64 {
 /// `builtin:`, `cache:` or a plain path.
 pub fn resolve_path(path: &str) -> Result<PathBuf> {
     if let Some(name) = path.strip_prefix("builtin:") {
-        let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets");
-        return match name {
-            "tiny-tasks" => Ok(assets.join("tiny-tasks")),
-            "prompts" => Ok(assets.join("prompts.jsonl")),
-            other => bail!("unknown built-in `{other}` (tiny-tasks, prompts)"),
-        };
+        return crate::builtin::path(name);
     }
     if let Some(name) = path.strip_prefix("cache:") {
         return Ok(cache_dir()?.join(name));

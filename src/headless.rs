@@ -6,17 +6,21 @@ use std::io::Write;
 use std::time::Instant;
 
 use crate::backend::BackendSpec;
-use crate::config::Config;
-use crate::engine::{self, Command, Event, Level, Stage};
+use crate::engine::{self, Command, Event, Level, Stage, Start};
 use crate::io::records::IterationSummary;
 
-pub fn run(config: Config, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
+/// Runs `what` to its end (or its first error).
+pub fn run(what: Start, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
     let start = Instant::now();
-    let handle = engine::spawn(config, spec)?;
-    handle.commands.send(Command::Run)?;
+    let handle = engine::spawn(what, spec)?;
+    // An engine that failed at once has closed its side already; its error is in the event
+    // channel, read below, so a failed send says nothing new.
+    let _ = handle.commands.send(Command::Run);
     let mut summaries = vec![];
     let mut error = None;
-    let mut out = std::io::stdout().lock();
+    // Locked per line, never across a wait: a library printing from the engine thread
+    // must not block on a lock this thread holds while it waits for that engine.
+    let mut out = std::io::stdout();
     for event in handle.events.iter() {
         let t = start.elapsed().as_secs_f64();
         match event {

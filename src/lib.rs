@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod builtin;
 pub mod chat;
 pub mod cli;
 pub mod config;

@@ -1,7 +1,7 @@
 //! selm-tui command line. Each subcommand has one clap struct that checks its own values;
 //! `--config` and `--backend` are global, but only the commands that run a model read them.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -9,6 +9,8 @@ use selm_tui::backend::{self, BackendSpec};
 use selm_tui::bench::BenchArgs;
 use selm_tui::cli;
 use selm_tui::config::Config;
+use selm_tui::engine::Start;
+use selm_tui::io::run_dir::RunDir;
 use selm_tui::sft::SftArgs;
 
 #[derive(Parser)]
@@ -59,6 +61,8 @@ enum Command {
     Export(ExportArgs),
     /// Open a finished or interrupted run's directory in the TUI, read-only.
     Inspect(InspectArgs),
+    /// Continue an interrupted run (killed, crashed, quit) from its last stage boundary.
+    Resume(ResumeArgs),
     /// Train the built-in tiny task model from scratch (writes an HF model directory).
     Sft(SftArgs),
     /// Training and decoding throughput on random weights (tiny or smollm2-135m shape).
@@ -91,6 +95,15 @@ struct ExportArgs {
     iteration: usize,
     /// Where to write (must not exist, or be empty).
     out_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ResumeArgs {
+    /// The run directory (runs/<name>-<timestamp>).
+    run_dir: PathBuf,
+    /// Plain progress lines and a final summary table instead of the TUI.
+    #[arg(long)]
+    headless: bool,
 }
 
 #[derive(clap::Args)]
@@ -142,6 +155,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Some(Command::Resume(args)) => resume(runtime, args),
         Some(Command::BenchUi(args)) => bench_ui(runtime, args),
         Some(Command::Backends) => {
             println!("{}", backend::compiled_in().join("\n"));
@@ -160,10 +174,36 @@ fn run(runtime: &Runtime, args: RunArgs) -> Result<()> {
         config.run.out_dir = dir;
     }
     config.validate()?;
+    let start = Start::New(Box::new(config));
     if args.headless {
-        selm_tui::headless::run(config, spec)?;
+        selm_tui::headless::run(start, spec)?;
     } else {
-        selm_tui::tui::run(config, spec)?;
+        selm_tui::tui::run(start, spec)?;
+    }
+    Ok(())
+}
+
+/// `resume`: the run's own config.toml; the backend it names unless `--backend` is given.
+fn resume(runtime: &Runtime, args: ResumeArgs) -> Result<()> {
+    if runtime.config.is_some() {
+        bail!("resume continues with the run's own config.toml; --config does not apply");
+    }
+    let run = RunDir::open(&args.run_dir)?;
+    let config = Config::from_file(&run.config_path()).with_context(|| {
+        format!(
+            "this version of selm-tui cannot read {}",
+            run.config_path().display()
+        )
+    })?;
+    let spec = match &runtime.backend {
+        Some(name) => name.parse().context("--backend")?,
+        None => config.backend()?,
+    };
+    let start = Start::Resume(args.run_dir);
+    if args.headless {
+        selm_tui::headless::run(start, spec)?;
+    } else {
+        selm_tui::tui::run(start, spec)?;
     }
     Ok(())
 }

@@ -93,20 +93,28 @@ impl PromptSets {
 pub fn read_jsonl_prompts(path: &Path) -> Result<Vec<Prompt>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_jsonl_prompts(&text, &path.display().to_string())
+}
+
+/// All prompts of a JSON-lines text (blank lines skipped); a bad line is an error naming
+/// `origin` and its 1-based line number, and a text without prompts is an error.
+pub fn parse_jsonl_prompts(text: &str, origin: &str) -> Result<Vec<Prompt>> {
     let mut out = vec![];
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let prompt =
-            parse_line(line).with_context(|| format!("{} line {}", path.display(), i + 1))?;
+        let prompt = parse_prompt_line(line).with_context(|| format!("{origin} line {}", i + 1))?;
         out.push(prompt);
     }
-    ensure!(!out.is_empty(), "{} holds no prompts", path.display());
+    ensure!(!out.is_empty(), "{origin} holds no prompts");
     Ok(out)
 }
 
-fn parse_line(line: &str) -> Result<Prompt> {
+/// One line of a prompts file: `{"prompt": "..."}`, TRL's conversational
+/// `{"prompt": [messages]}`, or `{"messages": [...]}` (cut before a final assistant turn).
+/// The line is untrusted: anything else is an error, never a panic.
+pub fn parse_prompt_line(line: &str) -> Result<Prompt> {
     let v: Value = serde_json::from_str(line).context("not valid JSON")?;
     let obj = v.as_object().context("not a JSON object")?;
     let messages = match (obj.get("prompt"), obj.get("messages")) {
@@ -167,15 +175,15 @@ mod tests {
 
     #[test]
     fn reads_plain_trl_and_ultrafeedback_lines() {
-        let p = parse_line(r#"{"prompt": "Name a color."}"#).unwrap();
+        let p = parse_prompt_line(r#"{"prompt": "Name a color."}"#).unwrap();
         assert_eq!(p.messages, [Message::user("Name a color.")]);
-        let p = parse_line(
+        let p = parse_prompt_line(
             r#"{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], "chosen": []}"#,
         )
         .unwrap();
         assert_eq!(p.messages.len(), 2);
         assert_eq!(p.text, "Hi");
-        let p = parse_line(
+        let p = parse_prompt_line(
             r#"{"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]}"#,
         )
         .unwrap();

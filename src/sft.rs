@@ -58,7 +58,7 @@ impl OnBackend for SftArgs {
 
     fn run<B: AutodiffBackend>(self, device: B::Device, _spec: BackendSpec) -> Result<()> {
         let tok_json = char_tokenizer_json(TASK_ALPHABET);
-        let tok = TextTokenizer::from_bytes(tok_json.as_bytes(), Some(1), 2, 0)?;
+        let tok = TextTokenizer::from_bytes(tok_json.as_bytes(), 2, 0)?;
         let config = tiny_task_config(tok.vocab_size());
         let mut model: CausalLm<B> = random(config, self.seed, &device);
         let data = PromptSets::new(

@@ -37,7 +37,7 @@ pub fn generate_uncached<B: Backend>(
     params: &SamplingParams,
     rng: &mut impl Rng,
 ) -> Vec<Generation> {
-    crate::model::generate::decode(model, prompts, max_new_tokens, params, rng, false)
+    crate::model::generate::decode(model, prompts, max_new_tokens, params, &[], rng, false)
 }
 
 /// `ids` decoded with special tokens kept (`<|im_end|>` shows).

@@ -1,5 +1,27 @@
 //! Text <-> token ids through the `tokenizers` crate (`tokenizer.json`), plus the built-in
 //! character-level tokenizer of the tiny task model.
+//!
+//! One tokenizer file means one tokenization everywhere: the special tokens a plain text gets
+//! (BOS) come from `tokenizer.json`'s post-processor alone, which selm-tui applies
+//! (`add_special_tokens = true`) exactly as transformers and the `tokenizers` library do. So
+//! every `tokenizer.json` selm-tui writes carries BOS the way HF's Llama tokenizers do, as a
+//! `TemplateProcessing` post-processor (`<bos> $A`, pair `<bos> $A <bos> $B`), exactly when
+//! the model adds BOS:
+//!
+//! - the built-in character tokenizer ([`char_tokenizer_json`]): always (`<s>`);
+//! - a tokenizer rebuilt from GGUF metadata ([`bpe_tokenizer_json`]): when
+//!   `tokenizer.ggml.add_bos_token` is true and the file names a BOS id, after the ByteLevel
+//!   post-processor (as Llama 3's `tokenizer.json`), as transformers' GGUF loader does;
+//! - an HF directory: its `tokenizer.json`'s post-processor, whatever `add_bos_token` says in
+//!   `tokenizer_config.json`. That is transformers' rule (5.x, any tokenizer class; 4.x for
+//!   `PreTrainedTokenizerFast`, which selm-tui writes): with a `tokenizer.json` present,
+//!   `add_bos_token` / `add_eos_token` are dropped from the config, and a file without a
+//!   post-processor adds nothing. (transformers 4.x's `LlamaTokenizerFast` alone rebuilt the
+//!   post-processor from `add_bos_token`.) Checkpoints re-save the file as loaded, and
+//!   `tokenizer_config.json` with `add_bos_token` saying what that file does.
+//!
+//! Chat texts are tokenized without special tokens (transformers' `apply_chat_template`
+//! passes `add_special_tokens = False`): the template writes any BOS itself, once.
 
 use anyhow::{Context, Result, anyhow};
 use std::path::Path;
@@ -11,65 +33,86 @@ use crate::chat::{ChatTemplate, Message};
 #[derive(Clone)]
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
-    /// Prepended to plain (non-chat) prompts.
+    /// The BOS id the post-processor puts before a plain text (`add_bos_token`); `None` when
+    /// it adds none. It tells what the post-processor does (and what `tokenizer_config.json`
+    /// says); setting it changes no tokenization.
     pub bos: Option<u32>,
     pub eos: u32,
     /// Pads batches; a model's tokenizer takes [`crate::model::ModelConfig::pad_id`].
     pub pad: u32,
     pub chat: Option<ChatTemplate>,
+    /// The model's `bos_token_id`, added or not.
+    model_bos: Option<u32>,
+    /// Every id that ends a response (the model's `eos_token_id`s).
+    eos_ids: Vec<u32>,
+    /// Rows of the model's embedding (at least the tokenizer's vocabulary).
+    model_vocab: usize,
 }
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "TextTokenizer(vocab {}, eos {})",
+            "TextTokenizer(vocab {}, bos {:?}, eos {})",
             self.vocab_size(),
+            self.bos,
             self.eos
         )
     }
 }
 
 impl TextTokenizer {
-    pub fn from_file(path: &Path, bos: Option<u32>, eos: u32, pad: u32) -> Result<Self> {
+    pub fn from_file(path: &Path, eos: u32, pad: u32) -> Result<Self> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        Self::from_bytes(&bytes, bos, eos, pad).with_context(|| format!("in {}", path.display()))
+        Self::from_bytes(&bytes, eos, pad).with_context(|| format!("in {}", path.display()))
     }
 
-    pub fn from_bytes(bytes: &[u8], bos: Option<u32>, eos: u32, pad: u32) -> Result<Self> {
+    /// A `tokenizer.json` as it is: its post-processor decides whether BOS is added.
+    pub fn from_bytes(bytes: &[u8], eos: u32, pad: u32) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| anyhow!("not a valid tokenizer.json: {e}"))?;
+        let bos = leading_special(&inner);
+        let model_vocab = inner.get_vocab_size(true);
         Ok(Self {
             inner,
             bos,
             eos,
             pad,
             chat: None,
+            model_bos: bos,
+            eos_ids: vec![eos],
+            model_vocab,
         })
     }
 
-    /// The tokenizer of an HF model directory: `tokenizer.json`, and from
-    /// `tokenizer_config.json` (when present) the chat template, `add_bos_token` and the
-    /// special-token strings. Without that file, BOS is prepended when the model has one.
+    /// The model's special ids and embedding size.
+    fn for_model(mut self, config: &crate::model::ModelConfig) -> Self {
+        self.model_bos = config.bos_token_id.or(self.bos);
+        self.eos_ids = config.eos_token_ids.clone();
+        if !self.eos_ids.contains(&self.eos) {
+            self.eos_ids.push(self.eos);
+        }
+        self.model_vocab = config.vocab_size.max(self.vocab_size());
+        self
+    }
+
+    /// The tokenizer of an HF model directory: `tokenizer.json` (whose post-processor alone
+    /// decides BOS, as in transformers: see the module docs), and from
+    /// `tokenizer_config.json` (when present) the chat template and the special-token
+    /// strings it renders.
     pub fn from_hf_dir(dir: &Path, config: &crate::model::ModelConfig) -> Result<Self> {
         let eos = *config
             .eos_token_ids
             .first()
             .context("the model config names no eos_token_id")?;
-        let mut tok = Self::from_file(
-            &dir.join("tokenizer.json"),
-            config.bos_token_id,
-            eos,
-            config.pad_id(),
-        )?;
+        let mut tok =
+            Self::from_file(&dir.join("tokenizer.json"), eos, config.pad_id())?.for_model(config);
         let path = dir.join("tokenizer_config.json");
         if path.exists() {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
             let tc: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not JSON", path.display()))?;
-            let add_bos = tc["add_bos_token"].as_bool().unwrap_or(false);
-            tok.bos = config.bos_token_id.filter(|_| add_bos);
             let token = |key: &str, id: Option<u32>| -> String {
                 match &tc[key] {
                     serde_json::Value::String(s) => s.clone(),
@@ -91,16 +134,17 @@ impl TextTokenizer {
         Ok(tok)
     }
 
-    /// A tokenizer.json built from GGUF metadata, with its chat template.
+    /// A tokenizer.json built from GGUF metadata (with BOS in its post-processor when
+    /// `tokenizer.ggml.add_bos_token` says so), with its chat template.
     pub fn from_gguf(m: &crate::model::gguf::GgufModel) -> Result<Self> {
         let eos = *m
             .config
             .eos_token_ids
             .first()
             .context("the GGUF names no tokenizer.ggml.eos_token_id")?;
-        let bos = m.config.bos_token_id.filter(|_| m.add_bos);
-        let mut tok = Self::from_bytes(m.tokenizer_json.as_bytes(), bos, eos, m.config.pad_id())
-            .context("the tokenizer built from GGUF metadata")?;
+        let mut tok = Self::from_bytes(m.tokenizer_json.as_bytes(), eos, m.config.pad_id())
+            .context("the tokenizer built from GGUF metadata")?
+            .for_model(&m.config);
         if let Some(src) = &m.chat_template {
             tok.chat = Some(ChatTemplate::new(
                 src,
@@ -120,13 +164,16 @@ impl TextTokenizer {
         chat.render(messages, true)
     }
 
-    /// Token ids of a conversation as the model sees it (the template writes any BOS).
+    /// Token ids of a conversation as the model sees it: the rendered text without special
+    /// tokens, as transformers' `apply_chat_template(tokenize=True)` (the template writes any
+    /// BOS, so a text that starts with it gets no second one).
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
         self.encode(&self.chat_text(messages)?)
     }
 
-    /// `tokenizer_config.json` for a saved model: the chat template, whether BOS is added,
-    /// and the special tokens, as transformers reads them.
+    /// `tokenizer_config.json` for a saved model: the chat template, whether BOS is added
+    /// (what the saved `tokenizer.json`'s post-processor does), and the special tokens, as
+    /// transformers reads them.
     pub fn tokenizer_config_json(&self) -> serde_json::Value {
         let name = |id: Option<u32>| id.and_then(|i| self.inner.id_to_token(i));
         let mut v = serde_json::json!({
@@ -138,7 +185,7 @@ impl TextTokenizer {
             "clean_up_tokenization_spaces": false,
             "model_max_length": 1_000_000_000_000_000_000u64,
         });
-        if let Some(bos) = self.bos {
+        if let Some(bos) = self.bos.or(self.model_bos) {
             v["bos_token"] = name(Some(bos)).into();
         }
         if let Some(chat) = &self.chat {
@@ -159,20 +206,15 @@ impl TextTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
-    /// A plain prompt as the model sees it: the text with the tokenizer's own special tokens
-    /// (its post-processor, as HF encodes by default), and BOS first if the model wants one.
+    /// A plain prompt as the model sees it: the text with the special tokens of the
+    /// tokenizer's post-processor (BOS first when the model adds it), as transformers'
+    /// `tokenizer(text)` gives.
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .inner
             .encode(text, true)
             .map_err(|e| anyhow!("tokenizing {text:?}: {e}"))?;
-        let mut ids = enc.get_ids().to_vec();
-        if let Some(bos) = self.bos
-            && ids.first() != Some(&bos)
-        {
-            ids.insert(0, bos);
-        }
-        Ok(ids)
+        Ok(enc.get_ids().to_vec())
     }
 
     /// A response as trained on: the text then EOS.
@@ -187,6 +229,60 @@ impl TextTokenizer {
         self.inner
             .decode(ids, true)
             .map_err(|e| anyhow!("decoding {ids:?}: {e}"))
+    }
+
+    /// A generated response as written and as trained on: its text, and the ids that text
+    /// tokenizes back to, then the EOS that ended it if one did. Re-tokenizing makes the text
+    /// give back exactly the trained sequence even where sampling took a split the tokenizer
+    /// would not (byte-level BPE), or bytes that are not UTF-8 on their own. (Tokens that
+    /// decode to nothing cannot occur: decoding suppresses [`Self::suppressed_ids`].) A
+    /// response with no EOS whose text is empty keeps its tokens.
+    pub fn response_text_and_ids(&self, tokens: &[u32]) -> Result<(String, Vec<u32>)> {
+        let text = self.decode(tokens)?;
+        let end = tokens.last().filter(|t| self.eos_ids.contains(t));
+        let mut ids = self.encode(&text)?;
+        ids.extend(end);
+        if ids.is_empty() {
+            return Ok((text, tokens.to_vec()));
+        }
+        Ok((text, ids))
+    }
+
+    /// Ids decoding must never emit (transformers' `suppress_tokens`), because they decode to
+    /// nothing or to text that tokenizes differently, so a response holding one would not
+    /// round-trip through its text: pad, BOS, unk, every other special (control) token, and
+    /// the model's embedding rows the tokenizer has no token for. Never an EOS id. Sorted.
+    pub fn suppressed_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        ids.extend(
+            [Some(self.pad), self.bos, self.model_bos, self.unk()]
+                .into_iter()
+                .flatten(),
+        );
+        ids.extend((0..self.model_vocab as u32).filter(|&id| self.inner.id_to_token(id).is_none()));
+        ids.retain(|id| !self.eos_ids.contains(id) && (*id as usize) < self.model_vocab);
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// The model's unknown token, if it has one (BPE's `unk_token`; other models' unknown
+    /// tokens are special added tokens in HF files). Read from the model, not serialized:
+    /// serializing a vocabulary with holes prints a warning.
+    fn unk(&self) -> Option<u32> {
+        match self.inner.get_model() {
+            tokenizers::ModelWrapper::BPE(bpe) => bpe
+                .unk_token
+                .as_deref()
+                .and_then(|t| self.inner.token_to_id(t)),
+            _ => None,
+        }
     }
 
     /// The `tokenizers` tokenizer underneath.
@@ -210,6 +306,45 @@ impl TextTokenizer {
             .to_string(true)
             .map_err(|e| anyhow!("serializing tokenizer: {e}"))
     }
+}
+
+/// The id a post-processor puts first when it is a single special token (BOS), looking
+/// through `Sequence`s for a `TemplateProcessing`.
+fn leading_special(tok: &tokenizers::Tokenizer) -> Option<u32> {
+    fn first(pp: &serde_json::Value) -> Option<u32> {
+        match pp["type"].as_str()? {
+            "Sequence" => pp["processors"].as_array()?.iter().find_map(first),
+            "TemplateProcessing" => {
+                let name = pp["single"][0]["SpecialToken"]["id"].as_str()?;
+                match pp["special_tokens"][name]["ids"].as_array()?.as_slice() {
+                    [id] => id.as_u64().map(|id| id as u32),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+    first(&serde_json::to_value(tok.get_post_processor()?).ok()?)
+}
+
+/// HF Llama's post-processor: BOS before each sequence, `<bos> $A` and `<bos> $A <bos> $B`
+/// (type ids 0 and 1).
+pub fn bos_post_processor(bos_token: &str, bos_id: u32) -> serde_json::Value {
+    let bos =
+        |type_id: u32| serde_json::json!({"SpecialToken": {"id": bos_token, "type_id": type_id}});
+    let seq =
+        |id: &str, type_id: u32| serde_json::json!({"Sequence": {"id": id, "type_id": type_id}});
+    let mut special = serde_json::Map::new();
+    special.insert(
+        bos_token.to_string(),
+        serde_json::json!({"id": bos_token, "ids": [bos_id], "tokens": [bos_token]}),
+    );
+    serde_json::json!({
+        "type": "TemplateProcessing",
+        "single": [bos(0), seq("A", 0)],
+        "pair": [bos(0), seq("A", 0), bos(1), seq("B", 1)],
+        "special_tokens": special,
+    })
 }
 
 /// `chat_template` is a string, or a list of `{name, template}` (the "default" one is used).
@@ -286,12 +421,15 @@ impl PreTokenizer {
 
 /// An HF `tokenizer.json` for a byte-level BPE vocabulary given as llama.cpp stores it:
 /// tokens by id, their types (3 = control, 4 = user-defined become added tokens, so that
-/// they are matched whole in text), and "a b" merges in rank order.
+/// they are matched whole in text), "a b" merges in rank order, and the BOS id to put
+/// before a plain text (`tokenizer.ggml.add_bos_token`), which goes into the post-processor
+/// after ByteLevel, as in Llama 3's `tokenizer.json`.
 pub fn bpe_tokenizer_json(
     tokens: &[String],
     types: &[i32],
     merges: &[String],
     pre: PreTokenizer,
+    add_bos: Option<u32>,
 ) -> Result<String> {
     let mut vocab = serde_json::Map::new();
     for (id, t) in tokens.iter().enumerate() {
@@ -313,6 +451,18 @@ pub fn bpe_tokenizer_json(
             "merge {i} `{m}` is not two tokens separated by a space"
         );
     }
+    let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": true,
+        "trim_offsets": false, "use_regex": true});
+    let post_processor = match add_bos {
+        None => byte_level,
+        Some(id) => {
+            let token = tokens
+                .get(id as usize)
+                .with_context(|| format!("the BOS id {id} is not a token"))?;
+            serde_json::json!({"type": "Sequence",
+                "processors": [byte_level, bos_post_processor(token, id)]})
+        }
+    };
     let json = serde_json::json!({
         "version": "1.0",
         "truncation": null,
@@ -320,8 +470,7 @@ pub fn bpe_tokenizer_json(
         "added_tokens": added,
         "normalizer": null,
         "pre_tokenizer": pre.to_json(),
-        "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false,
-            "use_regex": true},
+        "post_processor": post_processor,
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true,
             "use_regex": true},
         "model": {"type": "BPE", "dropout": null, "unk_token": null,
@@ -336,7 +485,8 @@ pub fn bpe_tokenizer_json(
 pub const CHAR_SPECIALS: [&str; 4] = ["<pad>", "<s>", "</s>", "<unk>"];
 
 /// An HF `tokenizer.json` that maps each character of `alphabet` to one token (a BPE model
-/// with no merges) after the four specials; decoding fuses the characters back.
+/// with no merges) after the four specials; BOS (`<s>`) goes before every plain text, from
+/// the post-processor; decoding fuses the characters back.
 pub fn char_tokenizer_json(alphabet: &str) -> String {
     let mut vocab = serde_json::Map::new();
     for (i, s) in CHAR_SPECIALS.iter().enumerate() {
@@ -361,7 +511,7 @@ pub fn char_tokenizer_json(alphabet: &str) -> String {
         "added_tokens": added,
         "normalizer": null,
         "pre_tokenizer": null,
-        "post_processor": null,
+        "post_processor": bos_post_processor(CHAR_SPECIALS[1], 1),
         "decoder": {"type": "Fuse"},
         "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>",
             "continuing_subword_prefix": null, "end_of_word_suffix": null,
@@ -374,11 +524,16 @@ pub fn char_tokenizer_json(alphabet: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::ChatTemplate;
+
+    fn char_tok() -> TextTokenizer {
+        let json = char_tokenizer_json("abc 12+=");
+        TextTokenizer::from_bytes(json.as_bytes(), 2, 0).unwrap()
+    }
 
     #[test]
     fn char_tokenizer_round_trips() {
-        let json = char_tokenizer_json("abc 12+=");
-        let tok = TextTokenizer::from_bytes(json.as_bytes(), Some(1), 2, 0).unwrap();
+        let tok = char_tok();
         assert_eq!(tok.vocab_size(), 12);
         let ids = tok.encode("ab 1+2").unwrap();
         assert_eq!(ids, vec![4, 5, 7, 8, 10, 9]);
@@ -386,5 +541,127 @@ mod tests {
         assert_eq!(tok.encode_response("c").unwrap(), vec![6, 2]);
         assert_eq!(tok.decode(&[1, 4, 5, 7, 8, 2]).unwrap(), "ab 1");
         assert_eq!(tok.encode("z").unwrap(), vec![3]);
+    }
+
+    #[test]
+    fn the_built_in_model_file_is_the_char_tokenizer() {
+        // Regenerated with `char_tokenizer_json(TASK_ALPHABET)` (as `selm-tui sft` writes it),
+        // so the file itself adds BOS in transformers too.
+        assert_eq!(
+            include_str!("../assets/tiny-tasks/tokenizer.json"),
+            char_tokenizer_json(crate::sft::TASK_ALPHABET)
+        );
+    }
+
+    #[test]
+    fn bos_comes_from_the_post_processor() {
+        let tok = char_tok();
+        assert_eq!(tok.bos, Some(1));
+        // Llama's template: `<s> $A`, pair `<s> $A <s> $B`, with type ids 0 and 1.
+        let pair = tok.inner().encode(("a", "bc"), true).unwrap();
+        assert_eq!(pair.get_ids(), [1, 4, 1, 5, 6]);
+        assert_eq!(pair.get_type_ids(), [0, 0, 1, 1, 1]);
+        assert_eq!(pair.get_special_tokens_mask(), [1, 0, 1, 0, 0]);
+        // The post-processor survives saving: the saved file adds BOS by itself.
+        let saved: serde_json::Value = serde_json::from_str(&tok.to_json().unwrap()).unwrap();
+        assert_eq!(saved["post_processor"]["type"], "TemplateProcessing");
+        let again = TextTokenizer::from_bytes(tok.to_json().unwrap().as_bytes(), 2, 0).unwrap();
+        assert_eq!(again.encode_prompt("ab").unwrap(), [1, 4, 5]);
+        assert_eq!(tok.tokenizer_config_json()["add_bos_token"], true);
+        assert_eq!(tok.tokenizer_config_json()["bos_token"], "<s>");
+
+        // No post-processor: nothing added, whatever the model's bos_token_id.
+        let mut v: serde_json::Value =
+            serde_json::from_str(&char_tokenizer_json("abc 12+=")).unwrap();
+        v["post_processor"] = serde_json::Value::Null;
+        let plain = TextTokenizer::from_bytes(v.to_string().as_bytes(), 2, 0)
+            .unwrap()
+            .for_model(&crate::sft::tiny_task_config(12));
+        assert_eq!(plain.bos, None);
+        assert_eq!(plain.encode_prompt("ab").unwrap(), [4, 5]);
+        assert_eq!(plain.tokenizer_config_json()["add_bos_token"], false);
+        // The model's BOS is still named (chat templates render it).
+        assert_eq!(plain.tokenizer_config_json()["bos_token"], "<s>");
+    }
+
+    #[test]
+    fn chat_text_starting_with_bos_gets_one_bos() {
+        let mut tok = char_tok();
+        tok.chat = Some(
+            ChatTemplate::new(
+                "{{ bos_token }}{% for m in messages %}{{ m.content }}={% endfor %}",
+                "<s>",
+                "</s>",
+            )
+            .unwrap(),
+        );
+        let ids = tok.encode_chat(&[Message::user("1+2")]).unwrap();
+        assert_eq!(ids, [1, 8, 10, 9, 11]);
+        // A plain text is a text: its `<s>` is a token, and BOS comes first as always.
+        assert_eq!(tok.encode_prompt("<s>a").unwrap(), [1, 1, 4]);
+    }
+
+    fn bpe(add_bos: Option<u32>) -> TextTokenizer {
+        let tokens: Vec<String> = ["<|bos|>", "<|eos|>", "<|x|>", "a", "b", "ab", "Ġ", "<u>"]
+            .map(String::from)
+            .to_vec();
+        let json = bpe_tokenizer_json(
+            &tokens,
+            &[3, 3, 3, 1, 1, 1, 1, 4],
+            &["a b".to_string()],
+            PreTokenizer::Gpt2,
+            add_bos,
+        )
+        .unwrap();
+        TextTokenizer::from_bytes(json.as_bytes(), 1, 1).unwrap()
+    }
+
+    #[test]
+    fn gguf_tokenizer_adds_bos_when_asked() {
+        let with = bpe(Some(0));
+        assert_eq!(with.bos, Some(0));
+        assert_eq!(with.encode_prompt("ab a").unwrap(), [0, 5, 6, 3]);
+        assert_eq!(with.encode("ab a").unwrap(), [5, 6, 3]);
+        let pp = &serde_json::from_str::<serde_json::Value>(&with.to_json().unwrap()).unwrap()["post_processor"];
+        assert_eq!(pp["type"], "Sequence");
+        assert_eq!(pp["processors"][0]["type"], "ByteLevel");
+        assert_eq!(pp["processors"][1]["type"], "TemplateProcessing");
+        let without = bpe(None);
+        assert_eq!(without.bos, None);
+        assert_eq!(without.encode_prompt("ab a").unwrap(), [5, 6, 3]);
+        assert!(
+            bpe_tokenizer_json(&["a".into()], &[1], &[], PreTokenizer::Gpt2, Some(4)).is_err(),
+            "a BOS id past the vocabulary"
+        );
+    }
+
+    #[test]
+    fn suppressed_ids_are_the_specials_but_eos() {
+        // Char tokenizer: pad 0, BOS 1, EOS 2, unk 3; a model of 16 rows for 12 tokens.
+        let tok = char_tok().for_model(&crate::sft::tiny_task_config(12));
+        assert_eq!(tok.model_vocab, 16);
+        assert_eq!(tok.suppressed_ids(), [0, 1, 3, 12, 13, 14, 15]);
+        // GGUF-style: control tokens (0, 1, 2) are special, the user-defined `<u>` is not;
+        // EOS 1 stays.
+        assert_eq!(bpe(None).suppressed_ids(), [0, 2]);
+        let mut several = bpe(None);
+        several.eos_ids = vec![1, 2];
+        assert_eq!(several.suppressed_ids(), [0]);
+    }
+
+    #[test]
+    fn responses_round_trip_through_their_text() {
+        let tok = bpe(None);
+        // `a` `b` is a split the merges would not make: the text gives `ab`.
+        let (text, ids) = tok.response_text_and_ids(&[3, 4, 6, 3, 1]).unwrap();
+        assert_eq!(text, "ab a");
+        assert_eq!(ids, [5, 6, 3, 1]);
+        assert_eq!(tok.encode_response(&text).unwrap(), ids);
+        // No EOS (cut at max_new_tokens): none added.
+        assert_eq!(tok.response_text_and_ids(&[3, 4]).unwrap().1, [5]);
+        assert_eq!(
+            tok.response_text_and_ids(&[1]).unwrap(),
+            (String::new(), vec![1])
+        );
     }
 }

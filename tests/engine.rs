@@ -297,7 +297,11 @@ fn until(h: &engine::EngineHandle, pred: impl Fn(&Event) -> bool) -> Vec<Event> 
 #[test]
 fn commands_step_pause_and_change_parameters() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = engine::spawn(small_config(tmp.path()), BackendSpec::Flex).unwrap();
+    let h = engine::spawn(
+        engine::Start::New(Box::new(small_config(tmp.path()))),
+        BackendSpec::Flex,
+    )
+    .unwrap();
     let started = until(&h, |e| matches!(e, Event::Iteration(s) if s.iteration == 0));
     let run_dir = started
         .iter()

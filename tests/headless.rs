@@ -138,3 +138,116 @@ fn the_tui_without_a_terminal_points_to_headless() {
         );
     }
 }
+
+/// A copy of the built-in model whose tokenizer.json has a hole in its vocabulary (no `j`):
+/// the tokenizers crate prints a warning to stdout when it serializes such a vocabulary.
+fn holey_model(dir: &Path) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-tasks");
+    let dst = dir.join("holey");
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("tokenizer.json")).unwrap())
+            .unwrap();
+    let vocab = tok["model"]["vocab"].as_object_mut().unwrap();
+    assert!(vocab.remove("j").is_some(), "the char vocabulary has `j`");
+    std::fs::write(dst.join("tokenizer.json"), tok.to_string()).unwrap();
+    dst
+}
+
+/// A one-iteration, 16-prompt config on `model`, written into `dir`.
+fn config_on(dir: &Path, model: &Path) -> std::path::PathBuf {
+    let mut c = selm_tui::config::Config::embedded_default();
+    c.run.out_dir = dir.join("runs");
+    c.run.iterations = 1;
+    c.prompts.per_iteration = 16;
+    c.prompts.eval = 8;
+    c.model.path = model.display().to_string();
+    let path = dir.join("on-model.toml");
+    std::fs::write(&path, c.to_toml()).unwrap();
+    path
+}
+
+/// stdout and stderr of a headless run of `config`, and whether it succeeded.
+fn headless(config: &Path) -> (bool, String) {
+    let out = selm()
+        .args(["--config", config.to_str().unwrap(), "run", "--headless"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn library_output_does_not_hang_a_headless_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config_on(tmp.path(), &holey_model(tmp.path()));
+    let mut child = selm()
+        .args(["--config", config.to_str().unwrap(), "run", "--headless"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A hang shows as a run that never ends: give it far longer than it needs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the headless run hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("contains holes"),
+        "the library's warning: {stdout}"
+    );
+    assert!(stdout.contains("iter 1 sync + eval"), "{stdout}");
+}
+
+#[test]
+fn an_engine_that_fails_at_once_reports_its_own_error() {
+    // Whatever the timing of the first command, the error is the engine's, not the channel's.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config_on(tmp.path(), &tmp.path().join("no-such-model"));
+    for _ in 0..12 {
+        let (ok, text) = headless(&config);
+        assert!(!ok);
+        assert!(text.contains("no-such-model"), "{text}");
+        assert!(!text.contains("closed channel"), "{text}");
+    }
+}
+
+#[test]
+fn a_tokenizer_that_does_not_fit_the_model_names_both_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = holey_model(tmp.path());
+    // The tokenizer gains a token past the model's embeddings.
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let n = config["vocab_size"].as_u64().unwrap();
+    let path = model.join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tok["model"]["vocab"]["j"] = (n + 2).into();
+    std::fs::write(&path, tok.to_string()).unwrap();
+    let (ok, text) = headless(&config_on(tmp.path(), &model));
+    assert!(!ok);
+    assert!(
+        text.contains(&format!("token id {}", n + 2))
+            && text.contains(&format!("vocab_size is {n}")),
+        "{text}"
+    );
+}

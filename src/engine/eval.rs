@@ -11,7 +11,7 @@ use super::pipeline::Pipeline;
 use crate::io::records::{
     EvalFigures, EvalRecord, HISTOGRAM_BINS, IterationSummary, MetricsRecord,
 };
-use crate::model::generate::generate;
+use crate::model::generate::generate_suppressing;
 use crate::model::load::host;
 use crate::model::sampling::SamplingParams;
 use crate::ranker::{RankRequest, score_checked};
@@ -90,13 +90,15 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .collect();
         let mut kl_sum = 0.0;
         let mut samples: Vec<Vec<String>> = vec![vec![]; self.sets.eval.len()];
+        let suppressed = self.tokenizer.suppressed_ids();
         for chunk in jobs.chunks(self.config.generate.batch_size) {
             let prompts: Vec<Vec<u32>> = chunk.iter().map(|&i| self.eval_ids[i].clone()).collect();
-            let out = generate(
+            let out = generate_suppressing(
                 &policy,
                 &prompts,
                 self.config.generate.max_new_tokens,
                 &params,
+                &suppressed,
                 &mut rng,
             );
             let rows: Vec<(&[u32], &[u32])> = prompts

@@ -1,12 +1,13 @@
 //! The typed messages between the engine thread and a front end (TUI or headless).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::config::LiveParams;
 use crate::io::records::{EvalFigures, IterationSummary, PairLogps, PairRecord, TrainRecord};
 
 /// The six stages of one iteration, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Stage {
     SamplePrompts,
     Generate,

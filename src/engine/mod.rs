@@ -4,6 +4,7 @@
 mod eval;
 pub mod messages;
 pub mod pipeline;
+mod resume;
 mod stages;
 
 use anyhow::Result;
@@ -15,6 +16,7 @@ use crate::backend::{BackendSpec, OnBackend, dispatch};
 use crate::config::Config;
 pub use messages::{Command, Event, Level, LiveParams, LogLine, Stage, StageSummary};
 use pipeline::{Advance, Pipeline};
+use std::path::PathBuf;
 
 /// The engine thread's name (a panic hook can tell its panics apart).
 pub const THREAD_NAME: &str = "selm-engine";
@@ -26,14 +28,23 @@ pub struct EngineHandle {
     pub thread: JoinHandle<()>,
 }
 
+/// What the engine runs.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// A new run of this config.
+    New(Box<Config>),
+    /// The interrupted run in this directory, from its last stage boundary.
+    Resume(PathBuf),
+}
+
 /// Starts the engine thread on the backend `spec` names. Loading happens on that thread;
 /// its failure arrives as `Event::Error` then `Event::Finished`.
-pub fn spawn(config: Config, spec: BackendSpec) -> Result<EngineHandle> {
-    dispatch(spec, Spawn { config })
+pub fn spawn(start: Start, spec: BackendSpec) -> Result<EngineHandle> {
+    dispatch(spec, Spawn { start })
 }
 
 struct Spawn {
-    config: Config,
+    start: Start,
 }
 
 impl OnBackend for Spawn {
@@ -49,7 +60,7 @@ impl OnBackend for Spawn {
                 // restore the terminal; written files stay as they were.
                 let events = evt_tx.clone();
                 let run = std::panic::AssertUnwindSafe(|| {
-                    worker::<B>(self.config, device, spec, cmd_rx, evt_tx)
+                    worker::<B>(self.start, device, spec, cmd_rx, evt_tx)
                 });
                 if let Err(payload) = std::panic::catch_unwind(run) {
                     let msg = payload
@@ -79,7 +90,7 @@ enum Mode {
 }
 
 fn worker<B: AutodiffBackend>(
-    config: Config,
+    start: Start,
     device: B::Device,
     spec: BackendSpec,
     commands: Receiver<Command>,
@@ -89,9 +100,13 @@ fn worker<B: AutodiffBackend>(
     let mut emit = |e: Event| {
         let _ = events.send(e);
     };
-    let model = config.model.path.clone();
-    let mut auto_pause = config.run.auto_pause;
-    let mut pipeline = match Pipeline::<B>::new(config, &device) {
+    // Events of a resume's replayed stages wait until Started has gone out.
+    let mut replayed = vec![];
+    let opened = match &start {
+        Start::New(config) => Pipeline::<B>::new((**config).clone(), &device),
+        Start::Resume(dir) => Pipeline::<B>::resume(dir, &device, &mut |e| replayed.push(e)),
+    };
+    let mut pipeline = match opened {
         Ok(p) => p,
         Err(e) => {
             emit(Event::Error(format!("{e:#}")));
@@ -99,18 +114,38 @@ fn worker<B: AutodiffBackend>(
             return;
         }
     };
+    let mut auto_pause = pipeline.config().run.auto_pause;
     emit(Event::Started {
         run_dir: pipeline.run().path.display().to_string(),
         backend: spec.to_string(),
-        model,
+        model: pipeline.config().model.path.clone(),
         iterations: pipeline.config().run.iterations,
         params: pipeline.params(),
     });
-    emit(Event::Log(LogLine::info(
-        "evaluating the starting model on held-out prompts",
-    )));
-    if let Err(e) = pipeline.evaluate_start(&mut emit) {
-        emit(Event::Error(format!("{e:#}")));
+    match start {
+        Start::New(_) => {
+            emit(Event::Log(LogLine::info(
+                "evaluating the starting model on held-out prompts",
+            )));
+            if let Err(e) = pipeline.evaluate_start(&mut emit) {
+                emit(Event::Error(format!("{e:#}")));
+            }
+        }
+        Start::Resume(_) => {
+            for summary in pipeline.summaries() {
+                emit(Event::Iteration(summary.clone()));
+            }
+            replayed.into_iter().for_each(&mut emit);
+            let (iteration, stage) = pipeline.position();
+            emit(Event::Log(LogLine::info(format!(
+                "resumed at iteration {iteration}, stage `{}`",
+                stage.label()
+            ))));
+            if pipeline.unit() > 0 {
+                // Inside a stage: the front end hears of it as started.
+                emit(Event::StageStarted { iteration, stage });
+            }
+        }
     }
     let mut mode = Mode::Paused;
     loop {

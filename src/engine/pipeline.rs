@@ -7,11 +7,12 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use std::time::Instant;
 
-use super::messages::{Event, LiveParams, Stage, StageSummary};
+use super::messages::{Event, LiveParams, LogLine, Stage, StageSummary};
 use super::stages::IterationState;
 use crate::config::Config;
+use crate::io::records::RunState;
 use crate::io::records::{EvalFigures, HistoryEntry, IterationSummary};
-use crate::io::run_dir::RunDir;
+use crate::io::run_dir::{RunDir, RunLock};
 use crate::model::CausalLm;
 use crate::model::load::load_pretrained;
 use crate::prompts::PromptSets;
@@ -42,23 +43,50 @@ pub struct Pipeline<B: AutodiffBackend> {
     /// Token ids of the held-out prompts.
     pub(super) eval_ids: Vec<Vec<u32>>,
     pub(super) run: RunDir,
+    /// Held while this process writes the run directory.
+    _lock: RunLock,
     pub(super) params: LiveParams,
     pub(super) iteration: usize,
-    stage: Stage,
+    pub(super) stage: Stage,
     /// The unit of the current stage to run next.
     pub(super) cursor: usize,
     pub(super) state: IterationState,
     pub(super) summaries: Vec<IterationSummary>,
     pub(super) started: Instant,
     pub(super) global_step: usize,
-    finished: bool,
+    pub(super) finished: bool,
+    /// A unit where the engine stops and waits forever (`SELM_STALL_AT`, for crash tests).
+    stall_at: Option<(usize, Stage, usize)>,
 }
 
 impl<B: AutodiffBackend> Pipeline<B> {
     /// Loads the model (policy and reference), draws the prompt sets, creates the run dir.
     pub fn new(config: Config, device: &B::Device) -> Result<Self> {
-        let path = config.model_dir()?;
-        let (policy, tokenizer): (CausalLm<B>, _) = load_pretrained(&path, device)?;
+        let (policy, tokenizer): (CausalLm<B>, _) = load_pretrained(&config.model_dir()?, device)?;
+        let reference = policy.valid();
+        let run = RunDir::create(&config.run.out_dir, &config.run.name)?;
+        let lock = RunLock::acquire(&run.path)?;
+        run.write_config(&config)?;
+        let params = config.live_params();
+        let mut pipeline = Self::assemble(config, run, lock, (policy, reference), tokenizer)?;
+        pipeline.run.push_history(&HistoryEntry::Start {
+            time: now(),
+            iteration: 1,
+            step: 0,
+            params,
+        })?;
+        Ok(pipeline)
+    }
+
+    /// The pipeline of `run` at iteration 1, before its first stage, with `models`
+    /// (policy, reference).
+    pub(super) fn assemble(
+        config: Config,
+        run: RunDir,
+        lock: RunLock,
+        (policy, reference): (CausalLm<B>, CausalLm<B::InnerBackend>),
+        tokenizer: TextTokenizer,
+    ) -> Result<Self> {
         let tokenizer_files = vec![
             ("tokenizer.json".to_string(), tokenizer.to_json()?),
             (
@@ -78,23 +106,14 @@ impl<B: AutodiffBackend> Pipeline<B> {
             weight_decay: config.train.weight_decay,
             ..OptimConfig::default()
         };
-        let reference = policy.valid();
         let trainer = SelmTrainer::new(
             policy,
             reference,
             optim,
             CosineWithWarmup::constant(config.train.lr),
         );
-        let mut run = RunDir::create(&config.run.out_dir, &config.run.name)?;
-        run.write_config(&config)?;
-        let params = config.live_params();
-        run.push_history(&HistoryEntry::Start {
-            time: now(),
-            iteration: 1,
-            step: 0,
-            params,
-        })?;
         Ok(Self {
+            params: config.live_params(),
             config,
             trainer,
             tokenizer,
@@ -103,7 +122,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             sets,
             eval_ids,
             run,
-            params,
+            _lock: lock,
             iteration: 1,
             stage: Stage::SamplePrompts,
             cursor: 0,
@@ -112,6 +131,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             started: Instant::now(),
             global_step: 0,
             finished: false,
+            stall_at: stall_point(),
         })
     }
 
@@ -134,6 +154,11 @@ impl<B: AutodiffBackend> Pipeline<B> {
     /// The iteration and stage the next unit belongs to.
     pub fn position(&self) -> (usize, Stage) {
         (self.iteration, self.stage)
+    }
+
+    /// Units of the current stage already done.
+    pub fn unit(&self) -> usize {
+        self.cursor
     }
 
     /// Evaluations so far (iteration 0 is the starting model).
@@ -180,7 +205,8 @@ impl<B: AutodiffBackend> Pipeline<B> {
         let summary = self.evaluate(0, f64::NAN, 0, f64::NAN)?;
         emit(Event::Iteration(summary.clone()));
         self.summaries.push(summary);
-        Ok(())
+        self.run.write_summary(&self.summaries)?;
+        self.write_state()
     }
 
     /// Does one unit of work.
@@ -194,7 +220,18 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 stage: self.stage,
             });
         }
-        let (done, total) = self.unit(emit).with_context(|| {
+        if self.stall_at == Some((self.iteration, self.stage, self.cursor)) {
+            emit(Event::Log(LogLine::warn(format!(
+                "SELM_STALL_AT: stalled before unit {} of iteration {} stage `{}`",
+                self.cursor,
+                self.iteration,
+                self.stage.label()
+            ))));
+            loop {
+                std::thread::park();
+            }
+        }
+        let (done, total) = self.run_unit(emit).with_context(|| {
             format!(
                 "iteration {} stage `{}`",
                 self.iteration,
@@ -209,33 +246,63 @@ impl<B: AutodiffBackend> Pipeline<B> {
             total,
         });
         if done < total {
+            if matches!(self.stage, Stage::Generate | Stage::Rank) {
+                // Decode batches and ranking chunks are worth keeping: a resume goes on
+                // from the next one. (Update mini-batches are not: that would mean saving
+                // the optimizer's moments at every step.)
+                self.write_candidates()?;
+                self.write_state()?;
+            }
             return Ok(Advance::Unit);
         }
-        emit(Event::StageFinished {
-            iteration: self.iteration,
-            stage: self.stage,
-            summary: self.stage_summary(),
-        });
+        let (iteration, stage, summary) = (self.iteration, self.stage, self.stage_summary());
+        if stage == Stage::Update {
+            // The only stage boundary where pi_theta differs from the last checkpoint.
+            self.run.save_policy_state(self.trainer.policy())?;
+        }
         self.cursor = 0;
-        match self.stage.next() {
+        let advance = match stage.next() {
             Some(next) => {
                 self.stage = next;
-                Ok(Advance::StageDone)
+                Advance::StageDone
             }
-            None if self.iteration == self.config.run.iterations => {
+            None if iteration == self.config.run.iterations => {
                 self.finished = true;
-                Ok(Advance::RunDone)
+                Advance::RunDone
             }
             None => {
                 self.iteration += 1;
                 self.stage = Stage::SamplePrompts;
-                Ok(Advance::IterationDone)
+                Advance::IterationDone
             }
-        }
+        };
+        // On disk before anyone hears of it: a kill after this resumes past the stage.
+        self.write_state()?;
+        emit(Event::StageFinished {
+            iteration,
+            stage,
+            summary,
+        });
+        Ok(advance)
+    }
+
+    /// Records the boundary just reached (a stage's, or a unit's within it) in `state.json`.
+    fn write_state(&self) -> Result<()> {
+        let (jsonl, csv) = self.run.metrics_lengths()?;
+        self.run.write_state(&RunState {
+            version: RunState::VERSION,
+            iteration: self.iteration,
+            stage: self.stage,
+            unit: self.cursor,
+            finished: self.finished,
+            global_step: self.global_step,
+            metrics_jsonl_bytes: jsonl,
+            metrics_csv_bytes: csv,
+        })
     }
 
     /// Runs unit number `self.cursor` of the current stage.
-    fn unit(&mut self, emit: &mut dyn FnMut(Event)) -> Result<Progress> {
+    fn run_unit(&mut self, emit: &mut dyn FnMut(Event)) -> Result<Progress> {
         match self.stage {
             Stage::SamplePrompts => self.sample_prompts(),
             Stage::Generate => self.generate_batch(),
@@ -289,6 +356,17 @@ fn prompt_sets(config: &Config) -> Result<PromptSets> {
             config.prompts.eval,
         ),
     }
+}
+
+/// `SELM_STALL_AT=ITERATION:STAGE:UNIT` (stage as in state.json, e.g. `1:generate:2`): the
+/// engine stops before that unit and waits forever, so a test can kill it at a known point.
+fn stall_point() -> Option<(usize, Stage, usize)> {
+    let spec = std::env::var("SELM_STALL_AT").ok()?;
+    let mut parts = spec.split(':');
+    let iteration = parts.next()?.parse().ok()?;
+    let stage = serde_json::from_value(serde_json::Value::String(parts.next()?.into())).ok()?;
+    let unit = parts.next()?.parse().ok()?;
+    Some((iteration, stage, unit))
 }
 
 pub(super) fn now() -> String {

@@ -19,6 +19,8 @@ const MAX_COUNT: u64 = 1 << 20;
 /// Longest metadata string (a chat template is a few KiB; a merges entry a few bytes).
 const MAX_STRING: u64 = 1 << 24;
 const MAX_DIMS: u32 = 4;
+/// The smallest tensor info: name length, dimension count, one dimension, type, offset.
+const MIN_TENSOR_INFO: u64 = 8 + 4 + 8 + 4 + 8;
 pub(crate) const DEFAULT_ALIGNMENT: u64 = 32;
 
 /// A metadata value.
@@ -158,6 +160,13 @@ impl GgufFile {
                 .with_context(|| format!("metadata `{key}` at offset {at}"))?;
             metadata.insert(key, value);
         }
+        // Each tensor info takes at least MIN_TENSOR_INFO bytes: check the count against the
+        // bytes left before allocating for it.
+        let left = (r.bytes.len() - r.pos) as u64;
+        ensure!(
+            n_tensors <= left / MIN_TENSOR_INFO,
+            "tensor count {n_tensors} exceeds what the {left} bytes after the metadata can hold"
+        );
         let mut tensors = Vec::with_capacity(n_tensors as usize);
         for _ in 0..n_tensors {
             let at = r.pos;

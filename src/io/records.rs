@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::LiveParams;
+use crate::engine::Stage;
 use crate::selm::SelmMetrics;
 
 /// One generated response (`iter-NNN/candidates.jsonl`, and inside each pair record).
@@ -53,6 +54,10 @@ impl PairRecord {
 pub struct ResponseLogps {
     /// Each token decoded on its own.
     pub tokens: Vec<String>,
+    /// The token ids (the sequence trained on); empty in files written before they were
+    /// recorded.
+    #[serde(default)]
+    pub ids: Vec<u32>,
     pub policy: Vec<f32>,
     pub reference: Vec<f32>,
 }
@@ -260,7 +265,34 @@ fn keys_in_order<T: Serialize>(value: &T) -> Vec<String> {
     serde_json::from_str::<Keys>(&text).expect("an object").0
 }
 
-/// A line of `history.jsonl`: the parameters at the start, and each change.
+/// `state.json`: where a run stands at its last stage boundary, enough to continue it
+/// (`selm-tui resume`). Everything else a resume needs is derived from the seed and the
+/// other files: prompts, sampling and shuffling RNGs are seeded per iteration and batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// The format of this file; a newer one is refused.
+    pub version: u32,
+    /// The stage to run next and its iteration.
+    pub iteration: usize,
+    pub stage: Stage,
+    /// Units of `stage` already done (decode batches, ranking chunks; their candidates are
+    /// in `candidates.jsonl`), 0 at a stage boundary.
+    #[serde(default)]
+    pub unit: usize,
+    pub finished: bool,
+    /// Optimizer steps taken so far.
+    pub global_step: usize,
+    /// Lengths of `metrics.jsonl` and `metrics.csv` at the boundary: rows past them belong
+    /// to a stage that did not finish and are cut on resume.
+    pub metrics_jsonl_bytes: u64,
+    pub metrics_csv_bytes: u64,
+}
+
+impl RunState {
+    pub const VERSION: u32 = 1;
+}
+
+/// A line of `history.jsonl`: the parameters at the start, each change, and each resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
 pub enum HistoryEntry {
@@ -278,13 +310,22 @@ pub enum HistoryEntry {
         old: LiveParams,
         new: LiveParams,
     },
+    /// `selm-tui resume` continued the run from this stage.
+    Resume {
+        time: String,
+        iteration: usize,
+        step: usize,
+        stage: Stage,
+        #[serde(flatten)]
+        params: LiveParams,
+    },
 }
 
 impl HistoryEntry {
     /// The parameters in force after this entry.
     pub fn params(&self) -> LiveParams {
         match self {
-            HistoryEntry::Start { params, .. } => *params,
+            HistoryEntry::Start { params, .. } | HistoryEntry::Resume { params, .. } => *params,
             HistoryEntry::Set { new, .. } => *new,
         }
     }
@@ -357,5 +398,22 @@ mod tests {
         let text = serde_json::to_string(&h).unwrap();
         assert!(text.contains(r#""event":"start""#) && text.contains(r#""alpha":0.0"#));
         assert_eq!(serde_json::from_str::<HistoryEntry>(&text).unwrap(), h);
+    }
+
+    #[test]
+    fn response_logps_carry_ids_and_older_lines_still_read() {
+        let r = ResponseLogps {
+            tokens: vec!["1".into(), "</s>".into()],
+            ids: vec![5, 2],
+            policy: vec![-0.5, -0.25],
+            reference: vec![-0.5, -0.5],
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""ids":[5,2]"#), "{text}");
+        assert_eq!(serde_json::from_str::<ResponseLogps>(&text).unwrap(), r);
+        let old = r#"{"tokens":["1"],"policy":[-0.5],"reference":[-0.5]}"#;
+        let back: ResponseLogps = serde_json::from_str(old).unwrap();
+        assert!(back.ids.is_empty());
+        assert_eq!(back.tokens, ["1"]);
     }
 }

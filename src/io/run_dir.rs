@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-use super::records::{HistoryEntry, MetricsRecord, csv_columns};
+use super::records::{HistoryEntry, MetricsRecord, RunState, csv_columns};
 use super::{append_line, atomic_write};
 use crate::config::Config;
 use crate::model::CausalLm;
@@ -66,6 +66,75 @@ impl RunDir {
 
     pub fn summary_path(&self) -> PathBuf {
         self.path.join("summary.json")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.path.join("state.json")
+    }
+
+    /// The updated policy between the update and sync stages (the reference is the last
+    /// checkpoint), for a resume.
+    pub fn policy_state_dir(&self) -> PathBuf {
+        self.path.join("state").join("policy")
+    }
+
+    /// Records where the run stands (atomically: the previous state stays until replaced).
+    pub fn write_state(&self, state: &RunState) -> Result<()> {
+        atomic_write(
+            &self.state_path(),
+            serde_json::to_string_pretty(state)?.as_bytes(),
+        )
+    }
+
+    /// `state.json`; a missing, unreadable or newer-format file is an error naming it.
+    pub fn read_state(&self) -> Result<RunState> {
+        let path = self.state_path();
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (the run stopped before its first evaluation finished, or the \
+                 file was removed)",
+                path.display()
+            )
+        })?;
+        let state: RunState = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a valid run state", path.display()))?;
+        if state.version > RunState::VERSION {
+            bail!(
+                "{}: state format {} is newer than this selm-tui reads ({})",
+                path.display(),
+                state.version,
+                RunState::VERSION
+            );
+        }
+        Ok(state)
+    }
+
+    /// Current lengths of `metrics.jsonl` and `metrics.csv`.
+    pub fn metrics_lengths(&self) -> Result<(u64, u64)> {
+        let len = |p: PathBuf| std::fs::metadata(&p).map_or(0, |m| m.len());
+        Ok((len(self.metrics_jsonl()), len(self.metrics_csv())))
+    }
+
+    /// Cuts `metrics.jsonl` and `metrics.csv` back to the given lengths (rows of a stage
+    /// that did not finish); a file shorter than that is corrupt.
+    pub fn truncate_metrics(&self, jsonl: u64, csv: u64) -> Result<()> {
+        for (path, len) in [(self.metrics_jsonl(), jsonl), (self.metrics_csv(), csv)] {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let have = file.metadata()?.len();
+            if have < len {
+                bail!(
+                    "{} is shorter ({have} bytes) than recorded in state.json ({len})",
+                    path.display()
+                );
+            }
+            file.set_len(len)
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("truncating {}", path.display()))?;
+        }
+        Ok(())
     }
 
     pub fn iteration_dir(&self, iteration: usize) -> PathBuf {
@@ -142,21 +211,102 @@ impl RunDir {
         model: &CausalLm<B>,
         tokenizer_files: &[(String, String)],
     ) -> Result<PathBuf> {
-        let dest = self.checkpoint_dir(iteration);
-        let tmp = dest.with_extension("partial");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
+        save_model_dir(&self.checkpoint_dir(iteration), model, tokenizer_files)
+    }
+
+    /// Saves the updated policy for a resume (see [`Self::policy_state_dir`]).
+    pub fn save_policy_state<B: Backend>(&self, model: &CausalLm<B>) -> Result<()> {
+        let dir = self.policy_state_dir();
+        std::fs::create_dir_all(dir.parent().expect("state/"))?;
+        save_model_dir(&dir, model, &[]).map(|_| ())
+    }
+}
+
+/// Writes `model` (and tokenizer files) as an HF directory at `dest`, through a sibling
+/// temporary directory renamed into place.
+fn save_model_dir<B: Backend>(
+    dest: &Path,
+    model: &CausalLm<B>,
+    tokenizer_files: &[(String, String)],
+) -> Result<PathBuf> {
+    // Inside the run directory: `<dest>.partial` can only be an earlier attempt's.
+    let tmp = dest.with_extension("partial");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    save_hf_dir(model, &tmp)?;
+    for (name, content) in tokenizer_files {
+        atomic_write(&tmp.join(name), content.as_bytes())?;
+    }
+    if dest.exists() {
+        std::fs::remove_dir_all(dest)?;
+    }
+    std::fs::rename(&tmp, dest).with_context(|| format!("moving a model to {}", dest.display()))?;
+    Ok(dest.to_path_buf())
+}
+
+/// Holds `RUN_DIR/lock` while a process writes the run: a second process refuses. A lock
+/// left by a process that no longer exists (killed) is taken over.
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    pub fn acquire(run: &Path) -> Result<Self> {
+        let path = run.join("lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    writeln!(f, "{}", std::process::id())?;
+                    return Ok(Self { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    match holder.trim().parse::<u32>() {
+                        Ok(pid) if process_alive(pid) => bail!(
+                            "{} is in use by another selm-tui (pid {pid}; lock file {})",
+                            run.display(),
+                            path.display()
+                        ),
+                        // Stale (its process is gone) or unreadable: take it over.
+                        _ => {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
         }
-        save_hf_dir(model, &tmp)?;
-        for (name, content) in tokenizer_files {
-            atomic_write(&tmp.join(name), content.as_bytes())?;
-        }
-        if dest.exists() {
-            std::fs::remove_dir_all(&dest)?;
-        }
-        std::fs::rename(&tmp, &dest)
-            .with_context(|| format!("moving checkpoint to {}", dest.display()))?;
-        Ok(dest)
+        bail!("could not take the lock {}", path.display())
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether process `pid` exists (signal 0 probes without sending anything).
+fn process_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = i32::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: kill with signal 0 only checks for the process; no memory is involved.
+        let r = unsafe { libc::kill(pid, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
     }
 }
 

@@ -60,15 +60,27 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Reads one safetensors file into `map`.
 pub fn read_file_into(path: &Path, map: &mut WeightMap) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
+    read_bytes_into(&bytes, &path.display().to_string(), map)
+}
+
+/// Parses the bytes of one safetensors file into `map`; `origin` (the file's name) prefixes
+/// every error. The bytes are untrusted: anything malformed is an error, never a panic.
+pub fn read_bytes_into(bytes: &[u8], origin: &str, map: &mut WeightMap) -> Result<()> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| anyhow::anyhow!("{origin}: not a valid safetensors file: {e}"))?;
     for (name, view) in st.iter() {
-        let tensor =
-            to_host(&view).with_context(|| format!("{}: tensor `{name}`", path.display()))?;
+        let tensor = to_host(&view).with_context(|| format!("{origin}: tensor `{name}`"))?;
         map.insert(name.to_string(), tensor)
-            .with_context(|| format!("in {}", path.display()))?;
+            .with_context(|| format!("in {origin}"))?;
     }
     Ok(())
+}
+
+/// The tensors of one safetensors file held in memory (see [`read_bytes_into`]).
+pub fn weights_from_bytes(bytes: &[u8], origin: &str) -> Result<WeightMap> {
+    let mut map = WeightMap::default();
+    read_bytes_into(bytes, origin, &mut map)?;
+    Ok(map)
 }
 
 fn to_host(view: &TensorView<'_>) -> Result<HostTensor> {

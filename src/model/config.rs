@@ -4,9 +4,14 @@
 //! in (`num_kv_heads`, `head_dim`), and biases and RoPE are resolved per architecture.
 //! [`ModelConfig::to_hf_json`] writes transformers' names back.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+/// The deepest model a config may describe (the largest open models have about 130 layers).
+pub const MAX_LAYERS: usize = 1 << 12;
+/// The most parameters a config may imply: the loader holds every weight as f32 on the host.
+pub const MAX_PARAMETERS: u64 = 1 << 40;
 
 /// Which HF architecture the checkpoint uses. The two differ only in where biases live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,7 +163,7 @@ impl ModelConfig {
             Some(OneOrMany::One(id)) => vec![id],
             Some(OneOrMany::Many(ids)) => ids,
         };
-        Ok(Self {
+        let config = Self {
             arch,
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
@@ -177,7 +182,97 @@ impl ModelConfig {
             bos_token_id: raw.bos_token_id,
             eos_token_ids,
             pad_token_id: raw.pad_token_id,
-        })
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the model builder relies on, whatever file the config came from: positive
+    /// sizes, heads that group evenly, an even head size for RoPE, a plausible depth, and a
+    /// parameter count that is computable without overflow and plausible. A config is
+    /// untrusted input: the builder allocates per layer and multiplies these sizes.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.vocab_size > 0 && self.hidden_size > 0 && self.num_heads > 0,
+            "vocab size ({}), hidden size ({}) and head count ({}) must be positive",
+            self.vocab_size,
+            self.hidden_size,
+            self.num_heads
+        );
+        ensure!(
+            self.num_kv_heads > 0 && self.num_heads.is_multiple_of(self.num_kv_heads),
+            "the head count ({}) must be a multiple of the key/value head count ({})",
+            self.num_heads,
+            self.num_kv_heads
+        );
+        ensure!(
+            self.head_dim > 0 && self.head_dim.is_multiple_of(2),
+            "head_dim ({}) must be positive and even for rotary embeddings",
+            self.head_dim
+        );
+        ensure!(
+            self.num_layers <= MAX_LAYERS,
+            "{} layers is implausible (limit {MAX_LAYERS})",
+            self.num_layers
+        );
+        match self.num_parameters() {
+            Some(n) if n <= MAX_PARAMETERS => {}
+            n => bail!(
+                "the shapes (vocab {}, hidden {}, intermediate {}, {} layers, {}x{} heads) imply \
+                 {} parameters, over the {MAX_PARAMETERS} limit",
+                self.vocab_size,
+                self.hidden_size,
+                self.intermediate_size,
+                self.num_layers,
+                self.num_heads,
+                self.head_dim,
+                n.map_or("too many".to_string(), |n| n.to_string())
+            ),
+        }
+        ensure!(
+            self.rope.theta.is_finite() && self.rope.theta > 0.0,
+            "rope_theta must be a positive number, got {}",
+            self.rope.theta
+        );
+        Ok(())
+    }
+
+    /// The number of parameters the shapes imply, or None when it overflows a u64.
+    pub fn num_parameters(&self) -> Option<u64> {
+        let n = |v: usize| u64::try_from(v).ok();
+        let (v, h, i, hd) = (
+            n(self.vocab_size)?,
+            n(self.hidden_size)?,
+            n(self.intermediate_size)?,
+            n(self.head_dim)?,
+        );
+        let q = n(self.num_heads)?.checked_mul(hd)?;
+        let kv = n(self.num_kv_heads)?.checked_mul(hd)?;
+        // One layer: q, k, v, o, gate, up, down as (rows, cols); the norms and biases.
+        let matrices = [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)];
+        let mut vectors = vec![h, h];
+        if self.qkv_bias {
+            vectors.extend([q, kv, kv]);
+        }
+        if self.o_bias {
+            vectors.push(h);
+        }
+        if self.mlp_bias {
+            vectors.extend([i, i, h]);
+        }
+        let mut layer = 0u64;
+        for (rows, cols) in matrices {
+            layer = layer.checked_add(rows.checked_mul(cols)?)?;
+        }
+        for len in vectors {
+            layer = layer.checked_add(len)?;
+        }
+        let heads = if self.tie_word_embeddings { 1 } else { 2 };
+        let embeddings = v.checked_mul(h)?.checked_mul(heads)?;
+        layer
+            .checked_mul(n(self.num_layers)?)?
+            .checked_add(embeddings)?
+            .checked_add(h)
     }
 
     /// Writes the config back as an HF `config.json` value that transformers loads.

@@ -8,7 +8,7 @@ use rand::Rng;
 
 use super::cache::KvCache;
 use super::llama::{AttentionPlan, CausalLm};
-use super::sampling::{SamplingParams, sample_token};
+use super::sampling::{SamplingParams, sample_token, suppress};
 
 /// One generated continuation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +19,10 @@ pub struct Generation {
     pub finished: bool,
 }
 
-/// Generates up to `max_new_tokens` for each prompt, with a KV cache.
+/// Generates up to `max_new_tokens` for each prompt, with a KV cache, any token allowed (as
+/// transformers' `generate` by default: what the parity tests compare with). The loop's
+/// responses use [`generate_suppressing`] with the tokenizer's
+/// [`crate::tokenizer::TextTokenizer::suppressed_ids`].
 pub fn generate<B: Backend>(
     model: &CausalLm<B>,
     prompts: &[Vec<u32>],
@@ -27,16 +30,38 @@ pub fn generate<B: Backend>(
     params: &SamplingParams,
     rng: &mut impl Rng,
 ) -> Vec<Generation> {
-    decode(model, prompts, max_new_tokens, params, rng, true)
+    decode(model, prompts, max_new_tokens, params, &[], rng, true)
+}
+
+/// [`generate`] never emitting the ids in `suppressed` (their logits are -inf before
+/// sampling and greedy argmax, as transformers' `suppress_tokens`).
+pub fn generate_suppressing<B: Backend>(
+    model: &CausalLm<B>,
+    prompts: &[Vec<u32>],
+    max_new_tokens: usize,
+    params: &SamplingParams,
+    suppressed: &[u32],
+    rng: &mut impl Rng,
+) -> Vec<Generation> {
+    decode(
+        model,
+        prompts,
+        max_new_tokens,
+        params,
+        suppressed,
+        rng,
+        true,
+    )
 }
 
 /// Decodes with or without the KV cache ([`crate::testing::generate_uncached`] checks the
-/// cache against recomputation).
+/// cache against recomputation), never emitting `suppressed`.
 pub(crate) fn decode<B: Backend>(
     model: &CausalLm<B>,
     prompts: &[Vec<u32>],
     max_new_tokens: usize,
     params: &SamplingParams,
+    suppressed: &[u32],
     rng: &mut impl Rng,
     use_cache: bool,
 ) -> Vec<Generation> {
@@ -63,7 +88,7 @@ pub(crate) fn decode<B: Backend>(
     let mut fed = 0; // tokens of each row already in the cache
     for step in 0..max_new_tokens {
         let start = if use_cache { fed } else { 0 };
-        let logits = last_logits(
+        let mut logits = last_logits(
             model,
             &rows,
             start,
@@ -77,7 +102,9 @@ pub(crate) fn decode<B: Backend>(
             let next = if done {
                 pad
             } else {
-                sample_token(&logits[b * vocab..(b + 1) * vocab], params, rng)
+                let row = &mut logits[b * vocab..(b + 1) * vocab];
+                suppress(row, suppressed);
+                sample_token(row, params, rng)
             };
             if !done {
                 out[b].tokens.push(next);

@@ -8,13 +8,14 @@ use std::path::Path;
 use super::config::{Arch, ModelConfig, Rope, RopeScaling};
 use crate::io::gguf::{GgufFile, Value};
 use crate::io::weights::{HostTensor, WeightMap};
-use crate::tokenizer::{PreTokenizer, bpe_tokenizer_json};
+use crate::tokenizer::{PreTokenizer, TextTokenizer, bpe_tokenizer_json};
 
 /// Everything a GGUF file provides.
 pub struct GgufModel {
     pub config: ModelConfig,
     pub weights: WeightMap,
-    /// An HF `tokenizer.json` built from the metadata.
+    /// An HF `tokenizer.json` built from the metadata (BOS in its post-processor when
+    /// `tokenizer.ggml.add_bos_token` is true).
     pub tokenizer_json: String,
     pub chat_template: Option<String>,
     pub add_bos: bool,
@@ -24,14 +25,30 @@ pub struct GgufModel {
 
 pub fn read_gguf(path: &Path) -> Result<GgufModel> {
     let file = GgufFile::open(path)?;
-    convert(&file).with_context(|| format!("in GGUF file {}", path.display()))
+    convert(&file, true).with_context(|| format!("in GGUF file {}", path.display()))
 }
 
-fn convert(file: &GgufFile) -> Result<GgufModel> {
+/// The model config and tokenizer of a GGUF file, as [`read_gguf`] +
+/// [`TextTokenizer::from_gguf`] build them, without reading any tensor data.
+pub fn read_gguf_tokenizer(path: &Path) -> Result<(ModelConfig, TextTokenizer)> {
+    let file = GgufFile::open(path)?;
+    convert(&file, false)
+        .and_then(|m| Ok((m.config.clone(), TextTokenizer::from_gguf(&m)?)))
+        .with_context(|| format!("in GGUF file {}", path.display()))
+}
+
+fn convert(file: &GgufFile, with_weights: bool) -> Result<GgufModel> {
     let config = model_config(file)?;
-    let weights = weights(file, &config)?;
+    let weights = if with_weights {
+        weights(file, &config)?
+    } else {
+        WeightMap::default()
+    };
     let meta = TokenizerMeta::read(file)?;
-    let tokenizer_json = bpe_tokenizer_json(&meta.tokens, &meta.types, &meta.merges, meta.pre)?;
+    // BOS goes into the post-processor when the file says to add it (and names one).
+    let add_bos = config.bos_token_id.filter(|_| meta.add_bos);
+    let tokenizer_json =
+        bpe_tokenizer_json(&meta.tokens, &meta.types, &meta.merges, meta.pre, add_bos)?;
     let name = |id: Option<u32>| id.and_then(|i| meta.tokens.get(i as usize).cloned());
     Ok(GgufModel {
         bos_token: name(config.bos_token_id),

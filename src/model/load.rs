@@ -21,19 +21,53 @@ pub fn load_pretrained<B: Backend>(
     path: &Path,
     device: &B::Device,
 ) -> Result<(CausalLm<B>, crate::tokenizer::TextTokenizer)> {
-    if path.is_dir() {
+    let (model, tok) = if path.is_dir() {
         let model = load_hf_dir(path, device)?;
         let tok = crate::tokenizer::TextTokenizer::from_hf_dir(path, model.config())?;
-        return Ok((model, tok));
-    }
-    if !path.exists() {
-        anyhow::bail!("model path {} does not exist", path.display());
-    }
-    let mut m = super::gguf::read_gguf(path)?;
-    let tok = crate::tokenizer::TextTokenizer::from_gguf(&m)?;
-    let model = from_weights(m.config.clone(), &mut m.weights, device)
-        .with_context(|| format!("loading {}", path.display()))?;
+        (model, tok)
+    } else {
+        if !path.exists() {
+            bail!("model path {} does not exist", path.display());
+        }
+        let mut m = super::gguf::read_gguf(path)?;
+        let tok = crate::tokenizer::TextTokenizer::from_gguf(&m)?;
+        let model = from_weights(m.config.clone(), &mut m.weights, device)
+            .with_context(|| format!("loading {}", path.display()))?;
+        (model, tok)
+    };
+    check_fits(model.config(), &tok).with_context(|| format!("loading {}", path.display()))?;
     Ok((model, tok))
+}
+
+/// The tokenizer's ids must all have an embedding: every token and the special ids below
+/// the model's `vocab_size`.
+pub fn check_fits(config: &ModelConfig, tok: &crate::tokenizer::TextTokenizer) -> Result<()> {
+    let n = config.vocab_size;
+    let top = tok
+        .inner()
+        .get_vocab(true)
+        .into_iter()
+        .max_by_key(|(_, id)| *id);
+    if let Some((token, id)) = top
+        && id as usize >= n
+    {
+        bail!(
+            "the tokenizer has token id {id} ({token:?}) but the model's vocab_size is {n}: \
+             this tokenizer does not belong to this model"
+        );
+    }
+    for (name, id) in [
+        ("bos", tok.bos),
+        ("eos", Some(tok.eos)),
+        ("pad", Some(tok.pad)),
+    ] {
+        if let Some(id) = id
+            && id as usize >= n
+        {
+            bail!("the {name} token id {id} is at or above the model's vocab_size {n}");
+        }
+    }
+    Ok(())
 }
 
 /// Loads an HF model directory (`config.json` + safetensors).
@@ -49,7 +83,20 @@ pub fn from_weights<B: Backend>(
     weights: &mut WeightMap,
     device: &B::Device,
 ) -> Result<CausalLm<B>> {
-    let model = fill(config, device, |name, shape, _| weights.take(name, shape))?;
+    let what = format!("{:?} model", config.arch);
+    take_all(CausalLm::skeleton(config, device), weights, device, &what)
+}
+
+/// Fills `skeleton` (any module tree of lazy parameters whose field paths are HF names, such
+/// as [`CausalLm::skeleton`] or a sequence classifier's) from `weights`, consuming every
+/// tensor it expects; leftovers are an error naming them as not used by `what`.
+pub(crate) fn take_all<B: Backend, M: Module<B>>(
+    skeleton: M,
+    weights: &mut WeightMap,
+    device: &B::Device,
+    what: &str,
+) -> Result<M> {
+    let model = fill_module(skeleton, device, |name, shape, _| weights.take(name, shape))?;
     // Old checkpoints carry RoPE buffers, and tied ones sometimes a duplicate head.
     let ignorable: Vec<String> = weights
         .names()
@@ -62,8 +109,7 @@ pub fn from_weights<B: Backend>(
     let left: Vec<&str> = weights.names().take(5).collect();
     if !left.is_empty() {
         bail!(
-            "unexpected tensor(s) not used by a {:?} model: {}{}",
-            model.config().arch,
+            "unexpected tensor(s) not used by a {what}: {}{}",
             left.join(", "),
             if weights.len() > 5 { ", ..." } else { "" }
         );
@@ -103,13 +149,23 @@ fn fill<B: Backend>(
     device: &B::Device,
     source: impl FnMut(&str, &[usize], &str) -> Result<HostTensor>,
 ) -> Result<CausalLm<B>> {
+    fill_module(CausalLm::<B>::skeleton(config, device), device, source)
+}
+
+/// [`fill`] for any module tree: every parameter of `skeleton` read from `source` under its
+/// field path.
+fn fill_module<B: Backend, M: Module<B>>(
+    skeleton: M,
+    device: &B::Device,
+    source: impl FnMut(&str, &[usize], &str) -> Result<HostTensor>,
+) -> Result<M> {
     let mut filler = Filler {
         path: HfPath::default(),
         device,
         source,
         error: None,
     };
-    let model = CausalLm::<B>::skeleton(config, device).map(&mut filler);
+    let model = skeleton.map(&mut filler);
     match filler.error {
         Some(e) => Err(e),
         None => Ok(model),

@@ -1,6 +1,8 @@
-//! The Llama-family causal LM: config, layers, KV cache, loading, decoding.
+//! The Llama-family causal LM: config, layers, KV cache, loading, decoding; and the
+//! sequence classifier (reward model) built on its decoder.
 
 pub mod cache;
+pub mod classifier;
 pub mod config;
 pub mod generate;
 pub mod gguf;

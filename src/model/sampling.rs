@@ -27,6 +27,17 @@ impl SamplingParams {
     }
 }
 
+/// Sets the logits of `ids` to -inf, as transformers' `suppress_tokens`
+/// (`SuppressTokensLogitsProcessor`): neither sampling nor greedy decoding picks them. Ids
+/// past the row are ignored.
+pub fn suppress(logits: &mut [f32], ids: &[u32]) {
+    for &id in ids {
+        if let Some(x) = logits.get_mut(id as usize) {
+            *x = f32::NEG_INFINITY;
+        }
+    }
+}
+
 /// Index of the largest logit (the first one on ties, as `torch.argmax`).
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -107,6 +118,36 @@ mod tests {
             sample_token(&[0.0, 2.0, 1.0], &p, &mut StdRng::seed_from_u64(0)),
             1
         );
+    }
+
+    #[test]
+    fn suppressed_tokens_are_never_picked() {
+        let mut logits = vec![5.0, 1.0, 4.0, 0.5];
+        suppress(&mut logits, &[0, 9]);
+        assert_eq!(logits[0], f32::NEG_INFINITY);
+        assert_eq!(&logits[1..], [1.0, 4.0, 0.5]);
+        // Greedy takes the best remaining token.
+        let greedy = SamplingParams::GREEDY;
+        assert_eq!(
+            sample_token(&logits, &greedy, &mut StdRng::seed_from_u64(0)),
+            2
+        );
+        // Sampling never draws it, even hot, with top-k and top-p.
+        for params in [
+            SamplingParams {
+                temperature: 5.0,
+                top_p: 1.0,
+                top_k: 0,
+            },
+            SamplingParams {
+                temperature: 1.0,
+                top_p: 0.9,
+                top_k: 2,
+            },
+        ] {
+            let c = counts(&logits, params, 2000);
+            assert_eq!(c[0], 0, "{c:?}");
+        }
     }
 
     #[test]

@@ -1,17 +1,36 @@
 //! Rankers score a prompt's candidate responses; the loop picks the best and worst.
-//! Two exist, chosen by `rank.ranker`: `oracle`, the built-in tasks' exact reward, and
+//! Three exist, chosen by `rank.ranker`: `oracle`, the built-in tasks' exact reward;
 //! `command`, an external process speaking JSON lines ([`process`]; scripts/ has a PairRM
-//! reward model and a test ranker written for it).
+//! reward model and a test ranker written for it); and `reward_model`, an HF sequence
+//! classifier run in-process on the run's backend ([`reward_model`]).
 
 pub mod process;
+pub mod reward_model;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use burn::tensor::backend::Backend;
 use std::time::Duration;
 
 use crate::config::Rank;
 use crate::tasks::TaskPrompt;
 
-/// The ranker `rank` configures.
+/// The ranker `rank` configures; a reward model (`reward_model`) is loaded onto `device` of
+/// backend `B` (the run's inference backend, `B::InnerBackend` of the trainer's).
+pub fn from_config_on<B: Backend>(rank: &Rank, device: &B::Device) -> Result<Box<dyn Ranker>> {
+    if rank.ranker != "reward_model" {
+        return from_config(rank);
+    }
+    let path = rank.model.as_deref().context(
+        "key `rank.model`: the `reward_model` ranker needs the reward model's directory",
+    )?;
+    let dir = crate::config::resolve_path(path).context("key `rank.model`")?;
+    let ranker = reward_model::RewardModelRanker::<B>::load(&dir, device)
+        .context("key `rank.model` (the reward model)")?;
+    Ok(Box::new(ranker))
+}
+
+/// The ranker `rank` configures, for the rankers that need no model (`oracle`, `command`);
+/// [`from_config_on`] builds every ranker.
 pub fn from_config(rank: &Rank) -> Result<Box<dyn Ranker>> {
     Ok(match rank.ranker.as_str() {
         "oracle" => Box::new(OracleRanker),
@@ -35,6 +54,9 @@ pub fn from_config(rank: &Rank) -> Result<Box<dyn Ranker>> {
                 Duration::from_secs_f64(rank.timeout_s),
             )?)
         }
+        "reward_model" => bail!(
+            "the `reward_model` ranker runs on a backend: build it with `ranker::from_config_on`"
+        ),
         other => bail!("unknown ranker `{other}`"),
     })
 }

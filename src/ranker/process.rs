@@ -166,28 +166,37 @@ impl Ranker for ProcessRanker {
         let reply = self
             .exchange(request)
             .with_context(|| format!("ranker `{}`", self.command.join(" ")))?;
-        let quoted = quote(&reply);
-        let response: Response = serde_json::from_str(&reply).map_err(|e| {
-            anyhow::anyhow!(
-                "ranker `{}` answered with a malformed line ({e}): {quoted}",
-                self.name
-            )
-        })?;
-        let scores = match (response.scores, response.error) {
-            (_, Some(e)) => bail!("ranker `{}` reported an error: {e}", self.name),
-            (Some(s), None) => s,
-            (None, None) => bail!("ranker `{}` answered without `scores`: {quoted}", self.name),
-        };
-        if scores.len() != request.candidates.len() {
-            bail!(
-                "ranker `{}` returned {} scores for {} candidates: {quoted}",
-                self.name,
-                scores.len(),
-                request.candidates.len()
-            );
-        }
-        Ok(scores)
+        parse_reply(&self.name, &reply, request.candidates.len())
     }
+}
+
+/// The scores in one reply line of ranker `name` to a request with `n_candidates`
+/// candidates: exactly one finite number per candidate, or an error that quotes the line
+/// (or passes on the ranker's own `{"error": ...}`). The line is untrusted: anything else is
+/// an error, never a panic.
+pub fn parse_reply(name: &str, reply: &str, n_candidates: usize) -> Result<Vec<f64>> {
+    let quoted = quote(reply);
+    let response: Response = serde_json::from_str(reply).map_err(|e| {
+        anyhow::anyhow!("ranker `{name}` answered with a malformed line ({e}): {quoted}")
+    })?;
+    let scores = match (response.scores, response.error) {
+        (_, Some(e)) => bail!("ranker `{name}` reported an error: {e}"),
+        (Some(s), None) => s,
+        (None, None) => bail!("ranker `{name}` answered without `scores`: {quoted}"),
+    };
+    if scores.len() != n_candidates {
+        bail!(
+            "ranker `{name}` returned {} scores for {n_candidates} candidates: {quoted}",
+            scores.len()
+        );
+    }
+    if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
+        bail!(
+            "ranker `{name}` returned a non-finite score {} at {i}: {quoted}",
+            scores[i]
+        );
+    }
+    Ok(scores)
 }
 
 impl Drop for ProcessRanker {

@@ -22,6 +22,8 @@ pub enum Action {
     Send(Command),
     /// Leave the TUI now.
     Exit,
+    /// Leave `inspect` and resume the run.
+    Resume,
 }
 
 /// The top-level views, cycled with Tab.
@@ -78,6 +80,8 @@ pub struct RunInfo {
     pub auto_pause: bool,
     /// The engine's current error, until it runs again.
     pub last_error: Option<String>,
+    /// Read-only on a run that stopped before its end: `R` resumes it.
+    pub resumable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +118,7 @@ impl App {
                 params,
                 auto_pause,
                 last_error: None,
+                resumable: false,
             },
             view: View::Dashboard,
             popup: None,
@@ -367,6 +372,8 @@ impl App {
             }
             Act::Open => {}
             Act::Sort => self.pairs.cycle_sort(),
+            Act::Resume if self.read_only() && self.run.resumable => return vec![Action::Resume],
+            Act::Resume => {}
             Act::Back if inspecting => self.inspector.close(),
             Act::Back if self.view != View::Dashboard => self.view = View::Dashboard,
             Act::Back => {}

@@ -10,7 +10,7 @@ use serde::Serialize;
 use std::time::{Duration, Instant};
 
 use super::Ui;
-use super::app::{App, View};
+use super::app::{App, EngineState, View};
 use crate::backend::BackendSpec;
 use crate::config::Config;
 use crate::engine::{self, Command, Event, LiveParams, Stage};
@@ -134,6 +134,7 @@ pub fn synthetic_app(iterations: usize, steps_per_iteration: usize) -> App {
                 .collect(),
             policy: (0..n).map(|i| -1.0 - (i % 3) as f32 * 0.3).collect(),
             reference: (0..n).map(|i| -1.1 - (i % 4) as f32 * 0.2).collect(),
+            ids: vec![],
         };
         let logps = (0..384)
             .map(|_| PairLogps {
@@ -208,9 +209,12 @@ pub fn run(
 
 /// Runs the engine to its update stage, then presses keys every 20 ms while it trains,
 /// timing each key's frame (drain events, handle the key, redraw).
-fn key_latency(width: u16, height: u16, config: Config, spec: BackendSpec) -> Result<Timing> {
+fn key_latency(width: u16, height: u16, mut config: Config, spec: BackendSpec) -> Result<Timing> {
+    // The run it trains is a means, not a result: it goes to a directory removed after.
+    let scratch = tempfile::tempdir()?;
+    config.run.out_dir = scratch.path().to_path_buf();
     let app = App::new(config.live_params(), true);
-    let handle = engine::spawn(config, spec)?;
+    let handle = engine::spawn(engine::Start::New(Box::new(config)), spec)?;
     handle.commands.send(Command::Run)?;
     let mut ui = Ui::new(
         Terminal::new(TestBackend::new(width, height))?,
@@ -241,6 +245,12 @@ fn key_latency(width: u16, height: u16, config: Config, spec: BackendSpec) -> Re
     }
     if let Some(e) = ui.engine() {
         let _ = e.commands.send(Command::Quit);
+    }
+    // Let it stop writing before its directory goes.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !matches!(ui.app.run.state, EngineState::Finished { .. }) && Instant::now() < deadline {
+        ui.frame(None)?;
+        std::thread::sleep(Duration::from_millis(20));
     }
     if ms.is_empty() {
         bail!("the update stage ended before any key was timed");

@@ -36,6 +36,7 @@ pub enum Act {
     NextPair,
     PrevPair,
     Back,
+    Resume,
     Help,
     Quit,
 }
@@ -58,6 +59,8 @@ pub enum Footer {
     ReadOnly,
     /// A pair is open.
     Inspector,
+    /// Added to `ReadOnly` for a run that can be resumed.
+    Resumable,
 }
 
 /// A key, with Ctrl or without.
@@ -101,18 +104,11 @@ use Footer::{Inspector as In, Live, ReadOnly as Ro};
 
 pub const BINDINGS: &[Binding] = &[
     Binding {
-        label: "s",
-        help: "step one stage",
+        label: "s / b",
+        help: "step one stage / one update mini-batch",
         context: Context::Any,
-        keys: &[(ch('s'), Act::StepStage)],
-        footer: &[(Live, "s", "stage")],
-    },
-    Binding {
-        label: "b",
-        help: "step one update mini-batch",
-        context: Context::Any,
-        keys: &[(ch('b'), Act::StepBatch)],
-        footer: &[(Live, "b", "batch")],
+        keys: &[(ch('s'), Act::StepStage), (ch('b'), Act::StepBatch)],
+        footer: &[(Live, "s", "stage"), (Live, "b", "batch")],
     },
     Binding {
         label: "r",
@@ -239,6 +235,13 @@ pub const BINDINGS: &[Binding] = &[
             (code(KeyCode::Backspace), Act::Back),
         ],
         footer: &[(In, "Esc", "back")],
+    },
+    Binding {
+        label: "R",
+        help: "resume this run (inspect, unfinished run)",
+        context: Context::Any,
+        keys: &[(ch('R'), Act::Resume)],
+        footer: &[(Footer::Resumable, "R", "resume")],
     },
     Binding {
         label: "?",

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod bench;
+mod capture;
 pub mod keys;
 pub mod panels;
 pub mod replay;
@@ -16,15 +17,16 @@ use crossterm::terminal::{
 };
 use ratatui::Terminal;
 use ratatui::backend::{Backend, CrosstermBackend};
-use std::io::{IsTerminal, Stdout};
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::mpsc::TryRecvError;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use crate::backend::BackendSpec;
 use crate::config::Config;
-use crate::engine::{self, EngineHandle, Event};
+use crate::engine::{self, EngineHandle, Event, LogLine, Start};
+use crate::io::run_dir::RunDir;
 use app::{Action, App, EngineState};
 
 /// How long the loop waits for a key before looking at the engine again.
@@ -37,6 +39,10 @@ pub struct Ui<Bk: Backend> {
     pub terminal: Terminal<Bk>,
     pub app: App,
     engine: Option<EngineHandle>,
+    /// Lines other code wrote to stdout / stderr while the TUI ran.
+    output: Option<Receiver<String>>,
+    /// The user asked to resume the inspected run.
+    pub resume_requested: bool,
     started: Instant,
     dirty: bool,
     last_draw: Instant,
@@ -48,21 +54,39 @@ impl<Bk: Backend> Ui<Bk> {
             terminal,
             app,
             engine,
+            output: None,
+            resume_requested: false,
             started: Instant::now(),
             dirty: true,
             last_draw: Instant::now(),
         }
     }
 
+    /// Shows `lines` (captured output) in the log.
+    pub fn with_output(mut self, lines: Option<Receiver<String>>) -> Self {
+        self.output = lines;
+        self
+    }
+
     /// One frame: fold in engine events, apply `input`, redraw when something changed (or
     /// each second, for the clock). Returns true when the TUI should close.
     pub fn frame(&mut self, input: Option<CtEvent>) -> Result<bool> {
         let mut exit = self.drain_engine();
+        if let Some(lines) = &self.output {
+            for line in lines.try_iter().take(EVENTS_PER_FRAME) {
+                self.app.log.push(LogLine::warn(line));
+                self.dirty = true;
+            }
+        }
         match input {
             Some(CtEvent::Key(key)) if key.kind != KeyEventKind::Release => {
                 for action in self.app.handle_key(key) {
                     match action {
                         Action::Exit => exit = true,
+                        Action::Resume => {
+                            self.resume_requested = true;
+                            exit = true;
+                        }
                         Action::Send(cmd) => {
                             if let Some(e) = &self.engine {
                                 // Unbounded channel: never blocks; a closed one means the
@@ -130,28 +154,42 @@ impl<Bk: Backend> Ui<Bk> {
     }
 }
 
-/// Opens the TUI on a new run of `config`.
-pub fn run(config: Config, spec: BackendSpec) -> Result<()> {
+/// Opens the TUI on a new run (`Start::New`) or a resumed one.
+pub fn run(start: Start, spec: BackendSpec) -> Result<()> {
     require_terminal()?;
-    let params = config.live_params();
-    let mut app = App::new(params, config.run.auto_pause);
+    let config = match &start {
+        Start::New(config) => (**config).clone(),
+        Start::Resume(dir) => Config::from_file(&RunDir::open(dir)?.config_path())?,
+    };
+    let mut app = App::new(config.live_params(), config.run.auto_pause);
     app.run.backend = spec.to_string();
     app.run.model = config.model.path.clone();
     app.run.iterations = config.run.iterations;
-    app.log
-        .info("loading the model and evaluating the starting point");
-    let handle = engine::spawn(config, spec)?;
-    let app = with_terminal(|terminal| event_loop(Ui::new(terminal, app, Some(handle))))?;
-    report(&app);
+    app.log.info(match start {
+        Start::New(_) => "loading the model and evaluating the starting point",
+        Start::Resume(_) => "loading the run and its last checkpoint",
+    });
+    // Started once output is captured, so nothing it prints reaches the screen.
+    let ui = with_terminal(|terminal, output| {
+        let handle = engine::spawn(start, spec)?;
+        event_loop(Ui::new(terminal, app, Some(handle)).with_output(output))
+    })?;
+    report(&ui.app);
     Ok(())
 }
 
-/// Opens a run directory read-only.
+/// Opens a run directory read-only; an unfinished run can be resumed from there (`R`).
 pub fn inspect(dir: &Path) -> Result<()> {
     // Read first: a wrong path or a corrupt file is the error shown, terminal or not.
     let app = replay::load_run(dir)?;
     require_terminal()?;
-    with_terminal(|terminal| event_loop(Ui::new(terminal, app, None)))?;
+    let ui = with_terminal(|terminal, output| {
+        event_loop(Ui::new(terminal, app, None).with_output(output))
+    })?;
+    if ui.resume_requested {
+        let config = Config::from_file(&RunDir::open(dir)?.config_path())?;
+        return run(Start::Resume(dir.to_path_buf()), config.backend()?);
+    }
     Ok(())
 }
 
@@ -165,7 +203,7 @@ fn require_terminal() -> Result<()> {
     Ok(())
 }
 
-fn event_loop<Bk: Backend>(mut ui: Ui<Bk>) -> Result<App> {
+fn event_loop<Bk: Backend>(mut ui: Ui<Bk>) -> Result<Ui<Bk>> {
     loop {
         let input = if ct::poll(FRAME)? {
             Some(ct::read()?)
@@ -173,7 +211,7 @@ fn event_loop<Bk: Backend>(mut ui: Ui<Bk>) -> Result<App> {
             None
         };
         if ui.frame(input)? {
-            return Ok(ui.app);
+            return Ok(ui);
         }
     }
 }
@@ -196,16 +234,20 @@ fn report(app: &App) {
 type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync>;
 static PREVIOUS_HOOK: Mutex<Option<PanicHook>> = Mutex::new(None);
 
-/// Runs `body` on the alternate screen in raw mode; the terminal is restored on return, on
-/// error and on panic.
+/// The TUI's writer: the real terminal, while stdout and stderr are captured.
+type TermOut = Box<dyn Write + Send>;
+
+/// Runs `body` on the alternate screen in raw mode, with other output captured (its lines
+/// are `body`'s second argument); the terminal is restored on return, on error and on panic.
 fn with_terminal<T>(
-    body: impl FnOnce(Terminal<CrosstermBackend<Stdout>>) -> Result<T>,
+    body: impl FnOnce(Terminal<CrosstermBackend<TermOut>>, Option<Receiver<String>>) -> Result<T>,
 ) -> Result<T> {
     *PREVIOUS_HOOK.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::panic::take_hook());
     std::panic::set_hook(Box::new(|info| {
         if std::thread::current().name() == Some(engine::THREAD_NAME) {
             return;
         }
+        capture::restore();
         restore_terminal();
         if let Some(hook) = PREVIOUS_HOOK
             .lock()
@@ -217,10 +259,19 @@ fn with_terminal<T>(
     }));
     enable_raw_mode()?;
     let result = (|| {
-        crossterm::execute!(std::io::stdout(), EnterAlternateScreen)?;
-        let terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
-        body(terminal)
+        let (output, mut out): (_, TermOut) = match capture::start() {
+            Ok((lines, terminal)) => (
+                Some(lines),
+                Box::new(std::io::BufWriter::with_capacity(1 << 16, terminal)),
+            ),
+            // No capture (not Unix): output goes where it went.
+            Err(_) => (None, Box::new(std::io::stdout())),
+        };
+        crossterm::execute!(out, EnterAlternateScreen)?;
+        let terminal = Terminal::new(CrosstermBackend::new(out))?;
+        body(terminal, output)
     })();
+    capture::restore();
     restore_terminal();
     if let Some(hook) = PREVIOUS_HOOK
         .lock()

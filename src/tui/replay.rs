@@ -40,6 +40,8 @@ pub fn load_run(dir: &Path) -> Result<App> {
         app.pipeline.all_done();
     }
     app.elapsed_s = app.evals.evals.iter().map(|s| s.wall_s).sum();
+    // A run that stopped at a stage boundary it recorded can go on.
+    app.run.resumable = run.read_state().is_ok_and(|s| !s.finished);
     Ok(app)
 }
 

@@ -134,8 +134,12 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
     } else {
         Footer::Live
     };
+    let resume = (app.read_only() && app.run.resumable)
+        .then(|| footer_hints(Footer::Resumable))
+        .into_iter()
+        .flatten();
     let mut spans = vec![];
-    for (key, what) in footer_hints(footer) {
+    for (key, what) in resume.chain(footer_hints(footer)) {
         spans.push(Span::from(key).reversed());
         spans.push(Span::from(format!(" {what} ")));
     }

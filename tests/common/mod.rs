@@ -1,18 +1,23 @@
-//! Shared helpers for the parity tests: where the PyTorch fixtures live and how close is close.
+//! Shared helpers for the parity tests: where the PyTorch fixtures live, what shape each one
+//! has (read from its `config.json`, never assumed), and how close is close.
 #![allow(dead_code)]
 
 use burn::tensor::backend::Backend;
-use selm_tui::model::CausalLm;
+use selm_tui::model::{CausalLm, ModelConfig};
 use selm_tui::selm::Triple;
 use selm_tui::testing::forward_padded;
 use serde_json::Value;
 use std::path::PathBuf;
 
-/// `../shared/fixtures`, or `$SELM_FIXTURES`. Missing fixtures fail the test, never skip it.
+/// The causal-LM fixtures: the policy in the folder, the reference in its `ref/`.
+pub const CAUSAL_FIXTURES: [&str; 2] = ["tiny-llama", "tiny-qwen2"];
+
+/// `$SELM_FIXTURES`, else `tests/fixtures` in this repository (made by
+/// `scripts/make_fixtures.py`). Missing fixtures fail the test, never skip it.
 pub fn fixtures_dir() -> PathBuf {
     let dir = std::env::var_os("SELM_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"));
     assert!(
         dir.join("README.md").exists(),
         "PyTorch fixtures not found at {} (set SELM_FIXTURES to their folder)",
@@ -35,6 +40,30 @@ pub fn fixture(name: &str) -> PathBuf {
     let dir = fixtures_dir().join(name);
     assert!(dir.exists(), "fixture {} is missing", dir.display());
     dir
+}
+
+/// The fixture's `config.json`, resolved: its vocabulary, shapes and head tying.
+pub fn fixture_config(name: &str) -> ModelConfig {
+    let path = fixture(name).join("config.json");
+    ModelConfig::from_file(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
+}
+
+/// Token rows of the given lengths, drawn (seeded, uniform) from the ids `3..vocab_size` (the
+/// fixtures' pad, BOS and EOS are 0, 1, 2), so they fit any fixture's vocabulary.
+pub fn token_rows(vocab_size: usize, lens: &[usize], seed: u64) -> Vec<Vec<u32>> {
+    use rand::{Rng, SeedableRng};
+    assert!(
+        vocab_size > 3,
+        "vocab_size {vocab_size} leaves no ordinary token"
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    lens.iter()
+        .map(|&n| {
+            (0..n)
+                .map(|_| rng.random_range(3..vocab_size as u32))
+                .collect()
+        })
+        .collect()
 }
 
 pub fn expected(name: &str) -> Value {

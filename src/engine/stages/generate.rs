@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 
 use crate::engine::pipeline::{Pipeline, Progress};
 use crate::io::records::{Candidate, CandidatesRecord};
-use crate::model::generate::generate;
+use crate::model::generate::generate_suppressing;
 use crate::model::sampling::SamplingParams;
 
 impl<B: AutodiffBackend> Pipeline<B> {
@@ -34,18 +34,20 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .iter()
             .map(|(i, _)| self.state.prompt_ids[*i].clone())
             .collect();
-        let out = generate(
+        let out = generate_suppressing(
             self.trainer.reference(),
             &prompts,
             g.max_new_tokens,
             &params,
+            &self.tokenizer.suppressed_ids(),
             &mut rng,
         );
         for ((i, is_ref), out) in jobs.iter().zip(out) {
-            let text = self.tokenizer.decode(&out.tokens)?;
+            // The ids its text tokenizes back to: what is trained on is what pairs.jsonl says.
+            let (text, tokens) = self.tokenizer.response_text_and_ids(&out.tokens)?;
             self.state.candidates[*i].push(Candidate {
                 text,
-                tokens: out.tokens,
+                tokens,
                 is_reference: *is_ref,
                 score: None,
             });

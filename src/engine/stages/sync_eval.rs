@@ -74,6 +74,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
                         .collect::<Result<_>>()?;
                     Ok(ResponseLogps {
                         tokens,
+                        ids: r.to_vec(),
                         policy,
                         reference,
                     })

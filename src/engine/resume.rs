@@ -1,0 +1,149 @@
+//! Continuing an interrupted run (`selm-tui resume`) from its last stage boundary, or within
+//! generation and ranking from its last decode batch or ranking chunk: `state.json` says
+//! which; the models come from the last checkpoint (and the saved policy between update and
+//! sync), the iteration's cheap stages are replayed from their seeds and files, and metric
+//! rows of the stage that did not finish are cut.
+
+use anyhow::{Context, Result, bail};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use std::path::Path;
+
+use super::messages::{Event, Stage};
+use super::pipeline::{Pipeline, now};
+use crate::config::Config;
+use crate::io::read_jsonl;
+use crate::io::records::{CandidatesRecord, HistoryEntry, IterationSummary, MetricsRecord};
+use crate::io::run_dir::{RunDir, RunLock};
+use crate::model::CausalLm;
+use crate::model::load::{load_hf_dir, load_pretrained};
+
+impl<B: AutodiffBackend> Pipeline<B> {
+    /// Opens the run in `dir` where it stopped. `emit` receives what the replayed stages
+    /// report (the iteration's pairs, for the front end).
+    pub fn resume(dir: &Path, device: &B::Device, emit: &mut dyn FnMut(Event)) -> Result<Self> {
+        let run = RunDir::open(dir)?;
+        let lock = RunLock::acquire(dir)?;
+        let config = Config::from_file(&run.config_path()).with_context(|| {
+            format!(
+                "this version of selm-tui cannot read {}",
+                run.config_path().display()
+            )
+        })?;
+        let state = run.read_state()?;
+        if state.finished {
+            bail!(
+                "{} is finished: all {} iterations ran (open it with `selm-tui inspect`)",
+                dir.display(),
+                config.run.iterations
+            );
+        }
+        let (start, tokenizer): (CausalLm<B>, _) = load_pretrained(&config.model_dir()?, device)?;
+        let reference = match state.iteration {
+            1 => start.clone(),
+            n => load_hf_dir::<B>(&run.checkpoint_dir(n - 1), device)?,
+        };
+        let policy = if state.stage == Stage::SyncEval {
+            load_hf_dir::<B>(&run.policy_state_dir(), device)?
+        } else {
+            reference.clone()
+        };
+        let reference = reference.valid();
+        run.truncate_metrics(state.metrics_jsonl_bytes, state.metrics_csv_bytes)?;
+        let params = last_params(&run)?.unwrap_or_else(|| config.live_params());
+        let summaries = read_summaries(&run, state.iteration)?;
+        let mut p = Self::assemble(config, run, lock, (policy, reference), tokenizer)?;
+        p.params = params;
+        p.trainer.set_peak_lr(params.lr);
+        p.summaries = summaries;
+        p.global_step = state.global_step;
+        p.iteration = state.iteration;
+        p.restore_iteration(state.stage, state.unit, emit)?;
+        p.stage = state.stage;
+        p.cursor = state.unit;
+        p.run.push_history(&HistoryEntry::Resume {
+            time: now(),
+            iteration: p.iteration,
+            step: p.global_step,
+            stage: p.stage,
+            params,
+        })?;
+        Ok(p)
+    }
+
+    /// Rebuilds what the iteration's stages before `stage`, and its first `unit` units,
+    /// left in memory.
+    fn restore_iteration(
+        &mut self,
+        stage: Stage,
+        unit: usize,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<()> {
+        if stage == Stage::SamplePrompts {
+            return Ok(());
+        }
+        self.sample_prompts()?;
+        if stage.index() > Stage::Generate.index() || unit > 0 {
+            self.load_candidates()?;
+        }
+        if stage.index() > Stage::SelectPairs.index() {
+            self.select_pairs(emit)?;
+        }
+        if stage.index() > Stage::Update.index() {
+            let metrics: Vec<MetricsRecord> = read_jsonl(&self.run.metrics_jsonl())?;
+            self.state.losses = metrics
+                .iter()
+                .filter_map(|m| match m {
+                    MetricsRecord::Train(t) if t.iteration == self.iteration => {
+                        Some(t.metrics.loss)
+                    }
+                    _ => None,
+                })
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// This iteration's candidates (and scores, once ranked) from `candidates.jsonl`.
+    fn load_candidates(&mut self) -> Result<()> {
+        let path = self.run.iteration_file(self.iteration, "candidates.jsonl");
+        let rows: Vec<CandidatesRecord> = read_jsonl(&path)?;
+        let prompts = &self.state.prompts;
+        let matches = rows.len() == prompts.len()
+            && rows.iter().zip(prompts).all(|(r, p)| r.prompt == p.text);
+        if !matches {
+            bail!(
+                "{}: {} rows that do not match this iteration's {} prompts",
+                path.display(),
+                rows.len(),
+                prompts.len()
+            );
+        }
+        self.state.candidates = rows.into_iter().map(|r| r.candidates).collect();
+        Ok(())
+    }
+}
+
+/// The parameters in force when the run stopped: the last history entry.
+fn last_params(run: &RunDir) -> Result<Option<crate::config::LiveParams>> {
+    let path = run.history_path();
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(read_jsonl::<HistoryEntry>(&path)?
+        .last()
+        .map(HistoryEntry::params))
+}
+
+/// The evaluations of the iterations before `iteration` (0 is the starting model).
+fn read_summaries(run: &RunDir, iteration: usize) -> Result<Vec<IterationSummary>> {
+    let path = run.summary_path();
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let all: Vec<IterationSummary> = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a summary list", path.display()))?;
+    Ok(all
+        .into_iter()
+        .filter(|s| s.iteration < iteration)
+        .collect())
+}
