@@ -16,7 +16,7 @@ use selm_tui::model::classifier::SequenceClassifier;
 use selm_tui::model::llama::AttentionPlan;
 use selm_tui::model::load::{host, load_hf_dir};
 use selm_tui::ranker::reward_model::RewardModelRanker;
-use selm_tui::ranker::{RankRequest, Ranker, from_config_on};
+use selm_tui::ranker::{RankRequest, Ranker, from_config};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -218,7 +218,7 @@ fn load_error(dir: &Path) -> String {
         high_reward_threshold: 0.5,
     };
     let device = Default::default();
-    match from_config_on::<B>(&rank, &device) {
+    match from_config::<B>(&rank, &device) {
         Ok(_) => panic!("{} loaded", dir.display()),
         Err(e) => format!("{e:#}"),
     }
@@ -400,56 +400,6 @@ fn candidates_are_scored_in_the_reward_models_format() {
     for (s, d) in scores.iter().zip(direct) {
         assert_close("ranker score", *s, d as f64, 1e-5, 1e-5);
     }
-}
-
-#[test]
-fn ranking_throughput_on_the_tiny_default() {
-    // The tiny default's shape: 9 candidates per task prompt (the answer and 8 wrong ones).
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = builtin_reward_model(tmp.path(), 2);
-    let device = Default::default();
-    let mut ranker = from_config_on::<B>(
-        &Rank {
-            ranker: "reward_model".into(),
-            command: vec![],
-            model: Some(dir.display().to_string()),
-            score_range: [0.0, 1.0],
-            timeout_s: 1.0,
-            high_reward_threshold: 0.5,
-        },
-        &device,
-    )
-    .unwrap();
-    let mut rng = StdRng::seed_from_u64(0);
-    let kinds = selm_tui::tasks::TaskKind::ALL;
-    let tasks: Vec<_> = (0..128)
-        .map(|i| selm_tui::tasks::sample(kinds[i % kinds.len()], &mut rng))
-        .collect();
-    let candidates: Vec<Vec<String>> = tasks
-        .iter()
-        .map(|t| {
-            std::iter::once(t.answer.clone())
-                .chain((0..8).map(|_| selm_tui::tasks::corrupt(t, &mut rng)))
-                .collect()
-        })
-        .collect();
-    let start = std::time::Instant::now();
-    let mut n = 0;
-    for (t, c) in tasks.iter().zip(&candidates) {
-        let req = RankRequest {
-            prompt: &t.prompt,
-            task: Some(t),
-            candidates: c,
-        };
-        let scores = ranker.score(&req).unwrap();
-        assert!(scores.iter().all(|s| s.is_finite()));
-        n += scores.len();
-    }
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "reward_model ranking: {n} candidates in {secs:.3} s = {:.0} candidates/s",
-        n as f64 / secs
-    );
 }
 
 #[test]

@@ -100,7 +100,8 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .iter()
             .map(|p| p.encode(&tokenizer, config.prompts.chat))
             .collect::<Result<_>>()?;
-        let ranker = crate::ranker::from_config(&config.rank)?;
+        let ranker =
+            crate::ranker::from_config::<B::InnerBackend>(&config.rank, &reference.device())?;
         let optim = OptimConfig {
             max_grad_norm: config.train.max_grad_norm,
             weight_decay: config.train.weight_decay,

@@ -16,9 +16,9 @@ use crate::tasks::TaskPrompt;
 
 /// The ranker `rank` configures; a reward model (`reward_model`) is loaded onto `device` of
 /// backend `B` (the run's inference backend, `B::InnerBackend` of the trainer's).
-pub fn from_config_on<B: Backend>(rank: &Rank, device: &B::Device) -> Result<Box<dyn Ranker>> {
+pub fn from_config<B: Backend>(rank: &Rank, device: &B::Device) -> Result<Box<dyn Ranker>> {
     if rank.ranker != "reward_model" {
-        return from_config(rank);
+        return model_free(rank);
     }
     let path = rank.model.as_deref().context(
         "key `rank.model`: the `reward_model` ranker needs the reward model's directory",
@@ -29,9 +29,8 @@ pub fn from_config_on<B: Backend>(rank: &Rank, device: &B::Device) -> Result<Box
     Ok(Box::new(ranker))
 }
 
-/// The ranker `rank` configures, for the rankers that need no model (`oracle`, `command`);
-/// [`from_config_on`] builds every ranker.
-pub fn from_config(rank: &Rank) -> Result<Box<dyn Ranker>> {
+/// The rankers that need no model: `oracle`, `command`.
+fn model_free(rank: &Rank) -> Result<Box<dyn Ranker>> {
     Ok(match rank.ranker.as_str() {
         "oracle" => Box::new(OracleRanker),
         "command" => {
@@ -54,9 +53,6 @@ pub fn from_config(rank: &Rank) -> Result<Box<dyn Ranker>> {
                 Duration::from_secs_f64(rank.timeout_s),
             )?)
         }
-        "reward_model" => bail!(
-            "the `reward_model` ranker runs on a backend: build it with `ranker::from_config_on`"
-        ),
         other => bail!("unknown ranker `{other}`"),
     })
 }
