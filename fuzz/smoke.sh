@@ -6,6 +6,8 @@
 #
 #   fuzz/smoke.sh [SECONDS_PER_TARGET [TARGET...]]     # default: 20 s, every target
 #
+# (A crash of a target while fuzzing ends that target only; the script stops at the first.)
+#
 # Needs a nightly toolchain and cargo-fuzz (`cargo +nightly install cargo-fuzz --locked`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +21,8 @@ else
 fi
 
 # One build for all targets; `run` below reuses it (same flags, so no rebuild).
-flags=(-s none)
+# $FUZZ_TARGET_DIR: another build directory than fuzz/target.
+flags=(-s none ${FUZZ_TARGET_DIR:+--target-dir "$FUZZ_TARGET_DIR"})
 start=$(date +%s)
 cargo +nightly fuzz build "${flags[@]}"
 echo "fuzz smoke: targets built in $(($(date +%s) - start)) s"

@@ -240,6 +240,31 @@ impl Config {
         positive("generate.batch_size", self.generate.batch_size)?;
         positive("train.batch_size", self.train.batch_size)?;
         positive("eval.samples", self.eval.samples)?;
+        // The loop draws `per_iteration x iterations + eval` prompts up front (and allocates
+        // for them): bound the product before anything multiplies it.
+        let prompts = self
+            .prompts
+            .per_iteration
+            .checked_mul(self.run.iterations)
+            .and_then(|n| n.checked_add(self.prompts.eval))
+            .filter(|&n| n <= MAX_COUNT);
+        if prompts.is_none() {
+            bail!(
+                "key `prompts.per_iteration`: prompts.per_iteration x run.iterations + \
+                 prompts.eval must be at most {MAX_COUNT}"
+            );
+        }
+        for (key, v) in [
+            ("generate.samples", self.generate.samples),
+            ("generate.max_new_tokens", self.generate.max_new_tokens),
+            ("generate.batch_size", self.generate.batch_size),
+            ("train.batch_size", self.train.batch_size),
+            ("eval.samples", self.eval.samples),
+        ] {
+            if v > MAX_COUNT {
+                bail!("key `{key}`: must be at most {MAX_COUNT}, got {v}");
+            }
+        }
         range(
             "generate.temperature",
             self.generate.temperature as f64,
@@ -376,6 +401,9 @@ pub fn cache_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cache/selm-tui"))
 }
 
+/// The most prompts a run may draw, and the largest any other count may be.
+const MAX_COUNT: usize = 1 << 24;
+
 fn positive(key: &str, v: usize) -> Result<()> {
     if v == 0 {
         bail!("key `{key}`: must be at least 1");
@@ -418,6 +446,12 @@ mod tests {
         assert!(e.contains("runtime.backend") && e.contains("tpu"), "{e}");
         let e = err(&with("beta = 0.1", "beta = -1.0"));
         assert!(e.contains("train.beta") && e.contains("-1"), "{e}");
+        // Counts whose product would overflow (or allocate without bound) are refused.
+        let e = err(&with(
+            "per_iteration = 384",
+            "per_iteration = 4611686018427387904",
+        ));
+        assert!(e.contains("prompts.per_iteration"), "{e}");
         let e = err(&with("samples = 8", "samples = 0"));
         assert!(e.contains("generate.samples"), "{e}");
         let e = err(&with("beta = 0.1", "beta = \"big\""));

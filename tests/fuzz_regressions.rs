@@ -371,8 +371,12 @@ fn fuzz_seeds_are_valid() {
     assert!(total < 256 << 10, "the seeds take {total} bytes");
 }
 
-fn set(meta: &mut [(&str, Value)], key: &str, value: Value) {
-    meta.iter_mut().find(|(k, _)| *k == key).unwrap().1 = value;
+/// Sets (or adds) metadata `key`.
+fn set(meta: &mut Vec<(&'static str, Value)>, key: &'static str, value: Value) {
+    match meta.iter_mut().find(|(k, _)| *k == key) {
+        Some(entry) => entry.1 = value,
+        None => meta.push((key, value)),
+    }
 }
 
 /// gguf (fuzzing): `llama.block_count` = 2^40 passed as is to the model builder, which
@@ -416,7 +420,10 @@ fn gguf_with_a_1d_embedding_is_an_error() {
         .unwrap();
     embd.1 = vec![embd.1.iter().product()];
     let err = gguf_load_error(&gguf_of(&meta, &tensors));
-    assert!(err.contains("token_embd.weight") && err.contains("2-D"), "{err}");
+    assert!(
+        err.contains("token_embd.weight") && err.contains("2-D"),
+        "{err}"
+    );
 }
 
 /// config.json: the same unchecked shapes as GGUF (`num_hidden_layers` = 10^12 allocated

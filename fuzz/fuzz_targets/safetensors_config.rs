@@ -34,11 +34,16 @@ fuzz_target!(|data: &[u8]| {
     let names: Vec<String> = weights.names().map(str::to_string).collect();
     assert_eq!(names.len(), weights.len());
     if let Some(config) = config {
-        let _ = selm_tui::model::load::from_weights::<Flex>(config, &mut weights, &Default::default());
+        let _ =
+            selm_tui::model::load::from_weights::<Flex>(config, &mut weights, &Default::default());
     } else {
         for name in names {
             let t = weights.remove(&name).expect("listed");
-            assert_eq!(t.shape.iter().product::<usize>(), t.data.len(), "tensor `{name}`");
+            assert_eq!(
+                t.shape.iter().product::<usize>(),
+                t.data.len(),
+                "tensor `{name}`"
+            );
         }
     }
 });

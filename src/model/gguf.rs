@@ -114,6 +114,11 @@ fn model_config(file: &GgufFile) -> Result<ModelConfig> {
     let embd = file
         .tensor("token_embd.weight")
         .context("tensor `token_embd.weight` is missing")?;
+    ensure!(
+        embd.dims.len() == 2,
+        "tensor `token_embd.weight` must be 2-D [hidden, vocab], has dims {:?}",
+        embd.dims
+    );
     let vocab = match file.get(&key("vocab_size")) {
         Some(_) => req_usize(file, &key("vocab_size"))?,
         None => embd.dims[1],
@@ -129,7 +134,7 @@ fn model_config(file: &GgufFile) -> Result<ModelConfig> {
         .as_f64()
         .context("layer_norm_rms_epsilon is not a number")?;
     let eos = opt_u32(file, "tokenizer.ggml.eos_token_id")?;
-    Ok(ModelConfig {
+    let config = ModelConfig {
         arch,
         vocab_size: vocab,
         hidden_size: hidden,
@@ -154,7 +159,10 @@ fn model_config(file: &GgufFile) -> Result<ModelConfig> {
         bos_token_id: opt_u32(file, "tokenizer.ggml.bos_token_id")?,
         eos_token_ids: eos.into_iter().collect(),
         pad_token_id: opt_u32(file, "tokenizer.ggml.padding_token_id")?,
-    })
+    };
+    // Untrusted sizes: a model of 2^40 layers is refused before anything is allocated.
+    config.validate()?;
+    Ok(config)
 }
 
 /// GGUF tensor name -> HF name.
