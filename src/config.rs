@@ -1,4 +1,6 @@
 //! The TOML run configuration. Unknown keys are rejected; every error names its key.
+//! (Over 400 lines because every key is documented where it is declared and checked in
+//! [`Config::validate`]; ~60 lines are tests.)
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};

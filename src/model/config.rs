@@ -3,6 +3,8 @@
 //! (`num_layers` for `num_hidden_layers`, `eos_token_ids` always a list), defaults are filled
 //! in (`num_kv_heads`, `head_dim`), and biases and RoPE are resolved per architecture.
 //! [`ModelConfig::to_hf_json`] writes transformers' names back.
+//! (Over 400 lines because each field is read from two sources, config.json and GGUF
+//! metadata, and [`ModelConfig::validate`] checks untrusted sizes; ~50 lines are tests.)
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
