@@ -9,6 +9,7 @@ use rand::Rng;
 use std::path::Path;
 
 use crate::io::gguf::{self, GgmlType, Value};
+use crate::io::weights::HostTensor;
 use crate::model::CausalLm;
 use crate::model::generate::Generation;
 use crate::model::llama::{AttentionPlan, right_pad};
@@ -147,4 +148,55 @@ pub fn readme_key_table() -> String {
         s.push_str(&format!("| `{}` | {} |\n", b.label, b.help));
     }
     s
+}
+
+/// llama.cpp's converter's q/k row permutation, `w.reshape(h, 2, r/h/2, c).swapaxes(1, 2)`
+/// (for writing an HF Llama as a GGUF; the loader undoes it).
+pub fn permute_qk_rows(w: &HostTensor, heads: usize) -> HostTensor {
+    let (rows, cols) = (w.shape[0], w.shape[1]);
+    let d = rows / heads;
+    let mut out = vec![0.0; w.data.len()];
+    for h in 0..heads {
+        for j in 0..2 {
+            for i in 0..d / 2 {
+                let src = h * d + j * (d / 2) + i;
+                let dst = h * d + 2 * i + j;
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&w.data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    HostTensor::new(w.shape.clone(), out)
+}
+
+/// The GGUF name of an HF Llama/Qwen2 tensor name (`model.layers.0.self_attn.q_proj.weight`
+/// -> `blk.0.attn_q.weight`).
+pub fn gguf_tensor_name(hf: &str) -> String {
+    let fixed = [
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("model.norm.weight", "output_norm.weight"),
+        ("lm_head.weight", "output.weight"),
+    ];
+    if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
+        return g.to_string();
+    }
+    let rest = hf.strip_prefix("model.layers.").unwrap();
+    let (layer, part) = rest.split_once('.').unwrap();
+    let (module, kind) = part.rsplit_once('.').unwrap();
+    let module = [
+        ("input_layernorm", "attn_norm"),
+        ("post_attention_layernorm", "ffn_norm"),
+        ("self_attn.q_proj", "attn_q"),
+        ("self_attn.k_proj", "attn_k"),
+        ("self_attn.v_proj", "attn_v"),
+        ("self_attn.o_proj", "attn_output"),
+        ("mlp.gate_proj", "ffn_gate"),
+        ("mlp.up_proj", "ffn_up"),
+        ("mlp.down_proj", "ffn_down"),
+    ]
+    .iter()
+    .find(|(h, _)| *h == module)
+    .unwrap_or_else(|| panic!("no GGUF name for {hf}"))
+    .1;
+    format!("blk.{layer}.{module}.{kind}")
 }

@@ -21,6 +21,7 @@ use selm_tui::model::ModelConfig;
 use selm_tui::model::load::{from_weights, load_pretrained, random, to_hf_tensors};
 use selm_tui::prompts::parse_jsonl_prompts;
 use selm_tui::ranker::process::parse_reply;
+use selm_tui::testing::{gguf_tensor_name, permute_qk_rows};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -79,51 +80,6 @@ fn dtypes_safetensors() -> Vec<u8> {
     safetensors::serialize(views, None).unwrap()
 }
 
-/// llama.cpp's converter: `w.reshape(h, 2, r/h/2, c).swapaxes(1, 2)` on q/k rows.
-fn permute(w: &HostTensor, heads: usize) -> HostTensor {
-    let (rows, cols) = (w.shape[0], w.shape[1]);
-    let d = rows / heads;
-    let mut out = vec![0.0; w.data.len()];
-    for h in 0..heads {
-        for j in 0..2 {
-            for i in 0..d / 2 {
-                let src = h * d + j * (d / 2) + i;
-                let dst = h * d + 2 * i + j;
-                out[dst * cols..(dst + 1) * cols]
-                    .copy_from_slice(&w.data[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    HostTensor::new(w.shape.clone(), out)
-}
-
-fn gguf_name(hf: &str) -> String {
-    match hf {
-        "model.embed_tokens.weight" => return "token_embd.weight".into(),
-        "model.norm.weight" => return "output_norm.weight".into(),
-        "lm_head.weight" => return "output.weight".into(),
-        _ => {}
-    }
-    let rest = hf.strip_prefix("model.layers.").unwrap();
-    let (layer, part) = rest.split_once('.').unwrap();
-    let module = [
-        ("input_layernorm", "attn_norm"),
-        ("post_attention_layernorm", "ffn_norm"),
-        ("self_attn.q_proj", "attn_q"),
-        ("self_attn.k_proj", "attn_k"),
-        ("self_attn.v_proj", "attn_v"),
-        ("self_attn.o_proj", "attn_output"),
-        ("mlp.gate_proj", "ffn_gate"),
-        ("mlp.up_proj", "ffn_up"),
-        ("mlp.down_proj", "ffn_down"),
-    ]
-    .iter()
-    .find(|(h, _)| part.starts_with(h))
-    .unwrap()
-    .1;
-    format!("blk.{layer}.{module}.weight")
-}
-
 fn s(x: &str) -> Value {
     Value::String(x.into())
 }
@@ -146,9 +102,9 @@ fn model_gguf_parts(tied: bool) -> (Vec<(&'static str, Value)>, Vec<GgufTensor>)
     let mut tensors = vec![];
     for (name, mut t) in tiny_weights(tied) {
         if name.ends_with("q_proj.weight") {
-            t = permute(&t, 2);
+            t = permute_qk_rows(&t, 2);
         } else if name.ends_with("k_proj.weight") {
-            t = permute(&t, 1);
+            t = permute_qk_rows(&t, 1);
         }
         let dims: Vec<usize> = t.shape.iter().rev().copied().collect();
         let bytes: Vec<u8> = t
@@ -156,7 +112,7 @@ fn model_gguf_parts(tied: bool) -> (Vec<(&'static str, Value)>, Vec<GgufTensor>)
             .iter()
             .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
             .collect();
-        tensors.push((gguf_name(&name), dims, GgmlType::F16, bytes));
+        tensors.push((gguf_tensor_name(&name), dims, GgmlType::F16, bytes));
     }
     let tokens = ["<s>", "</s>", "a", "b", "ab", "Ġ", "Ġa", "c"];
     let types = [3, 3, 1, 1, 1, 1, 1, 1];

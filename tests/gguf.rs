@@ -10,59 +10,10 @@ use burn::backend::Flex;
 use common::*;
 use selm_tui::io::gguf::{GgmlType, Value};
 use selm_tui::io::safetensors::read_model_dir;
-use selm_tui::io::weights::HostTensor;
 use selm_tui::model::config::Arch;
 use selm_tui::model::load::{load_hf_dir, load_pretrained};
-use selm_tui::testing::write_gguf;
+use selm_tui::testing::{gguf_tensor_name, permute_qk_rows, write_gguf};
 use std::path::Path;
-
-/// llama.cpp's converter: `w.reshape(h, 2, r/h/2, c).swapaxes(1, 2)`.
-fn permute(w: &HostTensor, heads: usize) -> HostTensor {
-    let (rows, cols) = (w.shape[0], w.shape[1]);
-    let d = rows / heads;
-    let mut out = vec![0.0; w.data.len()];
-    for h in 0..heads {
-        for j in 0..2 {
-            for i in 0..d / 2 {
-                let src = h * d + j * (d / 2) + i;
-                let dst = h * d + 2 * i + j;
-                out[dst * cols..(dst + 1) * cols]
-                    .copy_from_slice(&w.data[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    HostTensor::new(w.shape.clone(), out)
-}
-
-fn gguf_name(hf: &str) -> String {
-    let fixed = [
-        ("model.embed_tokens.weight", "token_embd.weight"),
-        ("model.norm.weight", "output_norm.weight"),
-        ("lm_head.weight", "output.weight"),
-    ];
-    if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
-        return g.to_string();
-    }
-    let rest = hf.strip_prefix("model.layers.").unwrap();
-    let (layer, part) = rest.split_once('.').unwrap();
-    let (module, kind) = part.rsplit_once('.').unwrap();
-    let module = [
-        ("input_layernorm", "attn_norm"),
-        ("post_attention_layernorm", "ffn_norm"),
-        ("self_attn.q_proj", "attn_q"),
-        ("self_attn.k_proj", "attn_k"),
-        ("self_attn.v_proj", "attn_v"),
-        ("self_attn.o_proj", "attn_output"),
-        ("mlp.gate_proj", "ffn_gate"),
-        ("mlp.up_proj", "ffn_up"),
-        ("mlp.down_proj", "ffn_down"),
-    ]
-    .iter()
-    .find(|(h, _)| *h == module)
-    .unwrap_or_else(|| panic!("no GGUF name for {hf}"))
-    .1;
-    format!("blk.{layer}.{module}.{kind}")
-}
 
 fn s(x: &str) -> Value {
     Value::String(x.into())
@@ -88,11 +39,11 @@ fn write_fixture_gguf(path: &Path, name: &str, drop: Option<&str>) {
         let mut t = weights.remove(&name).unwrap();
         // llama.cpp permutes q/k rows of Llama checkpoints only.
         if c.arch == Arch::Llama && name.ends_with("q_proj.weight") {
-            t = permute(&t, c.num_heads);
+            t = permute_qk_rows(&t, c.num_heads);
         } else if c.arch == Arch::Llama && name.ends_with("k_proj.weight") {
-            t = permute(&t, c.num_kv_heads);
+            t = permute_qk_rows(&t, c.num_kv_heads);
         }
-        let g = gguf_name(&name);
+        let g = gguf_tensor_name(&name);
         if drop == Some(g.as_str()) {
             continue;
         }

@@ -86,6 +86,15 @@ fn killed_run(args: &[&str], at: &str) {
     );
 }
 
+/// How many resumes `history.jsonl` records.
+fn resume_entries(run: &Path) -> usize {
+    let history = std::fs::read_to_string(run.join("history.jsonl")).unwrap();
+    history
+        .lines()
+        .filter(|l| l.contains(r#""event":"resume""#))
+        .count()
+}
+
 /// Every file under `dir`, relative.
 fn files(dir: &Path) -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
@@ -132,15 +141,7 @@ fn assert_same_run(reference: &Path, resumed: &Path) {
         strip(json(&reference.join("summary.json"))),
         strip(json(&resumed.join("summary.json")))
     );
-    let history = std::fs::read_to_string(resumed.join("history.jsonl")).unwrap();
-    assert_eq!(
-        history
-            .lines()
-            .filter(|l| l.contains(r#""event":"resume""#))
-            .count(),
-        1,
-        "{history}"
-    );
+    assert_eq!(resume_entries(resumed), 1);
     assert!(!resumed.join("lock").exists(), "the lock is released");
     assert_eq!(json(&resumed.join("state.json"))["finished"], true);
 }
@@ -216,14 +217,7 @@ fn assert_same_run_but_resumes(reference: &Path, resumed: &Path, resumes: usize)
             "{f} differs"
         );
     }
-    let history = std::fs::read_to_string(resumed.join("history.jsonl")).unwrap();
-    assert_eq!(
-        history
-            .lines()
-            .filter(|l| l.contains(r#""event":"resume""#))
-            .count(),
-        resumes
-    );
+    assert_eq!(resume_entries(resumed), resumes);
 }
 
 #[test]

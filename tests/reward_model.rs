@@ -7,7 +7,7 @@
 mod common;
 
 use burn::backend::Flex;
-use common::{assert_close, expected, fixture, ids, token_rows};
+use common::{assert_close, expected, fixture, token_rows};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use selm_tui::config::{Config, Rank};
@@ -82,21 +82,7 @@ fn fixture_copy(
 
 /// The fixture's rows, without their padding.
 fn fixture_rows() -> Vec<Vec<u32>> {
-    let exp = expected(RM_FIXTURE);
-    let rows = exp["input_ids"].as_array().expect("input_ids");
-    let masks = exp["attention_mask"].as_array().expect("attention_mask");
-    assert_eq!(rows.len(), masks.len());
-    rows.iter()
-        .zip(masks)
-        .map(|(r, m)| {
-            ids(r)
-                .into_iter()
-                .zip(ids(m))
-                .filter(|(_, m)| *m == 1)
-                .map(|(t, _)| t)
-                .collect()
-        })
-        .collect()
+    common::unpadded_rows(&expected(RM_FIXTURE))
 }
 
 #[test]

@@ -76,6 +76,26 @@ pub fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
+/// `section`'s `input_ids` rows without the positions its `attention_mask` marks as padding.
+pub fn unpadded_rows(section: &Value) -> Vec<Vec<u32>> {
+    let rows = section["input_ids"].as_array().expect("input_ids");
+    let masks = section["attention_mask"]
+        .as_array()
+        .expect("attention_mask");
+    assert_eq!(rows.len(), masks.len());
+    rows.iter()
+        .zip(masks)
+        .map(|(r, m)| {
+            ids(r)
+                .into_iter()
+                .zip(ids(m))
+                .filter(|(_, m)| *m == 1)
+                .map(|(t, _)| t)
+                .collect()
+        })
+        .collect()
+}
+
 pub fn ids(v: &Value) -> Vec<u32> {
     v.as_array()
         .expect("id list")
@@ -118,21 +138,8 @@ pub fn fixture_triples(name: &str) -> Vec<Triple> {
 pub fn check_forward_logits<B: Backend>(model: &CausalLm<B>, name: &str) {
     let exp = expected(name);
     let fwd = &exp["forward"];
-    let rows = fwd["input_ids"].as_array().expect("rows");
-    let masks = fwd["attention_mask"].as_array().expect("masks");
     // The fixture rows are right-padded; hand the model only the real tokens.
-    let real: Vec<Vec<u32>> = rows
-        .iter()
-        .zip(masks)
-        .map(|(r, m)| {
-            ids(r)
-                .into_iter()
-                .zip(ids(m))
-                .filter(|(_, m)| *m == 1)
-                .map(|(t, _)| t)
-                .collect()
-        })
-        .collect();
+    let real = unpadded_rows(fwd);
     let (logits, lens) = forward_padded(model, &real, 0);
     let [_, seq, vocab] = logits.dims();
     let got = logits
