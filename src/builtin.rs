@@ -26,12 +26,22 @@ const TINY_TASKS: &[(&str, &[u8])] = &[
 
 const PROMPTS: &[(&str, &[u8])] = &[("prompts.jsonl", include_bytes!("../assets/prompts.jsonl"))];
 
+/// `assets/prompts-reference.jsonl`: prompts with a reference answer (and a chosen and a
+/// rejected one), for the `embedding` ranker.
+const PROMPTS_REFERENCE: &[(&str, &[u8])] = &[(
+    "prompts-reference.jsonl",
+    include_bytes!("../assets/prompts-reference.jsonl"),
+)];
+
 /// The path of built-in `name` on disk, written first if needed.
 pub fn path(name: &str) -> Result<PathBuf> {
     match name {
         "tiny-tasks" => materialize("tiny-tasks", TINY_TASKS),
         "prompts" => Ok(materialize("prompts", PROMPTS)?.join("prompts.jsonl")),
-        other => bail!("unknown built-in `{other}` (tiny-tasks, prompts)"),
+        "prompts-reference" => Ok(
+            materialize("prompts-reference", PROMPTS_REFERENCE)?.join("prompts-reference.jsonl")
+        ),
+        other => bail!("unknown built-in `{other}` (tiny-tasks, prompts, prompts-reference)"),
     }
 }
 

@@ -81,6 +81,10 @@ pub struct Prompts {
     #[serde(default = "yes")]
     pub chat: bool,
     pub per_iteration: usize,
+    /// Rows' own `chosen` and `rejected` responses join each training prompt's candidates
+    /// (the official SELM recipe: y_ref plus the dataset's pair).
+    #[serde(default = "yes")]
+    pub dataset_responses: bool,
     /// Held-out prompts for kl and high_reward_fraction (disjoint from training prompts).
     pub eval: usize,
 }
@@ -88,7 +92,8 @@ pub struct Prompts {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Generate {
-    /// K: sampled candidates per prompt (y_ref, the greedy response, is added to them).
+    /// K: sampled candidates per prompt (y_ref, the greedy response, is added to them, and
+    /// the prompts file's `chosen` / `rejected`). 0: y_ref and the dataset's responses only.
     pub samples: usize,
     pub temperature: f32,
     pub top_p: f32,
@@ -104,16 +109,26 @@ pub struct Generate {
 pub struct Rank {
     /// `oracle`: the exact reward of the built-in tasks; `command`: an external process
     /// (JSON lines, see the README); `reward_model`: an HF sequence-classification reward
-    /// model run in-process (`model`).
+    /// model run in-process (`model`); `embedding`: the cosine similarity between a
+    /// candidate's sentence embedding and the prompt's reference answer's (`model`, a
+    /// sentence-transformers BERT encoder; every prompt needs a reference).
     pub ranker: String,
     /// For `command`: the program and its arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
     /// For `reward_model`: the reward model's HF directory (`LlamaForSequenceClassification`
-    /// or `Qwen2ForSequenceClassification`, one label, with its `tokenizer.json`); a path,
-    /// `builtin:<name>` or `cache:<dir>` as for `model.path`.
+    /// or `Qwen2ForSequenceClassification`, one label, with its `tokenizer.json`). For
+    /// `embedding`: the sentence-transformers model directory (a BERT with mean pooling,
+    /// such as all-MiniLM-L6-v2), by default `cache:all-MiniLM-L6-v2`, which
+    /// `scripts/fetch_minilm.sh` fills. A path, `builtin:<name>` or `cache:<dir>` as for
+    /// `model.path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// For `human`: the ranker (`oracle`, `command`, `reward_model`, `embedding`, with this
+    /// section's other keys) that scores the held-out samples and takes over the rest of a
+    /// rank stage when the researcher hands it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     /// The score range the reward histogram spans (scores outside go to the end bins).
     #[serde(default = "default_score_range")]
     pub score_range: [f64; 2],
@@ -122,6 +137,26 @@ pub struct Rank {
     pub timeout_s: f64,
     /// Responses scoring at or above this count as high-reward.
     pub high_reward_threshold: f64,
+}
+
+impl Rank {
+    /// Whether the researcher ranks the training candidates in the TUI.
+    pub fn is_human(&self) -> bool {
+        self.ranker == "human"
+    }
+
+    /// The section of the ranker that scores automatically: this one, or for `human` its
+    /// `fallback`.
+    pub fn automatic(&self) -> Rank {
+        match (&self.fallback, self.is_human()) {
+            (Some(fallback), true) => Rank {
+                ranker: fallback.clone(),
+                fallback: None,
+                ..self.clone()
+            },
+            _ => self.clone(),
+        }
+    }
 }
 
 /// alpha / beta / lr: the parameters a researcher may change while a run is going.
@@ -161,6 +196,15 @@ impl LiveParams {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Train {
+    /// The preference objective: `selm` (DPO plus SELM's optimism term, weighted by `alpha`),
+    /// `dpo` (alpha ignored), or `xpo` (DPO plus XPO's exploration term, weighted by
+    /// `alpha`; arXiv 2405.21046).
+    #[serde(default)]
+    pub objective: Objective,
+    /// Sync pi_ref to pi_theta after each iteration (iterative DPO / SELM); false keeps
+    /// pi_ref at the starting model (an offline-reference baseline).
+    #[serde(default = "yes")]
+    pub sync_reference: bool,
     /// Optimism coefficient; 0 is plain DPO.
     pub alpha: f64,
     pub beta: f64,
@@ -171,6 +215,16 @@ pub struct Train {
     pub max_grad_norm: Option<f64>,
     #[serde(default)]
     pub weight_decay: f64,
+}
+
+/// The loss an update minimizes (see the README's Math section).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    #[default]
+    Selm,
+    Dpo,
+    Xpo,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -234,10 +288,28 @@ impl Config {
             }
             _ => {}
         }
+        if self.rank.is_human() {
+            match self.rank.fallback.as_deref() {
+                None => bail!(
+                    "key `rank.fallback`: the `human` ranker needs a fallback ranker (e.g. \
+                     \"oracle\"), which scores the held-out samples and takes over on hand-off"
+                ),
+                Some("human") => {
+                    bail!("key `rank.fallback`: must be an automatic ranker, not `human`")
+                }
+                Some(_) => {}
+            }
+        }
         positive("run.iterations", self.run.iterations)?;
         positive("prompts.per_iteration", self.prompts.per_iteration)?;
         positive("prompts.eval", self.prompts.eval)?;
-        positive("generate.samples", self.generate.samples)?;
+        if self.generate.samples == 0 && self.prompts.file.is_none() {
+            bail!(
+                "key `generate.samples`: 0 leaves y_ref as each prompt's only candidate; the \
+                 built-in tasks carry no dataset responses (0 needs a `prompts.file` whose \
+                 rows have `chosen` / `rejected`)"
+            );
+        }
         positive("generate.max_new_tokens", self.generate.max_new_tokens)?;
         positive("generate.batch_size", self.generate.batch_size)?;
         positive("train.batch_size", self.train.batch_size)?;
@@ -296,26 +368,32 @@ impl Config {
             f64::MIN,
             f64::MAX,
         )?;
-        match self.rank.ranker.as_str() {
+        // A human ranker's fallback is checked as the ranker it is, under its own key.
+        let (key, rank) = match self.rank.is_human() {
+            true => ("rank.fallback", self.rank.automatic()),
+            false => ("rank.ranker", self.rank.clone()),
+        };
+        match rank.ranker.as_str() {
             "oracle" if self.prompts.tasks.is_empty() => bail!(
-                "key `rank.ranker`: `oracle` scores only the built-in tasks; with `prompts.file` \
-                 use `command` or `reward_model`"
+                "key `{key}`: `oracle` scores only the built-in tasks; with `prompts.file` \
+                 use `command`, `reward_model` or `embedding`"
             ),
             "oracle" => {}
-            "command" if self.rank.command.is_empty() => {
+            "command" if rank.command.is_empty() => {
                 bail!(
                     "key `rank.command`: `command` ranker needs the program to run, e.g. [\"python3\", \"scripts/test_ranker.py\"]"
                 )
             }
             "command" => {}
-            "reward_model" if self.rank.model.as_deref().is_none_or(str::is_empty) => bail!(
+            "reward_model" if rank.model.as_deref().is_none_or(str::is_empty) => bail!(
                 "key `rank.model`: the `reward_model` ranker needs the reward model's HF \
                  directory (a LlamaForSequenceClassification or Qwen2ForSequenceClassification)"
             ),
-            "reward_model" => {}
-            other => {
-                bail!("key `rank.ranker`: unknown ranker `{other}` (oracle, command, reward_model)")
-            }
+            "reward_model" | "embedding" => {}
+            other => bail!(
+                "key `{key}`: unknown ranker `{other}` (oracle, command, reward_model, \
+                 embedding, human)"
+            ),
         }
         let [lo, hi] = self.rank.score_range;
         if !(lo.is_finite() && hi.is_finite() && lo < hi) {

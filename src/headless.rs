@@ -39,9 +39,10 @@ pub fn run(what: Start, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
                 iteration,
                 stage,
                 summary,
+                seconds,
             } => writeln!(
                 out,
-                "[{t:7.1}s] iter {iteration} {:<14} {summary}",
+                "[{t:7.1}s] iter {iteration} {:<14} {summary}  ({seconds:.3} s)",
                 stage.label()
             )?,
             Event::Progress {
@@ -71,6 +72,13 @@ pub fn run(what: Start, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
             Event::Error(e) => {
                 writeln!(out, "[{t:7.1}s] error: {e}")?;
                 error = Some(e);
+                let _ = handle.commands.send(Command::Quit);
+            }
+            Event::RankQuery(_) => {
+                let e = "the `human` ranker asks the researcher in the TUI; headless runs \
+                         cannot answer (run without --headless)";
+                writeln!(out, "[{t:7.1}s] error: {e}")?;
+                error = Some(e.to_string());
                 let _ = handle.commands.send(Command::Quit);
             }
             Event::Finished { .. } => break,

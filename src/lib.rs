@@ -5,6 +5,7 @@ pub mod bench;
 pub mod builtin;
 pub mod chat;
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod engine;
 pub mod export;
@@ -15,6 +16,7 @@ pub mod prompts;
 pub mod ranker;
 pub mod selm;
 pub mod sft;
+pub mod sweep;
 pub mod tasks;
 /// Helpers that exist for the test suite (a GGUF writer, reference computations); the
 /// application does not use them.

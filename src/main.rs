@@ -69,6 +69,10 @@ enum Command {
     Bench(BenchArgs),
     /// Dashboard render time with a full history, and key-to-redraw latency during an update.
     BenchUi(BenchUiArgs),
+    /// Run a grid of configs (alpha x seed, or any keys) headless, several at once.
+    Sweep(selm_tui::sweep::SweepArgs),
+    /// Compare runs and sweeps: curves, final table, reward distributions, implicit rewards.
+    Compare(selm_tui::compare::CompareArgs),
     /// List the backends compiled into this binary.
     Backends,
 }
@@ -157,6 +161,8 @@ fn main() -> Result<()> {
         }
         Some(Command::Resume(args)) => resume(runtime, args),
         Some(Command::BenchUi(args)) => bench_ui(runtime, args),
+        Some(Command::Sweep(args)) => selm_tui::sweep::run(runtime.config.as_deref(), args),
+        Some(Command::Compare(args)) => selm_tui::compare::run(args),
         Some(Command::Backends) => {
             println!("{}", backend::compiled_in().join("\n"));
             Ok(())
@@ -174,6 +180,9 @@ fn run(runtime: &Runtime, args: RunArgs) -> Result<()> {
         config.run.out_dir = dir;
     }
     config.validate()?;
+    if args.headless {
+        refuse_human_ranker(&config)?;
+    }
     let start = Start::New(Box::new(config));
     if args.headless {
         selm_tui::headless::run(start, spec)?;
@@ -199,11 +208,26 @@ fn resume(runtime: &Runtime, args: ResumeArgs) -> Result<()> {
         Some(name) => name.parse().context("--backend")?,
         None => config.backend()?,
     };
+    if args.headless {
+        refuse_human_ranker(&config)?;
+    }
     let start = Start::Resume(args.run_dir);
     if args.headless {
         selm_tui::headless::run(start, spec)?;
     } else {
         selm_tui::tui::run(start, spec)?;
+    }
+    Ok(())
+}
+
+/// Nobody answers a human ranker's questions without the TUI.
+fn refuse_human_ranker(config: &Config) -> Result<()> {
+    if config.rank.is_human() {
+        bail!(
+            "key `rank.ranker`: the `human` ranker asks the researcher in the TUI; run without \
+             --headless, or set `rank.ranker` to an automatic ranker (its fallback is `{}`)",
+            config.rank.fallback.as_deref().unwrap_or("unset")
+        );
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Where the loop's prompts come from: the built-in tasks, or a JSON-lines file in the
 //! formats preference datasets use (a `prompt` string; TRL's conversational `prompt`; a
-//! `messages` conversation as in UltraFeedback, cut before its last assistant turn).
+//! `messages` conversation as in UltraFeedback, cut before its last assistant turn). A row may
+//! carry responses too: TRL / UltraFeedback `chosen` and `rejected` (the paper's extra
+//! candidates) and a `reference` answer (for judges that compare with one).
 
 use anyhow::{Context, Result, bail, ensure};
 use rand::SeedableRng;
@@ -23,6 +25,19 @@ pub struct Prompt {
     pub messages: Vec<Message>,
     /// The built-in task behind it (the oracle ranker needs it).
     pub task: Option<TaskPrompt>,
+    /// The dataset's own responses (`chosen`, `rejected`, `reference`), if the row has them.
+    pub responses: DatasetResponses,
+    /// Its 1-based line in the prompts file, for errors about it.
+    pub line: Option<usize>,
+}
+
+/// Responses a prompts-file row carries besides its prompt.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DatasetResponses {
+    pub chosen: Option<String>,
+    pub rejected: Option<String>,
+    /// A reference answer (`reference`).
+    pub reference: Option<String>,
 }
 
 impl Prompt {
@@ -31,7 +46,17 @@ impl Prompt {
             text: task.prompt.clone(),
             messages: vec![Message::user(task.prompt.clone())],
             task: Some(task),
+            responses: DatasetResponses::default(),
+            line: None,
         }
+    }
+
+    /// The answer a judge compares candidates with: the row's `reference`, else its
+    /// `chosen`; a built-in task's exact answer.
+    pub fn reference_answer(&self) -> Option<&str> {
+        let r = &self.responses;
+        (r.reference.as_deref().or(r.chosen.as_deref()))
+            .or(self.task.as_ref().map(|t| t.answer.as_str()))
     }
 
     /// Token ids: through the chat template when `chat` and the model has one, else the
@@ -104,7 +129,9 @@ pub fn parse_jsonl_prompts(text: &str, origin: &str) -> Result<Vec<Prompt>> {
         if line.trim().is_empty() {
             continue;
         }
-        let prompt = parse_prompt_line(line).with_context(|| format!("{origin} line {}", i + 1))?;
+        let mut prompt =
+            parse_prompt_line(line).with_context(|| format!("{origin} line {}", i + 1))?;
+        prompt.line = Some(i + 1);
         out.push(prompt);
     }
     ensure!(!out.is_empty(), "{origin} holds no prompts");
@@ -137,11 +164,39 @@ pub fn parse_prompt_line(line: &str) -> Result<Prompt> {
         .find(|m| m.role == "user")
         .context("the conversation has no user message")?;
     ensure!(!last_user.content.trim().is_empty(), "the prompt is empty");
+    let response = |field| response(obj.get(field), field);
     Ok(Prompt {
         text: last_user.content.clone(),
         messages,
         task: None,
+        line: None,
+        responses: DatasetResponses {
+            chosen: response("chosen")?,
+            rejected: response("rejected")?,
+            reference: response("reference")?,
+        },
     })
+}
+
+/// A response field: a string, or a conversation whose last assistant turn is the response
+/// (TRL's conversational rows hold just that turn; UltraFeedback's the whole exchange). An
+/// absent, null or empty field is no response.
+fn response(v: Option<&Value>, field: &str) -> Result<Option<String>> {
+    let text = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(a)) if a.is_empty() => return Ok(None),
+        Some(v @ Value::Array(_)) => {
+            messages(v, field)?
+                .into_iter()
+                .rev()
+                .find(|m| m.role == "assistant")
+                .with_context(|| format!("`{field}` has no assistant message"))?
+                .content
+        }
+        Some(_) => bail!("`{field}` must be a string or a list of messages"),
+    };
+    Ok((!text.trim().is_empty()).then_some(text))
 }
 
 fn messages(v: &Value, field: &str) -> Result<Vec<Message>> {
@@ -188,6 +243,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.messages, [Message::user("Q?")]);
+    }
+
+    #[test]
+    fn reads_dataset_responses() {
+        let p = parse_prompt_line(
+            r#"{"prompt": "Q?", "chosen": "Good.", "rejected": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "Bad."}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.responses.chosen.as_deref(), Some("Good."));
+        assert_eq!(p.responses.rejected.as_deref(), Some("Bad."));
+        assert_eq!(p.reference_answer(), Some("Good."));
+        let p = parse_prompt_line(r#"{"prompt": "Q?", "chosen": "A", "reference": "R"}"#).unwrap();
+        assert_eq!(p.reference_answer(), Some("R"));
+        let p = parse_prompt_line(r#"{"prompt": "Q?", "reference": "  "}"#).unwrap();
+        assert_eq!(p.reference_answer(), None);
+        let err = format!(
+            "{:#}",
+            parse_prompt_line(r#"{"prompt": "Q?", "chosen": 3}"#).unwrap_err()
+        );
+        assert!(err.contains("`chosen` must be"), "{err}");
+        let err = format!(
+            "{:#}",
+            parse_prompt_line(
+                r#"{"prompt": "Q?", "rejected": [{"role": "user", "content": "x"}]}"#
+            )
+            .unwrap_err()
+        );
+        assert!(err.contains("`rejected` has no assistant message"), "{err}");
     }
 
     #[test]

@@ -94,3 +94,20 @@ fn run_checks_iterations() {
         "--iterations",
     );
 }
+
+/// Every config the README points to parses and validates (the models they name need not be
+/// fetched for that).
+#[test]
+fn every_shipped_config_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            selm_tui::config::Config::from_file(&path)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 7, "{n} configs in {}", dir.display());
+}

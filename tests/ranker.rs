@@ -23,6 +23,7 @@ fn score(r: &mut ProcessRanker, candidates: &[&str]) -> anyhow::Result<Vec<f64>>
     r.score(&RankRequest {
         prompt: "Say something.",
         task: None,
+        reference: None,
         candidates: &candidates,
     })
 }

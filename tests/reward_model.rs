@@ -199,6 +199,7 @@ fn load_error(dir: &Path) -> String {
         ranker: "reward_model".into(),
         command: vec![],
         model: Some(dir.display().to_string()),
+        fallback: None,
         score_range: [0.0, 1.0],
         timeout_s: 1.0,
         high_reward_threshold: 0.5,
@@ -374,6 +375,7 @@ fn candidates_are_scored_in_the_reward_models_format() {
     let req = RankRequest {
         prompt: "12+3=",
         task: None,
+        reference: None,
         candidates: &candidates,
     };
     let scores = ranker.score(&req).unwrap();

@@ -4,7 +4,10 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use selm_tui::engine::{Command, Event, Level, LiveParams, Stage, StageSummary};
+use selm_tui::engine::{
+    Command, Event, Level, LiveParams, RankQuery, Stage, StageSummary, Verdict,
+};
+use selm_tui::io::records::{Candidate, DatasetLabel};
 use selm_tui::tui::app::{Action, App, EngineState, Popup, View};
 use selm_tui::tui::bench::synthetic_app;
 use selm_tui::tui::panels::pair_list::PairSort;
@@ -191,6 +194,7 @@ fn events_drive_the_pipeline_bar() {
         iteration: 1,
         stage: Stage::Generate,
         summary: StageSummary::Generate { responses: 9 },
+        seconds: 1.5,
     });
     assert!(app.pipeline.stages[1].finished);
     assert!(app.log.lines.back().unwrap().text.contains("9 responses"));
@@ -427,4 +431,123 @@ fn readme_key_table_matches_the_bindings() {
         readme.contains(&table),
         "README.md's key table must read:\n{table}"
     );
+}
+
+/// A question about a prompt with three samples, a dataset response and y_ref.
+fn rank_query() -> RankQuery {
+    let cand = |text: &str, is_reference: bool, dataset: Option<DatasetLabel>| Candidate {
+        text: text.into(),
+        tokens: vec![],
+        is_reference,
+        score: None,
+        dataset,
+    };
+    RankQuery {
+        iteration: 2,
+        index: 3,
+        total: 8,
+        prompt: "What is the capital of France?".into(),
+        candidates: vec![
+            cand("Paris.", false, None),
+            cand("It is Lyon, I think.", false, None),
+            cand("The capital of France is Paris, on the Seine.", false, None),
+            cand("Paris is the capital.", false, Some(DatasetLabel::Chosen)),
+            cand("France.", true, None),
+        ],
+    }
+}
+
+fn sent(actions: Vec<Action>) -> Vec<Command> {
+    actions
+        .into_iter()
+        .map(|a| match a {
+            Action::Send(c) => c,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn ranking_keys_build_an_order_and_send_verdicts() {
+    let mut app = paused();
+    assert!(
+        !app.views().contains(&View::Rank),
+        "no Rank tab before a question"
+    );
+    app.apply(Event::RankQuery(rank_query()));
+    assert_eq!(app.view, View::Rank, "a question opens the Rank view");
+    assert!(app.ranking());
+    // Highlight candidate 3 (index 2) and make it best; make y_ref (now last) worst by
+    // moving candidate 1 (Paris.) down once.
+    press(
+        &mut app,
+        &[KeyCode::Down, KeyCode::Down, KeyCode::Char('+')],
+    );
+    assert_eq!(app.desk.order, [2, 0, 1, 3, 4]);
+    press(&mut app, &[KeyCode::Down, KeyCode::Char('J')]);
+    assert_eq!(app.desk.order, [2, 1, 0, 3, 4]);
+    press(&mut app, &[KeyCode::Up, KeyCode::Char('-')]);
+    assert_eq!(app.desk.order, [2, 0, 3, 4, 1]);
+    press(&mut app, &[KeyCode::Char('K')]);
+    assert_eq!(app.desk.order, [2, 0, 3, 1, 4]);
+    insta::assert_snapshot!("rank_80x24", render(&app, 80, 24).backend());
+    assert_eq!(
+        sent(press(&mut app, &[KeyCode::Enter])),
+        [Command::Rank(Verdict::Order {
+            index: 3,
+            order: vec![2, 0, 3, 1, 4]
+        })]
+    );
+    assert!(
+        !app.ranking(),
+        "answered: nothing is asked until the engine asks again"
+    );
+    assert!(sent(press(&mut app, &[KeyCode::Enter])).is_empty());
+    for (code, verdict) in [
+        ('x', Verdict::Skip { index: 3 }),
+        ('u', Verdict::Back),
+        ('H', Verdict::HandOff),
+    ] {
+        app.apply(Event::RankQuery(rank_query()));
+        assert_eq!(
+            sent(press(&mut app, &[KeyCode::Char(code)])),
+            [Command::Rank(verdict)]
+        );
+    }
+    // Elsewhere the ranking keys do nothing, and the view keys reach the Rank tab.
+    app.apply(Event::RankQuery(rank_query()));
+    press(&mut app, &[KeyCode::Char('1')]);
+    assert!(sent(press(&mut app, &[KeyCode::Char('x'), KeyCode::Char('+')])).is_empty());
+    press(&mut app, &[KeyCode::Char('4')]);
+    assert_eq!(app.view, View::Rank);
+    // The rank stage's end closes the question.
+    app.apply(Event::StageFinished {
+        iteration: 2,
+        stage: Stage::Rank,
+        summary: StageSummary::Rank { mean_score: 0.5 },
+        seconds: 30.0,
+    });
+    assert!(!app.ranking());
+    assert_eq!(app.view, View::Dashboard, "back to the dashboard");
+    press(&mut app, &[KeyCode::Char('4')]);
+    let text = screen(&app, 80, 24);
+    assert!(text.contains("No prompt waits for a ranking"), "{text}");
+}
+
+#[test]
+fn a_question_asked_again_starts_from_its_earlier_order() {
+    let mut app = paused();
+    let mut q = rank_query();
+    for (c, s) in q.candidates.iter_mut().zip([0.25, 0.0, 1.0, 0.5, 0.75]) {
+        c.score = Some(s);
+    }
+    app.apply(Event::RankQuery(q));
+    assert_eq!(app.desk.order, [2, 4, 3, 0, 1]);
+    for (w, h) in [(60, 20), (200, 50)] {
+        let text = screen(&app, w, h);
+        assert!(
+            text.contains("prompt 4 of 8") && text.contains("best"),
+            "{w}x{h}\n{text}"
+        );
+    }
 }

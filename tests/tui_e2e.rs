@@ -258,3 +258,72 @@ fn library_output_shows_in_the_log_panel() {
     let end = tmux.wait_for("EXITED:", long);
     assert!(end.contains("EXITED:0"), "{end}");
 }
+
+/// `rank.ranker = "human"`: the rank stage asks in the Rank view; rank two prompts by keys,
+/// skip one, go back to it and rank it, hand the rest to the oracle, run to the end.
+#[test]
+fn rank_prompts_by_hand_in_the_tui() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = selm_tui::config::Config::embedded_default();
+    c.run.out_dir = tmp.path().join("runs");
+    c.run.iterations = 1;
+    c.prompts.per_iteration = 6;
+    c.prompts.eval = 8;
+    c.generate.samples = 2;
+    c.rank.ranker = "human".into();
+    c.rank.fallback = Some("oracle".into());
+    let cfg = tmp.path().join("human.toml");
+    std::fs::write(&cfg, c.to_toml()).unwrap();
+    let bin = env!("CARGO_BIN_EXE_selm-tui");
+    let command = format!("{bin} --config {}; echo EXITED:$?; sleep 60", cfg.display());
+    let tmux = Tmux::new("human", &command, 100, 30);
+    let long = Duration::from_secs(300);
+    tmux.wait_for("iter 0 eval", long);
+    tmux.keys(&["r"]);
+    tmux.wait_for("prompt 1 of 6", long);
+    // Prompt 1: the highlighted (first) candidate to the bottom, submit.
+    tmux.keys(&["-", "Enter"]);
+    tmux.wait_for("prompt 2 of 6", long);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("prompt 3 of 6", long);
+    tmux.keys(&["x"]);
+    tmux.wait_for("prompt 4 of 6", long);
+    tmux.keys(&["u"]);
+    tmux.wait_for("prompt 3 of 6", long);
+    tmux.keys(&["j", "+", "Enter"]);
+    tmux.wait_for("prompt 4 of 6", long);
+    tmux.keys(&["H"]);
+    tmux.wait_for("run complete", long);
+    tmux.keys(&["q"]);
+    let end = tmux.wait_for("EXITED:", long);
+    assert!(end.contains("EXITED:0"), "{end}");
+    let run = std::fs::read_dir(tmp.path().join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(run.join("iter-001/candidates.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let rankers: Vec<&str> = rows.iter().map(|r| r["ranker"].as_str().unwrap()).collect();
+    assert_eq!(
+        rankers,
+        ["human", "human", "human", "oracle", "oracle", "oracle"]
+    );
+    let scores = |r: &serde_json::Value| -> Vec<f64> {
+        r["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["score"].as_f64().unwrap())
+            .collect()
+    };
+    // Candidate order [1, 2, 0] for prompt 1; as shown for prompt 2; [1, 0, 2] for prompt 3.
+    assert_eq!(scores(&rows[0]), [0.0, 1.0, 0.5]);
+    assert_eq!(scores(&rows[1]), [1.0, 0.5, 0.0]);
+    assert_eq!(scores(&rows[2]), [0.5, 1.0, 0.0]);
+}

@@ -33,6 +33,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             let req = RankRequest {
                 prompt: &prompt.text,
                 task: prompt.task.as_ref(),
+                reference: prompt.reference_answer(),
                 candidates: texts,
             };
             let scores =

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::config::LiveParams;
-use crate::io::records::{EvalFigures, IterationSummary, PairLogps, PairRecord, TrainRecord};
+use crate::io::records::{
+    Candidate, EvalFigures, IterationSummary, PairLogps, PairRecord, TrainRecord,
+};
 
 /// The six stages of one iteration, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -78,8 +80,36 @@ pub enum Command {
         beta: Option<f64>,
         lr: Option<f64>,
     },
+    /// The researcher's answer to a [`RankQuery`] (`rank.ranker = "human"`).
+    Rank(Verdict),
     /// Stop after the current unit of work; what is written stays written.
     Quit,
+}
+
+/// A prompt whose candidates wait for the researcher's ranking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankQuery {
+    pub iteration: usize,
+    /// The prompt's position among this iteration's prompts, and their number.
+    pub index: usize,
+    pub total: usize,
+    pub prompt: String,
+    /// With scores when the prompt was ranked before (the researcher went back).
+    pub candidates: Vec<Candidate>,
+}
+
+/// What the researcher decided about the prompt a [`RankQuery`] showed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Candidate indices from best to worst, each once; the first is chosen, the last
+    /// rejected.
+    Order { index: usize, order: Vec<usize> },
+    /// No preference: the prompt gets no pair.
+    Skip { index: usize },
+    /// Back to the previous prompt, to rank it again.
+    Back,
+    /// The rest of this rank stage goes to `rank.fallback`.
+    HandOff,
 }
 
 /// What a finished stage did, for the front ends to show as they like.
@@ -192,6 +222,8 @@ pub enum Event {
         iteration: usize,
         stage: Stage,
         summary: StageSummary,
+        /// Wall time of the stage (from its first unit in this process).
+        seconds: f64,
     },
     /// One update's metrics (a row of metrics.jsonl).
     Metrics(TrainRecord),
@@ -204,6 +236,8 @@ pub enum Event {
         iteration: usize,
         logps: Vec<PairLogps>,
     },
+    /// The rank stage waits for the researcher (`rank.ranker = "human"`).
+    RankQuery(RankQuery),
     Iteration(IterationSummary),
     ParamsChanged(LiveParams),
     Paused,

@@ -14,7 +14,9 @@ use std::thread::JoinHandle;
 
 use crate::backend::{BackendSpec, OnBackend, dispatch};
 use crate::config::Config;
-pub use messages::{Command, Event, Level, LiveParams, LogLine, Stage, StageSummary};
+pub use messages::{
+    Command, Event, Level, LiveParams, LogLine, RankQuery, Stage, StageSummary, Verdict,
+};
 use pipeline::{Advance, Pipeline};
 use std::path::PathBuf;
 
@@ -149,7 +151,8 @@ fn worker<B: AutodiffBackend>(
     }
     let mut mode = Mode::Paused;
     loop {
-        let next = if mode == Mode::Paused {
+        // Paused, or waiting for the researcher's ranking: nothing to do until told.
+        let next = if mode == Mode::Paused || pipeline.awaiting_human() {
             commands.recv().map_err(|_| TryRecvError::Disconnected)
         } else {
             commands.try_recv()
@@ -174,7 +177,7 @@ fn worker<B: AutodiffBackend>(
             Ok(Advance::Unit) if mode == Mode::UntilBatch && stage == Stage::Update => {
                 mode = Mode::Paused
             }
-            Ok(Advance::Unit) => {}
+            Ok(Advance::Unit | Advance::AwaitingHuman) => {}
             Ok(Advance::StageDone) if matches!(mode, Mode::UntilStage | Mode::UntilBatch) => {
                 mode = Mode::Paused
             }
@@ -221,6 +224,17 @@ fn apply<B: AutodiffBackend>(
                 Err(e) => emit(Event::Error(format!("{e:#}"))),
             }
             mode
+        }
+        Command::Rank(verdict) => {
+            if let Err(e) = pipeline.human_verdict(verdict, emit) {
+                emit(Event::Error(format!("{e:#}")));
+            }
+            // Answering is asking to go on: a paused engine ranks through the stage.
+            if mode == Mode::Paused {
+                Mode::UntilStage
+            } else {
+                mode
+            }
         }
         Command::Quit => mode,
     }

@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 use std::time::Instant;
 
 use super::messages::{Event, LiveParams, LogLine, Stage, StageSummary};
-use super::stages::IterationState;
+use super::stages::{HumanDesk, IterationState};
 use crate::config::Config;
 use crate::io::records::RunState;
 use crate::io::records::{EvalFigures, HistoryEntry, IterationSummary};
@@ -24,6 +24,8 @@ use crate::train::{CosineWithWarmup, OptimConfig, SelmTrainer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Advance {
     Unit,
+    /// The rank stage waits for the researcher's verdict on the prompt it asked about.
+    AwaitingHuman,
     StageDone,
     IterationDone,
     RunDone,
@@ -38,7 +40,10 @@ pub struct Pipeline<B: AutodiffBackend> {
     pub(super) tokenizer: TextTokenizer,
     /// tokenizer.json and tokenizer_config.json, saved with every checkpoint.
     pub(super) tokenizer_files: Vec<(String, String)>,
+    /// The automatic ranker: `rank.ranker`, or for `human` its fallback.
     pub(super) ranker: Box<dyn Ranker>,
+    /// The researcher's side of a `human` rank stage; None for automatic rankers.
+    pub(super) desk: Option<HumanDesk>,
     pub(super) sets: PromptSets,
     /// Token ids of the held-out prompts.
     pub(super) eval_ids: Vec<Vec<u32>>,
@@ -53,6 +58,8 @@ pub struct Pipeline<B: AutodiffBackend> {
     pub(super) state: IterationState,
     pub(super) summaries: Vec<IterationSummary>,
     pub(super) started: Instant,
+    /// When the current stage's first unit (in this process) began.
+    stage_clock: Instant,
     pub(super) global_step: usize,
     pub(super) finished: bool,
     /// A unit where the engine stops and waits forever (`SELM_STALL_AT`, for crash tests).
@@ -100,8 +107,10 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .iter()
             .map(|p| p.encode(&tokenizer, config.prompts.chat))
             .collect::<Result<_>>()?;
-        let ranker =
-            crate::ranker::from_config::<B::InnerBackend>(&config.rank, &reference.device())?;
+        let ranker = crate::ranker::from_config::<B::InnerBackend>(
+            &config.rank.automatic(),
+            &reference.device(),
+        )?;
         let optim = OptimConfig {
             max_grad_norm: config.train.max_grad_norm,
             weight_decay: config.train.weight_decay,
@@ -112,7 +121,9 @@ impl<B: AutodiffBackend> Pipeline<B> {
             reference,
             optim,
             CosineWithWarmup::constant(config.train.lr),
-        );
+        )
+        .with_objective(config.train.objective);
+        let desk = config.rank.is_human().then(HumanDesk::default);
         Ok(Self {
             params: config.live_params(),
             config,
@@ -120,6 +131,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             tokenizer,
             tokenizer_files,
             ranker,
+            desk,
             sets,
             eval_ids,
             run,
@@ -130,6 +142,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             state: IterationState::default(),
             summaries: vec![],
             started: Instant::now(),
+            stage_clock: Instant::now(),
             global_step: 0,
             finished: false,
             stall_at: stall_point(),
@@ -215,7 +228,11 @@ impl<B: AutodiffBackend> Pipeline<B> {
         if self.finished {
             return Ok(Advance::RunDone);
         }
-        if self.cursor == 0 {
+        if self.awaiting_human() {
+            return Ok(Advance::AwaitingHuman);
+        }
+        if self.cursor == 0 && !self.asked_about(0) {
+            self.stage_clock = Instant::now();
             emit(Event::StageStarted {
                 iteration: self.iteration,
                 stage: self.stage,
@@ -231,6 +248,10 @@ impl<B: AutodiffBackend> Pipeline<B> {
             loop {
                 std::thread::park();
             }
+        }
+        if let Some(query) = self.human_query() {
+            emit(Event::RankQuery(query));
+            return Ok(Advance::AwaitingHuman);
         }
         let (done, total) = self.run_unit(emit).with_context(|| {
             format!(
@@ -283,12 +304,13 @@ impl<B: AutodiffBackend> Pipeline<B> {
             iteration,
             stage,
             summary,
+            seconds: self.stage_clock.elapsed().as_secs_f64(),
         });
         Ok(advance)
     }
 
     /// Records the boundary just reached (a stage's, or a unit's within it) in `state.json`.
-    fn write_state(&self) -> Result<()> {
+    pub(super) fn write_state(&self) -> Result<()> {
         let (jsonl, csv) = self.run.metrics_lengths()?;
         self.run.write_state(&RunState {
             version: RunState::VERSION,
@@ -343,6 +365,33 @@ impl<B: AutodiffBackend> Pipeline<B> {
 
 /// The training and held-out prompts `config` describes.
 fn prompt_sets(config: &Config) -> Result<PromptSets> {
+    let sets = read_prompt_sets(config)?;
+    let has_dataset_pair =
+        |p: &crate::prompts::Prompt| p.responses.chosen.is_some() || p.responses.rejected.is_some();
+    if config.generate.samples == 0
+        && !(config.prompts.dataset_responses && sets.train.iter().any(has_dataset_pair))
+    {
+        anyhow::bail!(
+            "key `generate.samples`: 0 leaves y_ref as each prompt's only candidate, and no \
+             training prompt brings `chosen` / `rejected` responses (with \
+             `prompts.dataset_responses = true`)"
+        );
+    }
+    if config.rank.ranker == "embedding" {
+        let missing = sets.eval.iter().chain(&sets.train);
+        if let Some(p) = missing.into_iter().find(|p| p.reference_answer().is_none()) {
+            anyhow::bail!(
+                "key `prompts.file`: {} line {} has no reference answer (`reference` or \
+                 `chosen`), which the `embedding` ranker compares candidates with",
+                config.prompts.file.as_deref().unwrap_or("the prompts file"),
+                p.line.unwrap_or(0)
+            );
+        }
+    }
+    Ok(sets)
+}
+
+fn read_prompt_sets(config: &Config) -> Result<PromptSets> {
     let n_train = config.prompts.per_iteration * config.run.iterations;
     match &config.prompts.file {
         Some(file) => {

@@ -39,16 +39,21 @@ impl<B: AutodiffBackend> Pipeline<B> {
             );
         }
         let (start, tokenizer): (CausalLm<B>, _) = load_pretrained(&config.model_dir()?, device)?;
-        let reference = match state.iteration {
+        // The checkpoints hold pi_theta; pi_ref is the last one, or the start model when
+        // it is never synced.
+        let last = match state.iteration {
             1 => start.clone(),
             n => load_hf_dir::<B>(&run.checkpoint_dir(n - 1), device)?,
         };
         let policy = if state.stage == Stage::SyncEval {
             load_hf_dir::<B>(&run.policy_state_dir(), device)?
         } else {
-            reference.clone()
+            last.clone()
         };
-        let reference = reference.valid();
+        let reference = match config.train.sync_reference {
+            true => last.valid(),
+            false => start.valid(),
+        };
         run.truncate_metrics(state.metrics_jsonl_bytes, state.metrics_csv_bytes)?;
         let params = last_params(&run)?.unwrap_or_else(|| config.live_params());
         let summaries = read_summaries(&run, state.iteration)?;
@@ -119,7 +124,8 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 prompts.len()
             );
         }
-        self.state.candidates = rows.into_iter().map(|r| r.candidates).collect();
+        (self.state.candidates, self.state.ranked_by) =
+            rows.into_iter().map(|r| (r.candidates, r.ranker)).unzip();
         Ok(())
     }
 }

@@ -66,9 +66,19 @@ pub fn read_file_into(path: &Path, map: &mut WeightMap) -> Result<()> {
 /// Parses the bytes of one safetensors file into `map`; `origin` (the file's name) prefixes
 /// every error. The bytes are untrusted: anything malformed is an error, never a panic.
 pub fn read_bytes_into(bytes: &[u8], origin: &str, map: &mut WeightMap) -> Result<()> {
+    read_bytes_into_except(bytes, origin, map, &|_| false)
+}
+
+/// [`read_bytes_into`] without the tensors `skip` names (a model's integer buffers, say).
+pub fn read_bytes_into_except(
+    bytes: &[u8],
+    origin: &str,
+    map: &mut WeightMap,
+    skip: &dyn Fn(&str) -> bool,
+) -> Result<()> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| anyhow::anyhow!("{origin}: not a valid safetensors file: {e}"))?;
-    for (name, view) in st.iter() {
+    for (name, view) in st.iter().filter(|(name, _)| !skip(name)) {
         let tensor = to_host(&view).with_context(|| format!("{origin}: tensor `{name}`"))?;
         map.insert(name.to_string(), tensor)
             .with_context(|| format!("in {origin}"))?;

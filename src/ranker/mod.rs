@@ -1,9 +1,11 @@
 //! Rankers score a prompt's candidate responses; the loop picks the best and worst.
-//! Three exist, chosen by `rank.ranker`: `oracle`, the built-in tasks' exact reward;
+//! Four exist, chosen by `rank.ranker`: `oracle`, the built-in tasks' exact reward;
 //! `command`, an external process speaking JSON lines ([`process`]; scripts/ has a PairRM
-//! reward model and a test ranker written for it); and `reward_model`, an HF sequence
-//! classifier run in-process on the run's backend ([`reward_model`]).
+//! reward model and a test ranker written for it); `reward_model`, an HF sequence
+//! classifier run in-process on the run's backend ([`reward_model`]); and `embedding`, the
+//! cosine similarity of a sentence embedding to the prompt's reference answer ([`embedding`]).
 
+pub mod embedding;
 pub mod process;
 pub mod reward_model;
 
@@ -17,6 +19,13 @@ use crate::tasks::TaskPrompt;
 /// The ranker `rank` configures; a reward model (`reward_model`) is loaded onto `device` of
 /// backend `B` (the run's inference backend, `B::InnerBackend` of the trainer's).
 pub fn from_config<B: Backend>(rank: &Rank, device: &B::Device) -> Result<Box<dyn Ranker>> {
+    if rank.ranker == "embedding" {
+        let path = rank.model.as_deref().unwrap_or(embedding::DEFAULT_MODEL);
+        let dir = crate::config::resolve_path(path).context("key `rank.model`")?;
+        let ranker = embedding::EmbeddingRanker::<B>::load(&dir, device)
+            .context("key `rank.model` (the embedding ranker's sentence encoder)")?;
+        return Ok(Box::new(ranker));
+    }
     if rank.ranker != "reward_model" {
         return model_free(rank);
     }
@@ -63,6 +72,9 @@ pub struct RankRequest<'a> {
     pub prompt: &'a str,
     /// The task behind the prompt, when it is a built-in one (the oracle needs it).
     pub task: Option<&'a TaskPrompt>,
+    /// The dataset's reference answer, when the prompts file has one (`reference`, else
+    /// `chosen`).
+    pub reference: Option<&'a str>,
     pub candidates: &'a [String],
 }
 
@@ -144,12 +156,14 @@ mod tests {
         let req = RankRequest {
             prompt: "1+2=",
             task: Some(&task),
+            reference: None,
             candidates: &candidates,
         };
         assert_eq!(OracleRanker.score(&req).unwrap(), vec![1.0, 0.0]);
         let req = RankRequest {
             prompt: "hi",
             task: None,
+            reference: None,
             candidates: &candidates,
         };
         assert!(OracleRanker.score(&req).is_err());

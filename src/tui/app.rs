@@ -13,7 +13,8 @@ use super::panels::pair_inspector::PairInspector;
 use super::panels::pair_list::PairList;
 use super::panels::params_popup::{FormOutcome, ParamsForm};
 use super::panels::pipeline_bar::PipelineBar;
-use crate::engine::{Command, Event, LiveParams, LogLine};
+use super::panels::rank_desk::RankDesk;
+use crate::engine::{Command, Event, LiveParams, LogLine, Stage, Verdict};
 use crate::io::records::IterationSummary;
 
 /// What a key press asks the main loop to do besides redrawing.
@@ -26,22 +27,24 @@ pub enum Action {
     Resume,
 }
 
-/// The top-level views, cycled with Tab.
+/// The top-level views, cycled with Tab. Rank is there only when the run ranks by hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
     Dashboard,
     Pairs,
     Log,
+    Rank,
 }
 
 impl View {
-    pub const ALL: [View; 3] = [View::Dashboard, View::Pairs, View::Log];
+    pub const ALL: [View; 4] = [View::Dashboard, View::Pairs, View::Log, View::Rank];
 
     pub fn title(self) -> &'static str {
         match self {
             View::Dashboard => "Dashboard",
             View::Pairs => "Pairs",
             View::Log => "Log",
+            View::Rank => "Rank",
         }
     }
 }
@@ -104,6 +107,7 @@ pub struct App {
     pub log: LogPanel,
     pub pairs: PairList,
     pub inspector: PairInspector,
+    pub desk: RankDesk,
 }
 
 impl App {
@@ -135,6 +139,7 @@ impl App {
             log: LogPanel::default(),
             pairs: PairList::default(),
             inspector: PairInspector::default(),
+            desk: RankDesk::default(),
         }
     }
 
@@ -178,10 +183,19 @@ impl App {
                 iteration,
                 stage,
                 summary,
+                seconds,
             } => {
+                if stage == Stage::Rank {
+                    self.desk.close();
+                    if self.view == View::Rank {
+                        self.view = View::Dashboard;
+                    }
+                }
                 self.pipeline.stage_finished(stage, summary);
-                self.log
-                    .info(format!("iter {iteration} {}: {summary}", stage.label()));
+                self.log.info(format!(
+                    "iter {iteration} {}: {summary} ({seconds:.1} s)",
+                    stage.label()
+                ));
             }
             Event::Metrics(record) => {
                 self.loss.push(&record);
@@ -189,6 +203,12 @@ impl App {
             }
             Event::Pairs { iteration, pairs } => self.pairs.set_pairs(iteration, pairs),
             Event::PairLogps { iteration, logps } => self.pairs.set_logps(iteration, logps),
+            Event::RankQuery(query) => {
+                self.desk.ask(query);
+                if self.popup.is_none() {
+                    self.set_view(View::Rank);
+                }
+            }
             Event::Iteration(summary) => {
                 let e = summary.eval;
                 self.log.info(format!(
@@ -281,9 +301,30 @@ impl App {
         self.view == View::Pairs && self.inspector.open.is_some()
     }
 
+    /// Whether a prompt waiting for the researcher's ranking is on screen.
+    pub fn ranking(&self) -> bool {
+        self.view == View::Rank && self.desk.query.is_some()
+    }
+
+    /// The views the tabs offer: Rank once the run has asked for a ranking.
+    pub fn views(&self) -> &'static [View] {
+        if self.desk.active {
+            &View::ALL
+        } else {
+            &View::ALL[..3]
+        }
+    }
+
     /// Handles one key; returns what the main loop must do.
     pub fn handle_key(&mut self, key: KeyEvent) -> Vec<Action> {
-        let act = keys::lookup(&key, self.inspecting());
+        let local = if self.inspecting() {
+            Some(keys::Context::Inspector)
+        } else if self.ranking() {
+            Some(keys::Context::Ranking)
+        } else {
+            None
+        };
+        let act = keys::lookup(&key, local);
         // Ctrl-C quits from anywhere, popups included.
         if act == Some(Act::Quit) && key.modifiers.contains(KeyModifiers::CONTROL) {
             return self.quit();
@@ -318,6 +359,11 @@ impl App {
         let send = |live: bool, c: Command| if live { vec![Action::Send(c)] } else { vec![] };
         let live = self.live();
         let inspecting = self.inspecting();
+        if self.ranking()
+            && let Some(verdict) = self.rank_key(act)
+        {
+            return verdict.map_or_else(Vec::new, |v| send(live, Command::Rank(v)));
+        }
         let it = self.selected_iteration;
         match act {
             Act::Quit => return self.quit(),
@@ -350,6 +396,8 @@ impl App {
             Act::Dashboard => self.set_view(View::Dashboard),
             Act::Pairs => self.set_view(View::Pairs),
             Act::Log => self.set_view(View::Log),
+            Act::Ranking if self.desk.active => self.set_view(View::Rank),
+            Act::Ranking => {}
             Act::Left | Act::PrevPair if inspecting => self.step_pair(false),
             Act::Right | Act::NextPair if inspecting => self.step_pair(true),
             Act::Left | Act::PrevIteration => self.browse(-1),
@@ -377,8 +425,38 @@ impl App {
             Act::Back if inspecting => self.inspector.close(),
             Act::Back if self.view != View::Dashboard => self.view = View::Dashboard,
             Act::Back => {}
+            // Outside the Rank view (or with nothing asked) these keys do nothing.
+            Act::MakeBest
+            | Act::MakeWorst
+            | Act::MoveUp
+            | Act::MoveDown
+            | Act::SkipPrompt
+            | Act::PrevPrompt
+            | Act::HandOff => {}
         }
         vec![]
+    }
+
+    /// A key in the Rank view: edits the order, or yields the verdict to send. None: not a
+    /// ranking key.
+    fn rank_key(&mut self, act: Act) -> Option<Option<Verdict>> {
+        let desk = &mut self.desk;
+        match act {
+            Act::Up => desk.move_cursor(-1),
+            Act::Down => desk.move_cursor(1),
+            Act::Top => desk.move_cursor(isize::MIN / 2),
+            Act::Bottom => desk.move_cursor(isize::MAX / 2),
+            Act::MoveUp => desk.shift(-1),
+            Act::MoveDown => desk.shift(1),
+            Act::MakeBest => desk.make(true),
+            Act::MakeWorst => desk.make(false),
+            Act::Open => return Some(desk.answer(|index, order| Verdict::Order { index, order })),
+            Act::SkipPrompt => return Some(desk.answer(|index, _| Verdict::Skip { index })),
+            Act::PrevPrompt => return Some(desk.answer(|_, _| Verdict::Back)),
+            Act::HandOff => return Some(desk.answer(|_, _| Verdict::HandOff)),
+            _ => return None,
+        }
+        Some(None)
     }
 
     /// First `q`: ask the engine to stop after its current unit. Second: leave at once
@@ -408,15 +486,17 @@ impl App {
     }
 
     fn cycle_view(&mut self, delta: isize) {
-        let i = View::ALL.iter().position(|v| *v == self.view).unwrap_or(0) as isize;
-        let n = View::ALL.len() as isize;
-        self.set_view(View::ALL[((i + delta).rem_euclid(n)) as usize]);
+        let views = self.views();
+        let i = views.iter().position(|v| *v == self.view).unwrap_or(0) as isize;
+        let n = views.len() as isize;
+        self.set_view(views[((i + delta).rem_euclid(n)) as usize]);
     }
 
     fn move_cursor(&mut self, delta: isize) {
         match self.view {
             View::Pairs => self.pairs.move_cursor(self.selected_iteration, delta),
             View::Log | View::Dashboard => self.log.scroll_by(delta),
+            View::Rank => self.desk.move_cursor(delta),
         }
     }
 }

@@ -37,6 +37,14 @@ pub enum Act {
     PrevPair,
     Back,
     Resume,
+    Ranking,
+    MakeBest,
+    MakeWorst,
+    MoveUp,
+    MoveDown,
+    SkipPrompt,
+    PrevPrompt,
+    HandOff,
     Help,
     Quit,
 }
@@ -48,6 +56,8 @@ pub enum Context {
     Any,
     /// Only while a pair is open in the inspector.
     Inspector,
+    /// Only in the Rank view (`rank.ranker = "human"`).
+    Ranking,
 }
 
 /// The footer shown in a situation.
@@ -61,6 +71,8 @@ pub enum Footer {
     Inspector,
     /// Added to `ReadOnly` for a run that can be resumed.
     Resumable,
+    /// A prompt waits for the researcher's ranking.
+    Ranking,
 }
 
 /// A key, with Ctrl or without.
@@ -100,7 +112,7 @@ const fn code(c: KeyCode) -> Key {
     Key::Plain(c)
 }
 
-use Footer::{Inspector as In, Live, ReadOnly as Ro};
+use Footer::{Inspector as In, Live, Ranking as Rk, ReadOnly as Ro};
 
 pub const BINDINGS: &[Binding] = &[
     Binding {
@@ -111,25 +123,15 @@ pub const BINDINGS: &[Binding] = &[
         footer: &[(Live, "s", "stage"), (Live, "b", "batch")],
     },
     Binding {
-        label: "r",
-        help: "run continuously",
+        label: "r / p / space",
+        help: "run / pause at a safe point / toggle",
         context: Context::Any,
-        keys: &[(ch('r'), Act::Run)],
-        footer: &[(Live, "r", "run")],
-    },
-    Binding {
-        label: "p",
-        help: "pause at the next safe point",
-        context: Context::Any,
-        keys: &[(ch('p'), Act::Pause)],
-        footer: &[(Live, "p", "pause")],
-    },
-    Binding {
-        label: "space",
-        help: "run / pause",
-        context: Context::Any,
-        keys: &[(ch(' '), Act::RunOrPause)],
-        footer: &[],
+        keys: &[
+            (ch('r'), Act::Run),
+            (ch('p'), Act::Pause),
+            (ch(' '), Act::RunOrPause),
+        ],
+        footer: &[(Live, "r", "run"), (Live, "p", "pause")],
     },
     Binding {
         label: "a",
@@ -147,7 +149,7 @@ pub const BINDINGS: &[Binding] = &[
     },
     Binding {
         label: "Tab / S-Tab",
-        help: "next / previous view (1 2 3: jump)",
+        help: "next / previous view (1 2 3 4: jump)",
         context: Context::Any,
         keys: &[
             (code(KeyCode::Tab), Act::NextView),
@@ -155,6 +157,7 @@ pub const BINDINGS: &[Binding] = &[
             (ch('1'), Act::Dashboard),
             (ch('2'), Act::Pairs),
             (ch('3'), Act::Log),
+            (ch('4'), Act::Ranking),
         ],
         footer: &[(Live, "Tab", "view"), (Ro, "Tab", "view")],
     },
@@ -200,10 +203,34 @@ pub const BINDINGS: &[Binding] = &[
     },
     Binding {
         label: "Enter",
-        help: "open the selected pair",
+        help: "open the selected pair / submit a ranking",
         context: Context::Any,
         keys: &[(code(KeyCode::Enter), Act::Open)],
-        footer: &[(Ro, "Enter", "open")],
+        footer: &[(Ro, "Enter", "open"), (Rk, "Enter", "submit")],
+    },
+    Binding {
+        label: "+ - / K J",
+        help: "rank: make best / worst, move up / down",
+        context: Context::Ranking,
+        keys: &[
+            (ch('+'), Act::MakeBest),
+            (ch('='), Act::MakeBest),
+            (ch('-'), Act::MakeWorst),
+            (ch('K'), Act::MoveUp),
+            (ch('J'), Act::MoveDown),
+        ],
+        footer: &[(Rk, "+/-", "best/worst"), (Rk, "K/J", "move")],
+    },
+    Binding {
+        label: "x / u / H",
+        help: "rank: skip / previous prompt / hand off",
+        context: Context::Ranking,
+        keys: &[
+            (ch('x'), Act::SkipPrompt),
+            (ch('u'), Act::PrevPrompt),
+            (ch('H'), Act::HandOff),
+        ],
+        footer: &[(Rk, "x", "skip"), (Rk, "u", "back"), (Rk, "H", "hand off")],
     },
     Binding {
         label: "o",
@@ -248,20 +275,30 @@ pub const BINDINGS: &[Binding] = &[
         help: "this help",
         context: Context::Any,
         keys: &[(ch('?'), Act::Help)],
-        footer: &[(Live, "?", "help"), (Ro, "?", "help"), (In, "?", "help")],
+        footer: &[
+            (Live, "?", "help"),
+            (Ro, "?", "help"),
+            (In, "?", "help"),
+            (Rk, "?", "help"),
+        ],
     },
     Binding {
         label: "q / Ctrl-C",
         help: "quit (again: leave now)",
         context: Context::Any,
         keys: &[(ch('q'), Act::Quit), (Key::Ctrl('c'), Act::Quit)],
-        footer: &[(Live, "q", "quit"), (Ro, "q", "quit"), (In, "q", "quit")],
+        footer: &[
+            (Live, "q", "quit"),
+            (Ro, "q", "quit"),
+            (In, "q", "quit"),
+            (Rk, "q", "quit"),
+        ],
     },
 ];
 
-/// The action `event` is bound to where a pair is (or is not) open: the inspector's own
-/// bindings first.
-pub fn lookup(event: &KeyEvent, inspector: bool) -> Option<Act> {
+/// The action `event` is bound to: the bindings of `local` (the open inspector, the Rank
+/// view) first, then those that apply everywhere.
+pub fn lookup(event: &KeyEvent, local: Option<Context>) -> Option<Act> {
     let find = |context: Context| {
         BINDINGS
             .iter()
@@ -270,10 +307,7 @@ pub fn lookup(event: &KeyEvent, inspector: bool) -> Option<Act> {
             .find(|(key, _)| key.matches(event))
             .map(|(_, act)| *act)
     };
-    inspector
-        .then(|| find(Context::Inspector))
-        .flatten()
-        .or_else(|| find(Context::Any))
+    local.and_then(find).or_else(|| find(Context::Any))
 }
 
 /// The footer's (key, word) hints for `footer`, in table order.
@@ -291,7 +325,7 @@ mod tests {
 
     #[test]
     fn no_key_is_bound_twice_in_one_context() {
-        for context in [Context::Any, Context::Inspector] {
+        for context in [Context::Any, Context::Inspector, Context::Ranking] {
             let keys: Vec<Key> = BINDINGS
                 .iter()
                 .filter(|b| b.context == context)
@@ -306,12 +340,16 @@ mod tests {
     #[test]
     fn the_inspector_overrides_and_falls_through() {
         let n = KeyEvent::from(KeyCode::Char('n'));
-        assert_eq!(lookup(&n, true), Some(Act::NextPair));
-        assert_eq!(lookup(&n, false), None);
+        let inspector = Some(Context::Inspector);
+        assert_eq!(lookup(&n, inspector), Some(Act::NextPair));
+        assert_eq!(lookup(&n, None), None);
         let q = KeyEvent::from(KeyCode::Char('q'));
-        assert_eq!(lookup(&q, true), Some(Act::Quit));
+        assert_eq!(lookup(&q, inspector), Some(Act::Quit));
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-        assert_eq!(lookup(&ctrl_c, false), Some(Act::Quit));
-        assert_eq!(lookup(&KeyEvent::from(KeyCode::Char('c')), false), None);
+        assert_eq!(lookup(&ctrl_c, None), Some(Act::Quit));
+        assert_eq!(lookup(&KeyEvent::from(KeyCode::Char('c')), None), None);
+        let plus = KeyEvent::from(KeyCode::Char('+'));
+        assert_eq!(lookup(&plus, Some(Context::Ranking)), Some(Act::MakeBest));
+        assert_eq!(lookup(&plus, inspector), None);
     }
 }

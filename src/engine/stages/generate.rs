@@ -2,12 +2,15 @@
 //! the greedy y_ref); the candidates go to disk when the last batch is done.
 
 use anyhow::Result;
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use std::borrow::Cow;
 
 use crate::engine::pipeline::{Pipeline, Progress};
-use crate::io::records::{Candidate, CandidatesRecord};
+use crate::io::records::{Candidate, CandidatesRecord, DatasetLabel};
+use crate::model::CausalLm;
 use crate::model::generate::generate_suppressing;
 use crate::model::sampling::SamplingParams;
 
@@ -35,7 +38,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .map(|(i, _)| self.state.prompt_ids[*i].clone())
             .collect();
         let out = generate_suppressing(
-            self.trainer.reference(),
+            &self.sampler(),
             &prompts,
             g.max_new_tokens,
             &params,
@@ -50,16 +53,51 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 tokens,
                 is_reference: *is_ref,
                 score: None,
+                dataset: None,
             });
         }
         if self.cursor + 1 == total {
-            // y_ref was generated first; keep it last, after the K samples.
-            for c in &mut self.state.candidates {
-                c.rotate_left(1);
-            }
+            self.add_dataset_candidates()?;
             self.write_candidates()?;
         }
         Ok((self.cursor + 1, total))
+    }
+
+    /// The model candidates are sampled from: pi_ref, which after a sync is the current
+    /// policy; with `train.sync_reference = false` (pi_ref fixed at the start) the current
+    /// policy, as an online loop samples from it.
+    fn sampler(&self) -> Cow<'_, CausalLm<B::InnerBackend>> {
+        if self.config.train.sync_reference {
+            Cow::Borrowed(self.trainer.reference())
+        } else {
+            Cow::Owned(self.trainer.policy().valid())
+        }
+    }
+
+    /// Orders each prompt's candidates as K samples, the dataset's responses (when
+    /// `prompts.dataset_responses`), then y_ref (generated first).
+    fn add_dataset_candidates(&mut self) -> Result<()> {
+        let use_dataset = self.config.prompts.dataset_responses;
+        for (prompt, cands) in self.state.prompts.iter().zip(&mut self.state.candidates) {
+            let y_ref = cands.remove(0);
+            let r = &prompt.responses;
+            let rows = [
+                (&r.chosen, DatasetLabel::Chosen),
+                (&r.rejected, DatasetLabel::Rejected),
+            ];
+            for (text, label) in rows.into_iter().filter(|_| use_dataset) {
+                let Some(text) = text else { continue };
+                cands.push(Candidate {
+                    text: text.clone(),
+                    tokens: self.tokenizer.encode_response(text)?,
+                    is_reference: false,
+                    score: None,
+                    dataset: Some(label),
+                });
+            }
+            cands.push(y_ref);
+        }
+        Ok(())
     }
 
     /// `iter-NNN/candidates.jsonl`; written before ranking too, so a failing ranker loses
@@ -70,10 +108,12 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .prompts
             .iter()
             .zip(&self.state.candidates)
-            .map(|(p, c)| CandidatesRecord {
+            .zip(&self.state.ranked_by)
+            .map(|((p, c), ranker)| CandidatesRecord {
                 iteration: self.iteration,
                 prompt: p.text.clone(),
                 candidates: c.clone(),
+                ranker: ranker.clone(),
             })
             .collect();
         self.run

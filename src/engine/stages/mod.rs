@@ -4,11 +4,14 @@
 //! [`Pipeline`]: super::pipeline::Pipeline
 
 mod generate;
+mod human;
 mod rank;
 mod sample;
 mod select;
 mod sync_eval;
 mod update;
+
+pub(super) use human::HumanDesk;
 
 use crate::io::records::Candidate;
 use crate::prompts::Prompt;
@@ -21,6 +24,8 @@ pub(super) struct IterationState {
     pub prompt_ids: Vec<Vec<u32>>,
     /// Per prompt: K samples, then y_ref last.
     pub candidates: Vec<Vec<Candidate>>,
+    /// Per prompt: the ranker that scored its candidates, once ranked.
+    pub ranked_by: Vec<Option<String>>,
     /// Decode batches: (prompt index, is y_ref) per row.
     pub jobs: Vec<Vec<(usize, bool)>>,
     pub triples: Vec<Triple>,

@@ -33,6 +33,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             prompts: chunk.to_vec(),
             prompt_ids,
             candidates: vec![vec![]; chunk.len()],
+            ranked_by: vec![None; chunk.len()],
             jobs,
             ..IterationState::default()
         };

@@ -22,12 +22,11 @@ impl<B: AutodiffBackend> Pipeline<B> {
     ) -> Result<Progress> {
         let mut records = vec![];
         let mut triples = vec![];
-        for ((prompt, ids), cands) in self
-            .state
-            .prompts
-            .iter()
-            .zip(&self.state.prompt_ids)
-            .zip(&self.state.candidates)
+        let s = &self.state;
+        for (((prompt, ids), cands), ranked_by) in (s.prompts.iter())
+            .zip(&s.prompt_ids)
+            .zip(&s.candidates)
+            .zip(&s.ranked_by)
         {
             let scores: Vec<f64> = cands.iter().map(|c| c.score.unwrap_or(f64::NAN)).collect();
             let Some((best, worst)) = best_and_worst(&scores) else {
@@ -53,7 +52,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 y_ref: y_ref.text.clone(),
                 y_ref_score: y_ref.score.unwrap_or(f64::NAN),
                 candidates: cands.clone(),
-                ranker: self.ranker.name().to_string(),
+                ranker: (ranked_by.clone()).unwrap_or_else(|| self.ranker.name().to_string()),
             });
         }
         self.run

@@ -1,5 +1,6 @@
 //! Stage 6: measure this iteration's pairs under the updated policy and the reference (for
-//! the inspector), evaluate on held-out prompts, then pi_ref <- pi_theta and checkpoint.
+//! the inspector), evaluate on held-out prompts, then pi_ref <- pi_theta (unless
+//! `train.sync_reference = false`) and checkpoint pi_theta.
 
 use anyhow::{Result, bail};
 use burn::module::AutodiffModule;
@@ -32,10 +33,12 @@ impl<B: AutodiffBackend> Pipeline<B> {
             self.state.triples.len(),
             self.state.mean_loss(),
         )?;
-        self.trainer.sync_reference();
+        if self.config.train.sync_reference {
+            self.trainer.sync_reference();
+        }
         let dir = self.run.save_checkpoint(
             self.iteration,
-            self.trainer.reference(),
+            &self.trainer.policy().valid(),
             &self.tokenizer_files,
         )?;
         emit(Event::Log(LogLine::info(format!(

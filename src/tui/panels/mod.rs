@@ -13,6 +13,7 @@ pub mod pair_inspector;
 pub mod pair_list;
 pub mod params_popup;
 pub mod pipeline_bar;
+pub mod rank_desk;
 pub mod reward_histogram;
 
 use ratatui::layout::Rect;
