@@ -62,7 +62,7 @@ impl OnBackend for SftArgs {
         let config = tiny_task_config(tok.vocab_size());
         let mut model: CausalLm<B> = random(config, self.seed, &device);
         let data = PromptSets::new(
-            &TaskKind::ALL,
+            &TaskKind::SFT,
             self.seed ^ 0x5f7,
             self.steps * self.batch,
             0,
@@ -102,7 +102,7 @@ impl OnBackend for SftArgs {
         let meta = serde_json::json!({
             "trained_by": "selm-tui sft",
             "steps": self.steps, "batch": self.batch, "lr": self.lr, "seed": self.seed, "noise": self.noise,
-            "tasks": TaskKind::ALL.map(TaskKind::name),
+            "tasks": TaskKind::SFT.map(TaskKind::name),
         });
         crate::io::atomic_write(&self.out.join("sft.json"), meta.to_string().as_bytes())
             .with_context(|| format!("writing {}", self.out.display()))?;

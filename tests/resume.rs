@@ -15,12 +15,18 @@ fn selm() -> Command {
 /// The embedded default, scaled down: 2 iterations of 32 prompts, 16 held-out, updates of
 /// 8 triples (so an update has several units to be killed between).
 fn write_config(dir: &Path) -> PathBuf {
+    write_config_with(dir, |_| {})
+}
+
+/// [`write_config`] changed by `edit`.
+fn write_config_with(dir: &Path, edit: fn(&mut selm_tui::config::Config)) -> PathBuf {
     let mut c = selm_tui::config::Config::embedded_default();
     c.run.out_dir = dir.join("runs");
     c.run.iterations = 2;
     c.prompts.per_iteration = 32;
     c.prompts.eval = 16;
     c.train.batch_size = 8;
+    edit(&mut c);
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("small.toml");
     std::fs::write(&path, c.to_toml()).unwrap();
@@ -181,6 +187,38 @@ fn killed_at_any_point_and_resumed_equals_the_uninterrupted_run() {
             String::from_utf8_lossy(&out.stdout).contains("resumed at iteration"),
             "{at}"
         );
+        assert_same_run(&reference, &run);
+    }
+}
+
+/// pi_ref fixed at the start model (and the XPO objective): a resume must take pi_ref from
+/// the start model and pi_theta from the checkpoint, not both from the checkpoint.
+#[test]
+fn a_fixed_reference_run_resumes_with_the_start_model_as_reference() {
+    let base = tempfile::tempdir().unwrap();
+    let fixed = |c: &mut selm_tui::config::Config| {
+        c.train.sync_reference = false;
+        c.train.objective = selm_tui::config::Objective::Xpo;
+    };
+    let ref_dir = base.path().join("ref");
+    let config = write_config_with(&ref_dir, fixed);
+    ok(&selm()
+        .args(["--config", config.to_str().unwrap(), "run", "--headless"])
+        .output()
+        .unwrap());
+    let reference = run_dir(&ref_dir);
+    for at in ["2:generate:1", "2:update:1", "2:sync_eval:0"] {
+        let dir = base.path().join(at.replace(':', "-"));
+        let config = write_config_with(&dir, fixed);
+        killed_run(
+            &["--config", config.to_str().unwrap(), "run", "--headless"],
+            at,
+        );
+        let run = run_dir(&dir);
+        ok(&selm()
+            .args(["resume", run.to_str().unwrap(), "--headless"])
+            .output()
+            .unwrap());
         assert_same_run(&reference, &run);
     }
 }

@@ -301,13 +301,28 @@ fn process_alive(pid: u32) -> bool {
         };
         // SAFETY: kill with signal 0 only checks for the process; no memory is involved.
         let r = unsafe { libc::kill(pid, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        exists && !zombie(pid)
     }
     #[cfg(not(unix))]
     {
         let _ = pid;
         true
     }
+}
+
+#[cfg(unix)]
+/// Whether `pid` has exited and waits to be reaped (Linux's `Z` state): a killed run whose
+/// parent died too stays a zombie where PID 1 does not reap, and holds no lock.
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // `pid (comm) state ...`; comm may hold spaces and parentheses.
+            let after = s.rsplit_once(')')?.1;
+            after.split_whitespace().next().map(|st| st == "Z")
+        })
+        .unwrap_or(false)
 }
 
 fn jsonl<T: Serialize>(records: &[T]) -> Result<String> {

@@ -2,12 +2,17 @@
 //! (Zhang et al. 2024, "Self-Exploring Language Models: Active Preference Elicitation for
 //! Online Alignment", arXiv 2405.19332, section 4):
 //! `loss_i = -log_sigmoid(beta * ((pc - pr) - (rc - rr))) + alpha * beta * (py - ry)`.
-//! alpha = 0 gives plain DPO.
+//! alpha = 0 gives plain DPO. [`preference_loss`] also gives the objectives SELM is compared
+//! with: DPO, and XPO (Xie et al. 2024, "Exploratory Preference Optimization", arXiv
+//! 2405.21046), whose exploration term is `alpha * log pi_theta(y_ref)` for a response of
+//! pi_ref, as TRL's XPOTrainer computes it (no beta, no pi_ref term).
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
+
+use crate::config::Objective;
 
 /// Sequence log-probs of a batch of triples under the policy (`p*`) and the reference (`r*`):
 /// chosen, rejected, and the reference policy's greedy response y_ref. Each `[n]`.
@@ -44,8 +49,33 @@ pub struct SelmLoss<B: Backend> {
     pub loss: Tensor<B, 1>,
     pub losses: Tensor<B, 1>,
     pub dpo_losses: Tensor<B, 1>,
-    /// `alpha * beta * (py - ry)` per triple.
+    /// The exploration term per triple: SELM's `alpha * beta * (py - ry)`, XPO's
+    /// `alpha * py`, DPO's 0.
     pub optimism_terms: Tensor<B, 1>,
+}
+
+/// The loss `objective` minimizes: the DPO loss plus its exploration term.
+pub fn preference_loss<B: Backend>(
+    l: &TripleLogps<B>,
+    objective: Objective,
+    alpha: f64,
+    beta: f64,
+) -> SelmLoss<B> {
+    match objective {
+        Objective::Selm => selm_loss(l, alpha, beta),
+        Objective::Dpo => selm_loss(l, 0.0, beta),
+        Objective::Xpo => {
+            let dpo = selm_loss(l, 0.0, beta);
+            let optimism_terms = l.policy_response.clone() * alpha;
+            let losses = dpo.dpo_losses.clone() + optimism_terms.clone();
+            SelmLoss {
+                loss: losses.clone().mean(),
+                losses,
+                dpo_losses: dpo.dpo_losses,
+                optimism_terms,
+            }
+        }
+    }
 }
 
 pub fn selm_loss<B: Backend>(l: &TripleLogps<B>, alpha: f64, beta: f64) -> SelmLoss<B> {
@@ -207,7 +237,26 @@ mod tests {
         assert!((m.logps_chosen + 15.0).abs() < 1e-9);
         assert!((m.logps_ref_response + 5.0).abs() < 1e-9);
         assert_eq!(m.loss_optimism, 0.0);
+        let dpo = preference_loss(&l, Objective::Dpo, 0.5, 0.1);
+        assert_eq!(HostTriples::read(&l, &dpo), host, "dpo ignores alpha");
         let json = serde_json::to_value(&m).unwrap();
         assert!(json.get("rewards/margins").is_some() && json.get("logps/pi_response").is_some());
+    }
+
+    #[test]
+    fn xpo_adds_alpha_times_the_policy_log_prob_of_y_ref() {
+        let (alpha, beta) = (0.05, 0.1);
+        let l = logps((-7.0, -4.0));
+        let out = preference_loss(&l, Objective::Xpo, alpha, beta);
+        // TRL's XPO: dpo_losses + alpha * sum log pi_theta(ref completion); y_ref's policy
+        // log-probs are -5 and -7.
+        let dpo = |z: f64| (1.0 + (-beta * z).exp()).ln();
+        let expect = [dpo(2.0) + alpha * -5.0, dpo(-1.0) + alpha * -7.0];
+        let losses = out.losses.to_data().into_vec::<f32>().unwrap();
+        for (got, want) in losses.iter().zip(expect) {
+            assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        let mean: f32 = out.loss.into_scalar();
+        assert!((mean as f64 - (expect[0] + expect[1]) / 2.0).abs() < 1e-6);
     }
 }

@@ -3,7 +3,7 @@
 pub mod logprobs;
 pub mod loss;
 
-pub use loss::{HostTriples, SelmLoss, SelmMetrics, TripleLogps, selm_loss};
+pub use loss::{HostTriples, SelmLoss, SelmMetrics, TripleLogps, preference_loss, selm_loss};
 
 /// One preference triple as token ids: prompt x, chosen y_w, rejected y_l, and y_ref, the
 /// reference policy's greedy response to x.

@@ -12,9 +12,10 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::Serialize;
 
+use crate::config::Objective;
 use crate::model::CausalLm;
 use crate::selm::logprobs::sequence_logps;
-use crate::selm::{HostTriples, SelmMetrics, Triple, TripleLogps, selm_loss};
+use crate::selm::{HostTriples, SelmMetrics, Triple, TripleLogps, preference_loss};
 pub use schedule::CosineWithWarmup;
 
 /// Optimizer settings (AdamW, as `torch.optim.AdamW`).
@@ -60,6 +61,8 @@ pub struct SelmTrainer<B: AutodiffBackend> {
     optimizer: OptimizerAdaptor<AdamW, CausalLm<B>, B>,
     schedule: CosineWithWarmup,
     pub optim: OptimConfig,
+    /// The loss minimized (SELM unless set).
+    pub objective: Objective,
     /// Optimizer steps taken.
     pub step: usize,
 }
@@ -77,8 +80,15 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
             optimizer: adamw(&optim),
             schedule,
             optim,
+            objective: Objective::Selm,
             step: 0,
         }
+    }
+
+    /// Minimizes `objective`'s loss instead of SELM's.
+    pub fn with_objective(mut self, objective: Objective) -> Self {
+        self.objective = objective;
+        self
     }
 
     /// A fresh AdamW state and a new schedule (each iteration trains as its own run).
@@ -127,7 +137,7 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
             bail!("an update needs at least one preference triple");
         }
         let logps = self.logps(triples);
-        let loss = selm_loss(&logps, alpha, beta);
+        let loss = preference_loss(&logps, self.objective, alpha, beta);
         let host = HostTriples::read(&logps, &loss);
         let metrics = host.metrics(alpha, beta);
         if !metrics.loss.is_finite() {
@@ -170,7 +180,10 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
             triple_logps(&policy, triples),
             triple_logps(&self.reference, triples),
         );
-        HostTriples::read(&logps, &selm_loss(&logps, alpha, beta))
+        HostTriples::read(
+            &logps,
+            &preference_loss(&logps, self.objective, alpha, beta),
+        )
     }
 }
 

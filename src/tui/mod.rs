@@ -193,7 +193,7 @@ pub fn inspect(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn require_terminal() -> Result<()> {
+pub(crate) fn require_terminal() -> Result<()> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         bail!(
             "stdout is not a terminal: the TUI needs one. Use `selm-tui run --headless` for \
@@ -239,7 +239,7 @@ type TermOut = Box<dyn Write + Send>;
 
 /// Runs `body` on the alternate screen in raw mode, with other output captured (its lines
 /// are `body`'s second argument); the terminal is restored on return, on error and on panic.
-fn with_terminal<T>(
+pub(crate) fn with_terminal<T>(
     body: impl FnOnce(Terminal<CrosstermBackend<TermOut>>, Option<Receiver<String>>) -> Result<T>,
 ) -> Result<T> {
     *PREVIOUS_HOOK.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::panic::take_hook());
@@ -283,7 +283,7 @@ fn with_terminal<T>(
     result
 }
 
-fn restore_terminal() {
+pub(crate) fn restore_terminal() {
     let _ = disable_raw_mode();
     let _ = crossterm::execute!(
         std::io::stdout(),

@@ -1,0 +1,290 @@
+//! Runs the sweep's pending points as child processes, `jobs` at a time, with a progress bar
+//! per running run and one for the whole sweep (each with its ETA). Progress is read from
+//! the children's headless output (`iter N <stage>` lines), which also goes to each run's
+//! `sweep.log`.
+
+use anyhow::{Context, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+use super::grid::Point;
+use super::state::{RunStatus, SweepState};
+use crate::engine::Stage;
+
+/// A run in progress.
+struct Job {
+    child: Child,
+    bar: ProgressBar,
+    started: Instant,
+    last_error: Option<String>,
+}
+
+/// Units of progress in one run: the starting evaluation, then six stages per iteration.
+fn units(p: &Point) -> u64 {
+    1 + 6 * p.config.run.iterations as u64
+}
+
+/// Runs every point not yet finished; returns a one-line summary.
+pub fn drive(
+    state: &mut SweepState,
+    points: &[Point],
+    jobs: usize,
+    threads: usize,
+) -> Result<String> {
+    let mut todo: VecDeque<usize> = (0..points.len())
+        .filter(|&i| state.runs[i].status != RunStatus::Finished)
+        .collect();
+    let skipped = points.len() - todo.len();
+    let mp = MultiProgress::new();
+    let overall = mp.add(ProgressBar::new(points.iter().map(units).sum()));
+    overall.set_style(style("{pos}/{len} units"));
+    overall.set_prefix("sweep");
+    overall.set_position(
+        (0..points.len())
+            .filter(|i| !todo.contains(i))
+            .map(|i| units(&points[i]))
+            .sum(),
+    );
+    say(
+        &mp,
+        format!(
+            "{} runs: {skipped} finished already, {} to run, {jobs} at a time ({threads} thread{} each)",
+            points.len(),
+            todo.len(),
+            if threads == 1 { "" } else { "s" }
+        ),
+    );
+    let (tx, rx) = channel::<(usize, String)>();
+    let mut running: HashMap<usize, Job> = HashMap::new();
+    let started = Instant::now();
+    loop {
+        while running.len() < jobs {
+            let Some(i) = todo.pop_front() else { break };
+            let job = start(state, &points[i], i, threads, &tx, &mp)?;
+            running.insert(i, job);
+        }
+        if running.is_empty() {
+            break;
+        }
+        if let Ok((i, line)) = rx.recv_timeout(Duration::from_millis(200)) {
+            follow(&mut running, &overall, i, &line);
+            for (i, line) in rx.try_iter() {
+                follow(&mut running, &overall, i, &line);
+            }
+        }
+        let done: Vec<usize> = running
+            .iter_mut()
+            .filter_map(|(&i, job)| job.child.try_wait().ok().flatten().map(|_| i))
+            .collect();
+        for i in done {
+            let job = running.remove(&i).expect("a running job");
+            finish(state, &points[i], i, job, &overall, &mp, &rx)?;
+        }
+    }
+    overall.finish_and_clear();
+    let count = |s| state.runs.iter().filter(|r| r.status == s).count();
+    Ok(format!(
+        "sweep done in {:.0} s: {} finished, {} failed",
+        started.elapsed().as_secs_f64(),
+        count(RunStatus::Finished),
+        count(RunStatus::Failed)
+    ))
+}
+
+fn style(counts: &str) -> ProgressStyle {
+    ProgressStyle::with_template(&format!(
+        "{{prefix:>28}} [{{bar:30}}] {counts} {{elapsed}} ETA {{eta}} {{msg}}"
+    ))
+    .expect("a valid template")
+    .progress_chars("=> ")
+}
+
+/// Prints a line above the bars (or plainly, without a terminal).
+fn say(mp: &MultiProgress, line: String) {
+    if mp.is_hidden() {
+        println!("{line}");
+    } else {
+        let _ = mp.println(line);
+    }
+}
+
+/// Starts `point`: resumes its run directory when one exists, else a new run.
+fn start(
+    state: &mut SweepState,
+    point: &Point,
+    i: usize,
+    threads: usize,
+    tx: &Sender<(usize, String)>,
+    mp: &MultiProgress,
+) -> Result<Job> {
+    let home = state.dir.join("runs").join(&point.name);
+    std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+    let exe = std::env::current_exe().context("finding the selm-tui executable")?;
+    let mut cmd = Command::new(exe);
+    match state.run_dir(&point.name) {
+        Some(dir) => cmd.arg("resume").arg(dir).arg("--headless"),
+        None => {
+            let config = home.join("sweep-config.toml");
+            crate::io::atomic_write(&config, point.config.to_toml().as_bytes())?;
+            cmd.arg("--config").arg(config).args(["run", "--headless"])
+        }
+    };
+    let mut child = cmd
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting a run")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join("sweep.log"))
+        .context("opening the run's sweep.log")?;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(log));
+    let out = child.stdout.take().expect("piped");
+    let err = child.stderr.take().expect("piped");
+    forward(out, i, tx.clone(), log.clone());
+    forward(err, i, tx.clone(), log);
+    let bar = mp.add(ProgressBar::new(units(point)));
+    bar.set_style(style("{pos}/{len}"));
+    bar.set_prefix(point.name.clone());
+    let entry = &mut state.runs[i];
+    entry.status = RunStatus::Running;
+    entry.error = None;
+    state.save()?;
+    Ok(Job {
+        child,
+        bar,
+        started: Instant::now(),
+        last_error: None,
+    })
+}
+
+/// Copies a child's lines to its log and to the sweep's channel.
+fn forward(
+    stream: impl std::io::Read + Send + 'static,
+    i: usize,
+    tx: Sender<(usize, String)>,
+    log: std::sync::Arc<std::sync::Mutex<std::fs::File>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if let Ok(mut f) = log.lock() {
+                let _ = writeln!(f, "{line}");
+            }
+            if tx.send((i, line)).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Moves run `i`'s bar (and the sweep's) to where its output line says it is.
+fn follow(running: &mut HashMap<usize, Job>, overall: &ProgressBar, i: usize, line: &str) {
+    let Some(job) = running.get_mut(&i) else {
+        return;
+    };
+    if let Some(e) = error_text(line) {
+        job.last_error = Some(e);
+    }
+    if let Some(done) = units_done(line)
+        && done > job.bar.position()
+    {
+        overall.inc(done - job.bar.position());
+        job.bar.set_position(done);
+    }
+}
+
+/// `[  12.3s] iter 2 update ...` -> the units done once that stage finished.
+fn units_done(line: &str) -> Option<u64> {
+    let rest = line.split_once("] iter ")?.1;
+    let (n, rest) = rest.split_once(' ')?;
+    let n: u64 = n.parse().ok()?;
+    if n == 0 {
+        return rest.starts_with("eval").then_some(1);
+    }
+    let stage = Stage::ALL
+        .iter()
+        .find(|s| rest.starts_with(s.label()) && !rest.starts_with("eval"))?;
+    Some(1 + (n - 1) * 6 + stage.index() as u64 + 1)
+}
+
+/// The message of an `error: ...` line (headless) or `Error: ...` (the process's exit).
+fn error_text(line: &str) -> Option<String> {
+    let at = line
+        .find("error: ")
+        .map(|i| i + 7)
+        .or_else(|| line.starts_with("Error: ").then_some(7))?;
+    Some(line[at..].trim().to_string())
+}
+
+fn finish(
+    state: &mut SweepState,
+    point: &Point,
+    i: usize,
+    mut job: Job,
+    overall: &ProgressBar,
+    mp: &MultiProgress,
+    rx: &Receiver<(usize, String)>,
+) -> Result<()> {
+    let status = job.child.wait().context("waiting for a run")?;
+    // The readers may still hold its last lines (the error, typically).
+    std::thread::sleep(Duration::from_millis(50));
+    for (j, line) in rx.try_iter() {
+        if j == i
+            && let Some(e) = error_text(&line)
+        {
+            job.last_error = Some(e);
+        }
+    }
+    let wall = job.started.elapsed().as_secs_f64();
+    job.bar.finish_and_clear();
+    overall.inc(units(point).saturating_sub(job.bar.position()));
+    let dir = state.relative_run_dir(&point.name);
+    let entry = &mut state.runs[i];
+    entry.dir = dir;
+    entry.wall_s = Some(wall);
+    if status.success() {
+        entry.status = RunStatus::Finished;
+        say(mp, format!("{:>28}: finished in {wall:.0} s", point.name));
+    } else {
+        entry.status = RunStatus::Failed;
+        let error = job
+            .last_error
+            .unwrap_or_else(|| format!("exited with {status}"));
+        say(mp, format!("{:>28}: FAILED: {error}", point.name));
+        entry.error = Some(error);
+    }
+    state.save()?;
+    super::results::write_csv(&state.dir, state, &state.grid.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_lines_become_progress_and_errors() {
+        assert_eq!(units_done("[    8.2s] iter 0 eval: kl 0.0000"), Some(1));
+        assert_eq!(
+            units_done("[   14.6s] iter 1 generate       3456 responses"),
+            Some(3)
+        );
+        assert_eq!(
+            units_done("[   20.0s] iter 2 sync + eval    kl 0.1"),
+            Some(13)
+        );
+        assert_eq!(units_done("[   20.0s] iter 2 eval: kl 0.1"), None);
+        assert_eq!(units_done("[    0.0s] run /x: y"), None);
+        assert_eq!(
+            error_text("[   1.0s] error: iteration 1 stage `rank`: boom"),
+            Some("iteration 1 stage `rank`: boom".into())
+        );
+        assert_eq!(error_text("Error: run stopped"), Some("run stopped".into()));
+    }
+}
