@@ -2,6 +2,10 @@
 //! the candidates (with `generate.samples = 0`, y_ref and those two only), are ranked, paired
 //! and trained on like generated ones.
 
+mod common;
+
+use common::read_jsonl;
+
 use selm_tui::config::Config;
 use selm_tui::model::ModelConfig;
 use selm_tui::tokenizer::TextTokenizer;
@@ -64,14 +68,6 @@ fn headless(config: &Config, dir: &Path) -> std::process::Output {
         .unwrap()
 }
 
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn dataset_responses_are_candidates_ranked_paired_and_trained_on() {
     let tmp = tempfile::tempdir().unwrap();
@@ -91,7 +87,7 @@ fn dataset_responses_are_candidates_ranked_paired_and_trained_on() {
     let model_dir = c.model_dir().unwrap();
     let model_config = ModelConfig::from_file(&model_dir.join("config.json")).unwrap();
     let tokenizer = TextTokenizer::from_hf_dir(&model_dir, &model_config).unwrap();
-    let rows = jsonl(&run.join("iter-001/candidates.jsonl"));
+    let rows = read_jsonl(&run.join("iter-001/candidates.jsonl"));
     assert_eq!(rows.len(), c.prompts.per_iteration);
     for row in &rows {
         let cands = row["candidates"].as_array().unwrap();
@@ -115,12 +111,12 @@ fn dataset_responses_are_candidates_ranked_paired_and_trained_on() {
     }
     // Every prompt has a preference (the right sum beats the wrong one): each is a pair,
     // and the update trained on all of them.
-    let pairs = jsonl(&run.join("iter-001/pairs.jsonl"));
+    let pairs = read_jsonl(&run.join("iter-001/pairs.jsonl"));
     assert_eq!(pairs.len(), rows.len());
     for (p, row) in pairs.iter().zip(&rows) {
         assert_eq!(p["chosen"], row["candidates"][0]["text"]);
     }
-    let metrics = jsonl(&run.join("metrics.jsonl"));
+    let metrics = read_jsonl(&run.join("metrics.jsonl"));
     let train = metrics.iter().filter(|m| m["kind"] == "train").count();
     assert_eq!(train, pairs.len().div_ceil(c.train.batch_size));
 }

@@ -50,14 +50,6 @@ fn small_config(dir: &Path) -> Config {
     c
 }
 
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
-        .collect()
-}
-
 fn logits(model: &selm_tui::model::CausalLm<Flex>) -> Vec<f32> {
     logits_of(model, &[vec![1, 20, 30, 40]])
 }

@@ -2,6 +2,10 @@
 //! task model: orders, skips, going back and handing off land in the records as they are
 //! made; a quit in the middle of the stage resumes at the next prompt; headless refuses.
 
+mod common;
+
+use common::read_jsonl;
+
 use selm_tui::backend::BackendSpec;
 use selm_tui::config::Config;
 use selm_tui::engine::{self, Command, EngineHandle, Event, RankQuery, Start, Verdict};
@@ -74,14 +78,6 @@ fn run_dir(dir: &Path) -> PathBuf {
     runs.into_iter().next().unwrap().unwrap().path()
 }
 
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn send(h: &EngineHandle, v: Verdict) {
     h.commands.send(Command::Rank(v)).unwrap();
 }
@@ -139,7 +135,7 @@ fn orders_skips_back_and_hand_off_land_in_the_records() {
     assert!(finish(h).is_empty());
 
     let run = run_dir(tmp.path());
-    let rows = jsonl(&run.join("iter-001/candidates.jsonl"));
+    let rows = read_jsonl(&run.join("iter-001/candidates.jsonl"));
     let rankers: Vec<&str> = rows.iter().map(|r| r["ranker"].as_str().unwrap()).collect();
     assert_eq!(rankers, ["human", "human", "oracle", "oracle", "oracle"]);
     // Prompt 1: best first, evenly down to 0 for the worst.
@@ -153,7 +149,7 @@ fn orders_skips_back_and_hand_off_land_in_the_records() {
         let want = 1.0 - pos as f64 / (first_order.len() - 1) as f64;
         assert!((scores[c] - want).abs() < 1e-12, "{scores:?}");
     }
-    let pairs = jsonl(&run.join("iter-001/pairs.jsonl"));
+    let pairs = read_jsonl(&run.join("iter-001/pairs.jsonl"));
     let first = pairs
         .iter()
         .find(|p| p["prompt"] == rows[0]["prompt"])
@@ -204,7 +200,7 @@ fn quitting_mid_stage_loses_nothing_and_resume_asks_the_next_prompt() {
         (state["stage"].as_str(), state["unit"].as_u64()),
         (Some("rank"), Some(2))
     );
-    let rows = jsonl(&run.join("iter-001/candidates.jsonl"));
+    let rows = read_jsonl(&run.join("iter-001/candidates.jsonl"));
     let answered = |rows: &[Value]| -> Vec<Option<String>> {
         rows.iter()
             .map(|r| r["ranker"].as_str().map(String::from))
@@ -220,7 +216,7 @@ fn quitting_mid_stage_loses_nothing_and_resume_asks_the_next_prompt() {
     assert_eq!(q.index, 2, "resume asks the first prompt not answered");
     send(&h, Verdict::HandOff);
     assert!(finish(h).is_empty());
-    let rows = jsonl(&run.join("iter-001/candidates.jsonl"));
+    let rows = read_jsonl(&run.join("iter-001/candidates.jsonl"));
     let got = answered(&rows);
     assert_eq!(got[..2], [Some("human".into()), Some("human".into())]);
     assert!(

