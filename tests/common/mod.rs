@@ -204,7 +204,11 @@ pub fn minilm_dir() -> PathBuf {
 fn fetched(env: &str, script: &str, file: &str) -> PathBuf {
     static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let check = |path: &PathBuf, what: &str| {
-        let f = path.join(file);
+        let f = if file.is_empty() {
+            path.clone()
+        } else {
+            path.join(file)
+        };
         assert!(f.is_file(), "{what}: {} is missing", f.display());
     };
     if let Some(path) = std::env::var_os(env) {
