@@ -14,7 +14,7 @@ use super::panels::pair_list::PairList;
 use super::panels::params_popup::{FormOutcome, ParamsForm};
 use super::panels::pipeline_bar::PipelineBar;
 use super::panels::rank_desk::RankDesk;
-use crate::engine::{Command, Event, LiveParams, LogLine, Stage, Verdict};
+use crate::engine::{Command, Event, LiveParams, LogLine, Stage};
 use crate::io::records::IterationSummary;
 
 /// What a key press asks the main loop to do besides redrawing.
@@ -360,7 +360,7 @@ impl App {
         let live = self.live();
         let inspecting = self.inspecting();
         if self.ranking()
-            && let Some(verdict) = self.rank_key(act)
+            && let Some(verdict) = self.desk.key(act)
         {
             return verdict.map_or_else(Vec::new, |v| send(live, Command::Rank(v)));
         }
@@ -435,28 +435,6 @@ impl App {
             | Act::HandOff => {}
         }
         vec![]
-    }
-
-    /// A key in the Rank view: edits the order, or yields the verdict to send. None: not a
-    /// ranking key.
-    fn rank_key(&mut self, act: Act) -> Option<Option<Verdict>> {
-        let desk = &mut self.desk;
-        match act {
-            Act::Up => desk.move_cursor(-1),
-            Act::Down => desk.move_cursor(1),
-            Act::Top => desk.move_cursor(isize::MIN / 2),
-            Act::Bottom => desk.move_cursor(isize::MAX / 2),
-            Act::MoveUp => desk.shift(-1),
-            Act::MoveDown => desk.shift(1),
-            Act::MakeBest => desk.make(true),
-            Act::MakeWorst => desk.make(false),
-            Act::Open => return Some(desk.answer(|index, order| Verdict::Order { index, order })),
-            Act::SkipPrompt => return Some(desk.answer(|index, _| Verdict::Skip { index })),
-            Act::PrevPrompt => return Some(desk.answer(|_, _| Verdict::Back)),
-            Act::HandOff => return Some(desk.answer(|_, _| Verdict::HandOff)),
-            _ => return None,
-        }
-        Some(None)
     }
 
     /// First `q`: ask the engine to stop after its current unit. Second: leave at once

@@ -9,6 +9,7 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState, Wrap};
 
 use crate::engine::{RankQuery, Verdict};
 use crate::io::records::{Candidate, DatasetLabel};
+use crate::tui::keys::Act;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RankDesk {
@@ -65,6 +66,27 @@ impl RankDesk {
     pub fn answer(&mut self, verdict: fn(usize, Vec<usize>) -> Verdict) -> Option<Verdict> {
         let q = self.query.take()?;
         Some(verdict(q.index, std::mem::take(&mut self.order)))
+    }
+
+    /// A key in the Rank view: edits the order, or yields the verdict to send. None: not a
+    /// ranking key.
+    pub fn key(&mut self, act: Act) -> Option<Option<Verdict>> {
+        match act {
+            Act::Up => self.move_cursor(-1),
+            Act::Down => self.move_cursor(1),
+            Act::Top => self.move_cursor(isize::MIN / 2),
+            Act::Bottom => self.move_cursor(isize::MAX / 2),
+            Act::MoveUp => self.shift(-1),
+            Act::MoveDown => self.shift(1),
+            Act::MakeBest => self.make(true),
+            Act::MakeWorst => self.make(false),
+            Act::Open => return Some(self.answer(|index, order| Verdict::Order { index, order })),
+            Act::SkipPrompt => return Some(self.answer(|index, _| Verdict::Skip { index })),
+            Act::PrevPrompt => return Some(self.answer(|_, _| Verdict::Back)),
+            Act::HandOff => return Some(self.answer(|_, _| Verdict::HandOff)),
+            _ => return None,
+        }
+        Some(None)
     }
 
     pub fn render(&self, frame: &mut Frame, area: Rect) {
