@@ -4,7 +4,7 @@
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-/// Keys and values one attention layer has seen so far, `[batch, kv_heads, keys, head_dim]`.
+/// Keys and values one attention layer has seen so far, `[batch, keys, kv_heads, head_dim]`.
 pub struct LayerCache<B: Backend> {
     kv: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
 }
@@ -13,7 +13,7 @@ impl<B: Backend> LayerCache<B> {
     /// Appends this call's keys and values and returns all of them.
     pub fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let (k, v) = match self.kv.take() {
-            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 1), Tensor::cat(vec![pv, v], 1)),
             None => (k, v),
         };
         self.kv = Some((k.clone(), v.clone()));
@@ -42,7 +42,7 @@ impl<B: Backend> KvCache<B> {
         self.layers
             .first()
             .and_then(|l| l.kv.as_ref())
-            .map_or(0, |(k, _)| k.dims()[2])
+            .map_or(0, |(k, _)| k.dims()[1])
     }
 
     pub fn is_empty(&self) -> bool {

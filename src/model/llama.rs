@@ -9,11 +9,9 @@
 //! [`super::load`]), so the tensor names and shapes are written down only here.
 
 use burn::module::{Module, Param, ParamId};
-use burn::tensor::activation::silu;
+use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use super::cache::{KvCache, LayerCache};
 use super::config::ModelConfig;
@@ -130,14 +128,26 @@ pub struct CausalLm<B: Backend> {
     pub config: ModelConfig,
 }
 
-/// What one forward call attends over: per-row positions (for RoPE) and the attention mask.
-/// Built on the host; see [`AttentionPlan::new`].
+/// What one forward call attends over: per-row RoPE tables and the attention bias, built on
+/// the host once per call and shared by every layer. Each is laid out exactly as the tensor it
+/// meets, so that the per-layer element-wise ops run on contiguous, same-shape operands (the
+/// CPU backend's fast path) rather than through broadcast strides.
 pub struct AttentionPlan<B: Backend> {
-    /// `[batch, 1, seq, head_dim]` each.
+    /// `[batch, seq, heads, head_dim]`, for the queries.
+    rope_q: Rope<B>,
+    /// `[batch, seq, kv_heads, head_dim]`, for the keys.
+    rope_k: Rope<B>,
+    /// `rotate_half` as a matrix, `[head_dim, head_dim]`: `x @ rot = [-x2, x1]`, exactly.
+    rot: Tensor<B, 2>,
+    /// Added to the scores, `[batch, kv_heads, heads / kv_heads, seq, keys]`: 0 where a query
+    /// may attend, -inf where not.
+    bias: Tensor<B, 5>,
+}
+
+/// cos and sin of each position's angles, repeated over the heads they apply to.
+struct Rope<B: Backend> {
     cos: Tensor<B, 4>,
     sin: Tensor<B, 4>,
-    /// `[batch, 1, seq, keys]`, true = masked out.
-    mask: Tensor<B, 4, Bool>,
 }
 
 impl<B: Backend> AttentionPlan<B> {
@@ -156,20 +166,36 @@ impl<B: Backend> AttentionPlan<B> {
         let seq = positions.first().map_or(0, Vec::len);
         let keys = key_valid.first().map_or(0, Vec::len);
         let past = keys - seq;
+        let (heads, kv_heads) = (config.num_heads, config.num_kv_heads);
         let (cos, sin) = rope_tables(config, positions);
-        let hd = config.head_dim;
-        let shape = [batch, 1, seq, hd];
-        let cos = Tensor::from_data(TensorData::new(cos, shape), device);
-        let sin = Tensor::from_data(TensorData::new(sin, shape), device);
-        let mut mask = Vec::with_capacity(batch * seq * keys);
+        let rope = |n: usize| Rope {
+            cos: per_head(&cos, n, [batch, seq, n, config.head_dim], device),
+            sin: per_head(&sin, n, [batch, seq, n, config.head_dim], device),
+        };
+        let mut bias = Vec::with_capacity(batch * heads * seq * keys);
         for valid in key_valid {
+            let mut row = Vec::with_capacity(seq * keys);
             for t in 0..seq {
                 let q = past + t;
-                mask.extend((0..keys).map(|j| !(j == q || (j < q && valid[j]))));
+                row.extend((0..keys).map(|j| {
+                    if j == q || (j < q && valid[j]) {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                }));
+            }
+            for _ in 0..heads {
+                bias.extend_from_slice(&row);
             }
         }
-        let mask = Tensor::from_data(TensorData::new(mask, [batch, 1, seq, keys]), device);
-        Self { cos, sin, mask }
+        let shape = [batch, kv_heads, heads / kv_heads, seq, keys];
+        Self {
+            rope_q: rope(heads),
+            rope_k: rope(kv_heads),
+            rot: rotate_half_matrix(config.head_dim, device),
+            bias: Tensor::from_data(TensorData::new(bias, shape), device),
+        }
     }
 
     /// Right-padded full sequences of the given lengths, no cache: positions 0.., pads masked.
@@ -188,7 +214,8 @@ impl<B: Backend> AttentionPlan<B> {
     }
 }
 
-/// cos/sin of `position * inv_freq`, duplicated over both halves as HF's `rotate_half` expects.
+/// cos/sin of `position * inv_freq`, duplicated over both halves as HF's `rotate_half` expects;
+/// `[rows * seq * head_dim]`.
 fn rope_tables(config: &ModelConfig, positions: &[Vec<usize>]) -> (Vec<f32>, Vec<f32>) {
     let inv_freq = config.rope.inv_freq(config.head_dim);
     let n = positions.iter().map(Vec::len).sum::<usize>() * config.head_dim;
@@ -205,26 +232,51 @@ fn rope_tables(config: &ModelConfig, positions: &[Vec<usize>]) -> (Vec<f32>, Vec
     (cos, sin)
 }
 
-fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
-    let half = x.dims()[3] / 2;
-    let x1 = x.clone().narrow(3, 0, half);
-    let x2 = x.clone().narrow(3, half, half);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos.clone() + rotated * sin.clone()
+/// A `[.., head_dim]` table repeated for `heads` heads: `[batch, seq, heads, head_dim]`.
+fn per_head<B: Backend>(
+    table: &[f32],
+    heads: usize,
+    shape: [usize; 4],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let hd = shape[3];
+    let mut out = Vec::with_capacity(table.len() * heads);
+    for row in table.chunks(hd) {
+        for _ in 0..heads {
+            out.extend_from_slice(row);
+        }
+    }
+    Tensor::from_data(TensorData::new(out, shape), device)
 }
 
-/// `[b, kv_heads, t, d] -> [b, kv_heads * n_rep, t, d]`, head `h` reading kv head `h / n_rep`.
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n_rep: usize) -> Tensor<B, 4> {
-    if n_rep == 1 {
-        return x;
+/// The signed permutation with `x @ R = [-x2, x1]` (HF's `rotate_half`). A matmul keeps the
+/// rotation on contiguous data (no narrowed views), and its sums add exact zeros, so the
+/// result is bit-for-bit the negated, swapped halves.
+fn rotate_half_matrix<B: Backend>(hd: usize, device: &B::Device) -> Tensor<B, 2> {
+    let half = hd / 2;
+    let mut r = vec![0f32; hd * hd];
+    for j in 0..half {
+        r[(j + half) * hd + j] = -1.0;
+        r[j * hd + j + half] = 1.0;
     }
-    let [b, h, t, d] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, h, n_rep, t, d])
-        .reshape([b, h * n_rep, t, d])
+    Tensor::from_data(TensorData::new(r, [hd, hd]), device)
+}
+
+/// `x * cos + rotate_half(x) * sin` on `[batch, seq, heads, head_dim]`.
+fn apply_rope<B: Backend>(x: Tensor<B, 4>, rope: &Rope<B>, rot: &Tensor<B, 2>) -> Tensor<B, 4> {
+    let [b, t, n, hd] = x.dims();
+    let rotated = x
+        .clone()
+        .reshape([b * t * n, hd])
+        .matmul(rot.clone())
+        .reshape([b, t, n, hd]);
+    x * rope.cos.clone() + rotated * rope.sin.clone()
 }
 
 impl<B: Backend> SelfAttention<B> {
+    /// Grouped-query attention without copying the keys and values per query head: the
+    /// queries of each kv head are grouped (`[batch, kv_heads, group, seq, head_dim]`) and the
+    /// keys and values are broadcast over the group as strided views.
     fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -233,28 +285,38 @@ impl<B: Backend> SelfAttention<B> {
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = heads(self.q_proj.forward(x.clone()), h);
-        let k = heads(self.k_proj.forward(x.clone()), kvh);
+        let group = h / kvh;
+        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, hd]);
+        let q = apply_rope(
+            heads(self.q_proj.forward(x.clone()), h),
+            &plan.rope_q,
+            &plan.rot,
+        );
+        let k = apply_rope(
+            heads(self.k_proj.forward(x.clone()), kvh),
+            &plan.rope_k,
+            &plan.rot,
+        );
         let v = heads(self.v_proj.forward(x), kvh);
-        let q = apply_rope(q, &plan.cos, &plan.sin);
-        let k = apply_rope(k, &plan.cos, &plan.sin);
+        // [batch, keys, kv_heads, head_dim], contiguous.
         let (k, v) = match cache {
             Some(cache) => cache.append(k, v),
             None => (k, v),
         };
-        let keys = k.dims()[2];
-        let k = repeat_kv(k, h / kvh);
-        let v = repeat_kv(v, h / kvh);
-        let mask = plan.mask.clone().expand([b, h, t, keys]);
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: false,
-        };
-        let out = attention(q, k, v, Some(mask), None, options);
-        self.o_proj
-            .forward(out.swap_dims(1, 2).reshape([b, t, h * hd]))
+        let keys = k.dims()[1];
+        let q = q.reshape([b, t, kvh, group, hd]).permute([0, 2, 3, 1, 4]);
+        let k = k
+            .reshape([b, keys, kvh, 1, hd])
+            .permute([0, 2, 3, 4, 1])
+            .expand([b, kvh, group, hd, keys]);
+        let v = v
+            .reshape([b, keys, kvh, 1, hd])
+            .permute([0, 2, 3, 1, 4])
+            .expand([b, kvh, group, keys, hd]);
+        let scores = q.matmul(k) * (1.0 / (hd as f64).sqrt()) + plan.bias.clone();
+        let out = softmax(scores, 4).matmul(v);
+        let out = out.permute([0, 3, 1, 2, 4]).reshape([b, t, h * hd]);
+        self.o_proj.forward(out)
     }
 }
 
@@ -379,17 +441,21 @@ impl<B: Backend> CausalLm<B> {
 
     /// Logits `[batch, seq, vocab]` from hidden states.
     pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, h] = hidden.dims();
+        self.head_rows(hidden.reshape([b * t, h]))
+            .reshape([b, t, self.config.vocab_size])
+    }
+
+    /// Logits `[rows, vocab]` from hidden states `[rows, hidden]`. A tied head multiplies by
+    /// the embedding matrix transposed, a strided view (no copy).
+    pub fn head_rows(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => {
-                let [b, t, h] = hidden.dims();
-                let w = self.model.embed_tokens.weight.val();
-                let v = w.dims()[0];
-                hidden
-                    .reshape([b * t, h])
-                    .matmul(w.transpose())
-                    .reshape([b, t, v])
-            }
+            Some(head) => burn::tensor::module::linear(
+                hidden,
+                head.weight.val(),
+                head.bias.as_ref().map(|b| b.val()),
+            ),
+            None => hidden.matmul(self.model.embed_tokens.weight.val().transpose()),
         }
     }
 

@@ -1,30 +1,52 @@
 //! Sequence log-probabilities: `sum_t log pi(y_t | x, y_<t)` over response tokens only.
+//!
+//! The LM head runs only at the positions that predict a response token, and each
+//! log-prob is `logit[target] - logsumexp(logits)` over chunks of rows: no
+//! `[batch, seq, vocab]` tensor and no full `log_softmax` (at SmolLM2's vocabulary those
+//! are 0.6 GB each per update).
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::model::CausalLm;
 use crate::model::llama::{AttentionPlan, right_pad};
 
-/// Sums of log-probs of `targets` under `logits`, counting only positions where `mask` is 1.
-/// `logits: [n, t, vocab]`, `targets: [n, t]` (the token each position predicts), `mask: [n, t]`.
-pub fn masked_token_logp_sums<B: Backend>(
-    logits: Tensor<B, 3>,
-    targets: Tensor<B, 2, Int>,
-    mask: Tensor<B, 2>,
-) -> Tensor<B, 1> {
-    let [n, t, _] = logits.dims();
-    let logp = log_softmax(logits, 2);
-    let picked = logp.gather(2, targets.reshape([n, t, 1])).reshape([n, t]);
-    (picked * mask).sum_dim(1).reshape([n])
+/// Elements of one chunk of head logits (64 MiB of f32): bounds the transient memory of
+/// inference passes; training keeps each chunk's softmax for the backward pass anyway.
+const CHUNK_ELEMENTS: usize = 1 << 24;
+
+/// `log softmax(logits)[target]` per row, `logits: [rows, vocab]`, `targets: [rows]`.
+pub fn target_logps<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    let rows = logits.dims()[0];
+    // The max only steadies exp; logsumexp's gradient (softmax) does not depend on it.
+    let max = logits.clone().max_dim(1).detach();
+    let lse = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max;
+    let picked = logits.gather(1, targets.reshape([rows, 1]));
+    (picked - lse).reshape([rows])
 }
 
 /// Log-prob sums of each `(prompt, response)` pair's response under `model`, one forward pass.
 /// Rows are right-padded; prompt and pad positions do not count.
 pub fn sequence_logps<B: Backend>(model: &CausalLm<B>, pairs: &[(&[u32], &[u32])]) -> Tensor<B, 1> {
-    let (logits, targets, mask) = response_positions(model, pairs);
-    masked_token_logp_sums(logits, targets, mask)
+    let device = model.device();
+    let tokens = token_logps(model, pairs);
+    let lens: Vec<usize> = pairs.iter().map(|(_, r)| r.len()).collect();
+    let total: usize = lens.iter().sum();
+    let Some(tokens) = tokens else {
+        return Tensor::zeros([pairs.len()], &device);
+    };
+    // Row i of `segments` selects pair i's tokens: one small matmul sums every pair.
+    let mut segments = vec![0f32; pairs.len() * total];
+    let mut start = 0;
+    for (i, &len) in lens.iter().enumerate() {
+        segments[i * total + start..i * total + start + len].fill(1.0);
+        start += len;
+    }
+    let segments =
+        Tensor::<B, 2>::from_data(TensorData::new(segments, [pairs.len(), total]), &device);
+    segments
+        .matmul(tokens.unsqueeze_dim(1))
+        .reshape([pairs.len()])
 }
 
 /// Per-token log-probs of each pair's response under `model` (one entry per response token).
@@ -32,33 +54,30 @@ pub fn response_token_logps<B: Backend>(
     model: &CausalLm<B>,
     pairs: &[(&[u32], &[u32])],
 ) -> Vec<Vec<f32>> {
-    let (logits, targets, _) = response_positions(model, pairs);
-    let [n, t, _] = logits.dims();
-    let picked = log_softmax(logits, 2)
-        .gather(2, targets.reshape([n, t, 1]))
-        .reshape([n, t]);
-    let flat = picked
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("f32 data");
+    let flat = token_logps(model, pairs).map_or_else(Vec::new, |t| {
+        t.into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("f32 data")
+    });
+    let mut rest = flat.as_slice();
     pairs
         .iter()
-        .enumerate()
-        .map(|(i, (p, r))| {
-            // Response token j is predicted at position len(p) - 1 + j.
-            let start = i * t + p.len() - 1;
-            flat[start..start + r.len()].to_vec()
+        .map(|(_, r)| {
+            let (mine, tail) = rest.split_at(r.len());
+            rest = tail;
+            mine.to_vec()
         })
         .collect()
 }
 
-/// One forward pass over right-padded `prompt ++ response` rows: the logits that predict each
-/// next token, those tokens, and a mask selecting response positions.
-fn response_positions<B: Backend>(
+/// Log-probs of every response token, pair after pair, `[total response tokens]`; None when
+/// no pair has a response token. One forward pass over right-padded `prompt ++ response`
+/// rows; the head runs only where a response token is predicted.
+fn token_logps<B: Backend>(
     model: &CausalLm<B>,
     pairs: &[(&[u32], &[u32])],
-) -> (Tensor<B, 3>, Tensor<B, 2, Int>, Tensor<B, 2>) {
+) -> Option<Tensor<B, 1>> {
     let device = model.device();
     let pad = model.config().pad_id();
     let rows: Vec<Vec<u32>> = pairs
@@ -68,19 +87,36 @@ fn response_positions<B: Backend>(
             [*p, *r].concat()
         })
         .collect();
+    // Response token j of row i is predicted by position len(prompt) - 1 + j.
+    let (mut positions, mut targets) = (vec![], vec![]);
+    let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
+    for (i, (p, r)) in pairs.iter().enumerate() {
+        positions.extend((0..r.len()).map(|j| (i * seq + p.len() - 1 + j) as i64));
+        targets.extend(r.iter().map(|&t| t as i64));
+    }
+    if targets.is_empty() {
+        return None;
+    }
     let (ids, lens, seq) = right_pad::<B>(&rows, pad, &device);
     let plan = AttentionPlan::right_padded(model.config(), &lens, seq, &device);
-    let logits = model.forward(ids.clone(), &plan, None);
-    // Position t predicts token t + 1.
-    let inputs_len = seq - 1;
-    let logits = logits.narrow(1, 0, inputs_len);
-    let targets = ids.narrow(1, 1, inputs_len);
-    let mut mask = Vec::with_capacity(rows.len() * inputs_len);
-    for ((p, _), len) in pairs.iter().zip(&lens) {
-        mask.extend((0..inputs_len).map(|t| f32::from(t + 1 >= p.len() && t + 1 < *len)));
-    }
-    let mask = Tensor::from_data(TensorData::new(mask, [rows.len(), inputs_len]), &device);
-    (logits, targets, mask)
+    let hidden = model.hidden(ids, &plan, None);
+    let width = hidden.dims()[2];
+    let n = positions.len();
+    let index = |v: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(v, [n]), &device);
+    let hidden = hidden
+        .reshape([rows.len() * seq, width])
+        .select(0, index(positions));
+    let targets = index(targets);
+    let chunk = (CHUNK_ELEMENTS / model.config().vocab_size).max(1);
+    let parts: Vec<Tensor<B, 1>> = (0..n)
+        .step_by(chunk)
+        .map(|start| {
+            let len = chunk.min(n - start);
+            let logits = model.head_rows(hidden.clone().narrow(0, start, len));
+            target_logps(logits, targets.clone().narrow(0, start, len))
+        })
+        .collect();
+    Some(Tensor::cat(parts, 0))
 }
 
 #[cfg(test)]
@@ -89,23 +125,21 @@ mod tests {
     use burn::backend::Flex;
 
     #[test]
-    fn sums_only_masked_positions() {
+    fn target_logps_are_log_softmax_at_the_target() {
         let device = Default::default();
-        // Two positions over a 2-token vocabulary: p = softmax([0, ln 3]) = [1/4, 3/4].
+        // Row 0: p = softmax([0, ln 3]) = [1/4, 3/4]; row 1 shifted by 1000 (no overflow).
         let l3 = 3f32.ln();
-        let logits = Tensor::<Flex, 3>::from_data(
-            TensorData::new(vec![0.0, l3, 0.0, l3], [1, 2, 2]),
+        let logits = Tensor::<Flex, 2>::from_data(
+            TensorData::new(vec![0.0, l3, 1000.0, 1000.0 + l3], [2, 2]),
             &device,
         );
         let targets =
-            Tensor::<Flex, 2, Int>::from_data(TensorData::new(vec![0i64, 1], [1, 2]), &device);
-        let both =
-            Tensor::<Flex, 2>::from_data(TensorData::new(vec![1.0f32, 1.0], [1, 2]), &device);
-        let second =
-            Tensor::<Flex, 2>::from_data(TensorData::new(vec![0.0f32, 1.0], [1, 2]), &device);
-        let all: f32 = masked_token_logp_sums(logits.clone(), targets.clone(), both).into_scalar();
-        let last: f32 = masked_token_logp_sums(logits, targets, second).into_scalar();
-        assert!((all - (0.25f32.ln() + 0.75f32.ln())).abs() < 1e-6);
-        assert!((last - 0.75f32.ln()).abs() < 1e-6);
+            Tensor::<Flex, 1, Int>::from_data(TensorData::new(vec![0i64, 1], [2]), &device);
+        let got = target_logps(logits, targets)
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap();
+        assert!((got[0] - 0.25f32.ln()).abs() < 1e-6, "{got:?}");
+        assert!((got[1] - 0.75f32.ln()).abs() < 1e-4, "{got:?}");
     }
 }
