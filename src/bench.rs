@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// Tokens per sequence, half prompt and half response (at least 2).
     #[arg(long, default_value_t = 128, value_parser = cli::at_least_two)]
     pub seq: usize,
+    /// Triples per forward/backward pass (gradients accumulate); absent: as many as keep a
+    /// pass's activations near 1 GiB, as `train.micro_batch_size` does.
+    #[arg(long, value_parser = cli::at_least_one)]
+    pub micro_batch: Option<usize>,
     /// Timed updates (at least 1; one more runs first as a warm-up).
     #[arg(long, default_value_t = 3, value_parser = cli::at_least_one)]
     pub steps: usize,
@@ -104,6 +108,8 @@ pub struct BenchReport {
     pub params: usize,
     pub batch: usize,
     pub seq: usize,
+    /// Triples per forward/backward pass of an update.
+    pub micro_batch: usize,
     /// Mean wall time of one SELM update (policy fwd+bwd on 3*batch rows, reference fwd, AdamW).
     pub train_ms_per_step: f64,
     /// Policy tokens (3 * batch * seq) per second of update time.
@@ -146,9 +152,13 @@ impl OnBackend for Bench {
         let mut trainer = SelmTrainer::new(
             policy,
             reference,
-            OptimConfig::default(),
+            OptimConfig {
+                micro_batch: args.micro_batch,
+                ..OptimConfig::default()
+            },
             CosineWithWarmup::constant(1e-6),
         );
+        let micro_batch = trainer.micro_batch(&triples);
         trainer
             .step(&triples, 0.001, 0.01)
             .context("warm-up update")?;
@@ -179,6 +189,7 @@ impl OnBackend for Bench {
             params,
             batch: args.batch,
             seq: args.seq,
+            micro_batch,
             train_ms_per_step: train_s * 1e3,
             train_tokens_per_s: (3 * args.batch * args.seq) as f64 / train_s,
             decode_batch: args.decode_batch,
@@ -228,8 +239,8 @@ impl BenchReport {
             self.params as f64 / 1e6
         );
         println!(
-            "  update  {} triples x {} tokens: {:>9.1} ms/step  {:>9.1} tokens/s",
-            self.batch, self.seq, self.train_ms_per_step, self.train_tokens_per_s
+            "  update  {} triples x {} tokens ({} per pass): {:>9.1} ms/step  {:>9.1} tokens/s",
+            self.batch, self.seq, self.micro_batch, self.train_ms_per_step, self.train_tokens_per_s
         );
         println!(
             "  decode  batch {} x {} new tokens: {:>9.1} tokens/s (prefill {:.1} ms)",

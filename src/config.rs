@@ -212,6 +212,10 @@ pub struct Train {
     pub warmup_ratio: f64,
     /// Preference triples per update.
     pub batch_size: usize,
+    /// Triples per forward/backward pass (gradients accumulate over an update's passes);
+    /// absent: as many as keep a pass's activations near 1 GiB.
+    #[serde(default)]
+    pub micro_batch_size: Option<usize>,
     pub max_grad_norm: Option<f64>,
     #[serde(default)]
     pub weight_decay: f64,
@@ -313,6 +317,9 @@ impl Config {
         positive("generate.max_new_tokens", self.generate.max_new_tokens)?;
         positive("generate.batch_size", self.generate.batch_size)?;
         positive("train.batch_size", self.train.batch_size)?;
+        if let Some(n) = self.train.micro_batch_size {
+            positive("train.micro_batch_size", n)?;
+        }
         positive("eval.samples", self.eval.samples)?;
         // The loop draws `per_iteration x iterations + eval` prompts up front (and allocates
         // for them): bound the product before anything multiplies it.

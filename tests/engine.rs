@@ -3,7 +3,7 @@
 
 mod common;
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Flex;
 use burn::module::AutodiffModule;
 use common::*;
 use selm_tui::backend::BackendSpec;
@@ -17,7 +17,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-type B = Autodiff<Flex>;
+type B = selm_tui::backend::FlexAutodiff;
 
 /// The tiny-llama fixture plus a character tokenizer (its 44 ids fit the 128-token vocab).
 fn fixture_model(dir: &Path) -> PathBuf {

@@ -4,7 +4,6 @@
 
 mod common;
 
-use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use common::*;
 use rand::SeedableRng;
@@ -16,7 +15,7 @@ use selm_tui::model::sampling::SamplingParams;
 use selm_tui::train::{CosineWithWarmup, OptimConfig, SelmTrainer};
 use serde_json::Value;
 
-type B = Autodiff<Flex>;
+type B = selm_tui::backend::FlexAutodiff;
 
 fn load(name: &str) -> (CausalLm<B>, CausalLm<B>) {
     let dir = fixture(name);
@@ -47,7 +46,7 @@ fn check_greedy(name: &str) {
     assert_eq!(out[0].tokens, want, "{name}: greedy continuation");
 }
 
-fn trainer(name: &str, selm: &Value) -> SelmTrainer<B> {
+fn trainer(name: &str, selm: &Value, micro_batch: Option<usize>) -> SelmTrainer<B> {
     let (policy, reference) = load(name);
     let adamw = &selm["adamw"];
     let betas = floats(&adamw["betas"]);
@@ -56,6 +55,7 @@ fn trainer(name: &str, selm: &Value) -> SelmTrainer<B> {
         eps: f(&adamw["eps"]),
         weight_decay: f(&adamw["weight_decay"]),
         max_grad_norm: None, // the fixture steps without clipping
+        micro_batch,
     };
     SelmTrainer::new(
         policy,
@@ -65,12 +65,24 @@ fn trainer(name: &str, selm: &Value) -> SelmTrainer<B> {
     )
 }
 
+/// One update on the fixture's batch, in one forward/backward pass and then one triple per
+/// pass (gradients accumulated): both must match PyTorch's single pass.
 fn check_selm(name: &str) {
+    let triples = fixture_triples(name);
+    assert!(
+        triples.len() > 1,
+        "{name}: the fixture batch must have several triples"
+    );
+    check_selm_with(name, None);
+    check_selm_with(name, Some(1));
+}
+
+fn check_selm_with(name: &str, micro_batch: Option<usize>) {
     let exp = expected(name);
     let selm = &exp["selm"];
     let (alpha, beta) = (f(&selm["alpha"]), f(&selm["beta"]));
     let triples = fixture_triples(name);
-    let mut trainer = trainer(name, selm);
+    let mut trainer = trainer(name, selm, micro_batch);
     let report = trainer.step(&triples, alpha, beta).expect("step");
     let h = &report.triples;
     let lists = [

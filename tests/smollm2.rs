@@ -89,7 +89,6 @@ fn smollm2_q4_1_matches_transformers() {
 /// template, the external test ranker, an update, the evaluation, a checkpoint.
 #[test]
 fn one_smollm2_iteration_with_the_test_ranker() {
-    use burn::backend::Autodiff;
     use selm_tui::config::Config;
     use selm_tui::engine::pipeline::{Advance, Pipeline};
 
@@ -108,7 +107,7 @@ fn one_smollm2_iteration_with_the_test_ranker() {
     c.eval.samples = 2;
     c.rank.command = vec!["python3".into(), format!("{root}/scripts/test_ranker.py")];
     c.validate().unwrap();
-    let mut p = Pipeline::<Autodiff<Flex>>::new(c, &Default::default()).unwrap();
+    let mut p = Pipeline::<selm_tui::backend::FlexAutodiff>::new(c, &Default::default()).unwrap();
     let mut events = vec![];
     p.evaluate_start(&mut |e| events.push(e)).unwrap();
     while p.advance(&mut |e| events.push(e)).unwrap() != Advance::RunDone {}

@@ -2,7 +2,7 @@
 
 mod common;
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Flex;
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use common::*;
@@ -12,7 +12,7 @@ use selm_tui::selm::{Triple, selm_loss};
 use selm_tui::train::grads::{clip_global_norm, grad_norms, total_norm};
 use selm_tui::train::{CosineWithWarmup, OptimConfig, SelmTrainer};
 
-type B = Autodiff<Flex>;
+type B = selm_tui::backend::FlexAutodiff;
 
 fn setup(max_grad_norm: Option<f64>) -> (SelmTrainer<B>, Vec<Triple>) {
     let dir = fixture("tiny-llama");

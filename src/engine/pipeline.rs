@@ -114,6 +114,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
         let optim = OptimConfig {
             max_grad_norm: config.train.max_grad_norm,
             weight_decay: config.train.weight_decay,
+            micro_batch: config.train.micro_batch_size,
             ..OptimConfig::default()
         };
         let trainer = SelmTrainer::new(

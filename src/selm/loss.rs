@@ -122,7 +122,7 @@ pub struct SelmMetrics {
 }
 
 /// Host copies of the per-triple values a step produced.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostTriples {
     pub policy_chosen: Vec<f32>,
     pub policy_rejected: Vec<f32>,
@@ -149,6 +149,23 @@ impl HostTriples {
             dpo_losses: v(&loss.dpo_losses),
             optimism_terms: v(&loss.optimism_terms),
         }
+    }
+
+    /// The rows of `parts`, in order (one batch measured a micro-batch at a time).
+    pub fn concat(parts: Vec<Self>) -> Self {
+        let mut all = Self::default();
+        for p in parts {
+            all.policy_chosen.extend(p.policy_chosen);
+            all.policy_rejected.extend(p.policy_rejected);
+            all.policy_response.extend(p.policy_response);
+            all.reference_chosen.extend(p.reference_chosen);
+            all.reference_rejected.extend(p.reference_rejected);
+            all.reference_response.extend(p.reference_response);
+            all.losses.extend(p.losses);
+            all.dpo_losses.extend(p.dpo_losses);
+            all.optimism_terms.extend(p.optimism_terms);
+        }
+        all
     }
 
     /// Metrics of these triples (means over the batch).

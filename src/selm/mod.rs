@@ -14,3 +14,13 @@ pub struct Triple {
     pub rejected: Vec<u32>,
     pub reference_response: Vec<u32>,
 }
+
+impl Triple {
+    /// Tokens in the longest of the three responses.
+    pub fn longest_response(&self) -> usize {
+        self.chosen
+            .len()
+            .max(self.rejected.len())
+            .max(self.reference_response.len())
+    }
+}

@@ -3,8 +3,8 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Tensor};
 
 /// Visits float parameters with their dotted module path (`model.layers.0.mlp.up_proj.weight`).
 struct Named<'a, F> {
@@ -26,21 +26,21 @@ impl<B: AutodiffBackend, F: FnMut(&str, &dyn ParamGrad<B>)> ModuleVisitor<B> for
 
 /// A float parameter of any rank, seen through what gradient handling needs.
 pub trait ParamGrad<B: AutodiffBackend> {
-    /// Whether every value is finite, and small enough that their sum stays finite.
-    fn values_finite(&self) -> bool;
-    /// Sum of squares of this parameter's gradient (None if it got none).
-    fn grad_sq(&self, grads: &GradientsParams) -> Option<f64>;
+    /// Sum of absolute values, `[1]`: finite when every value is finite and small enough
+    /// that their sum stays finite.
+    fn abs_sum(&self) -> Tensor<B::InnerBackend, 1>;
+    /// Sum of squares of this parameter's gradient, `[1]` (None if it got none).
+    fn grad_sq(&self, grads: &GradientsParams) -> Option<Tensor<B::InnerBackend, 1>>;
     fn scale_grad(&self, grads: &mut GradientsParams, factor: f64);
 }
 
 impl<B: AutodiffBackend, const D: usize> ParamGrad<B> for Param<Tensor<B, D>> {
-    fn values_finite(&self) -> bool {
-        let total: f64 = self.val().inner().abs().sum().into_scalar().elem();
-        total.is_finite()
+    fn abs_sum(&self) -> Tensor<B::InnerBackend, 1> {
+        self.val().inner().abs().sum()
     }
-    fn grad_sq(&self, grads: &GradientsParams) -> Option<f64> {
+    fn grad_sq(&self, grads: &GradientsParams) -> Option<Tensor<B::InnerBackend, 1>> {
         let g = grads.get::<B::InnerBackend, D>(self.id)?;
-        Some(g.square().sum().into_scalar().elem::<f64>())
+        Some(g.square().sum())
     }
     fn scale_grad(&self, grads: &mut GradientsParams, factor: f64) {
         if let Some(g) = grads.remove::<B::InnerBackend, D>(self.id) {
@@ -60,25 +60,43 @@ fn for_each_param<B: AutodiffBackend, M: Module<B>>(
     module.visit(&mut visitor);
 }
 
-/// L2 norm of each parameter's gradient, by name, in module order.
+/// L2 norm of each parameter's gradient, by name, in module order. One read from the device
+/// for all of them (a GPU would otherwise wait once per parameter).
 pub fn grad_norms<B: AutodiffBackend, M: Module<B>>(
     module: &M,
     grads: &GradientsParams,
 ) -> Vec<(String, f64)> {
-    let mut out = vec![];
+    let (mut names, mut squares) = (vec![], vec![]);
     for_each_param::<B, M>(module, |name, p| {
         if let Some(sq) = p.grad_sq(grads) {
-            out.push((name.to_string(), sq.sqrt()));
+            names.push(name.to_string());
+            squares.push(sq);
         }
     });
-    out
+    names
+        .into_iter()
+        .zip(read(squares))
+        .map(|(n, sq)| (n, sq.sqrt()))
+        .collect()
 }
 
 /// Whether all parameters hold finite values (an overflowing update makes them inf or huge).
 pub fn params_finite<B: AutodiffBackend, M: Module<B>>(module: &M) -> bool {
-    let mut ok = true;
-    for_each_param::<B, M>(module, |_, p| ok &= p.values_finite());
-    ok
+    let mut sums = vec![];
+    for_each_param::<B, M>(module, |_, p| sums.push(p.abs_sum()));
+    read(sums).iter().all(|s| s.is_finite())
+}
+
+/// `[1]` tensors to host numbers, in one transfer.
+fn read<B: burn::tensor::backend::Backend>(scalars: Vec<Tensor<B, 1>>) -> Vec<f64> {
+    if scalars.is_empty() {
+        return vec![];
+    }
+    Tensor::cat(scalars, 0)
+        .into_data()
+        .convert::<f64>()
+        .into_vec::<f64>()
+        .expect("f64 data")
 }
 
 /// Global L2 norm over all gradients.
