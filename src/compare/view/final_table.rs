@@ -7,9 +7,9 @@ use ratatui::style::Stylize;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, Wrap};
 
-use super::{group_cell, group_color, header, label_width, notes};
+use super::{diff_row, group_cell, group_color, header, label_width, notes};
 use crate::compare::comparison::{Comparison, Metric};
-use crate::compare::text::{self, NONE};
+use crate::compare::text;
 
 pub(super) fn draw_final(frame: &mut Frame, cmp: &Comparison, area: Rect) {
     let rows = cmp.groups.len() as u16 + 3;
@@ -55,28 +55,9 @@ fn draw_final_stats(frame: &mut Frame, cmp: &Comparison, area: Rect) {
 }
 
 fn draw_final_diffs(frame: &mut Frame, cmp: &Comparison, area: Rect) {
-    let rows = cmp.groups.iter().enumerate().map(|(g, group)| {
+    let rows = (0..cmp.groups.len()).map(|g| {
         let diff = cmp.final_row(g).and_then(|r| r.diff);
-        let mut cells = vec![group_cell(g, &group.label)];
-        match diff {
-            Some(d) => {
-                let n = d.values.iter().flatten().map(|v| v.n).max().unwrap_or(0);
-                cells.push(Cell::from(cmp.groups[d.baseline].label.clone()));
-                cells.push(Cell::from(d.iteration.to_string()));
-                cells.push(Cell::from(n.to_string()));
-                cells.extend(d.values.map(|v| Cell::from(text::diff(v))));
-            }
-            None => {
-                let what = if group.is_baseline {
-                    "(baseline)"
-                } else {
-                    NONE
-                };
-                cells.push(Cell::from(what));
-                cells.extend([NONE; 5].map(Cell::from));
-            }
-        }
-        Row::new(cells)
+        diff_row(cmp, g, diff.as_ref(), |d| vec![d.iteration.to_string()], 5)
     });
     let mut head = vec!["group", "vs", "iter", "n"];
     let names = Metric::ALL.map(|m| format!("Δ {}", m.name()));

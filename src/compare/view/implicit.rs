@@ -6,7 +6,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Stylize;
 use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, Wrap};
 
-use super::{group_cell, halves, header, label_width, stat_chart};
+use super::{diff_row, group_cell, halves, header, label_width, stat_chart};
 use crate::compare::app::CompareApp;
 use crate::compare::comparison::Comparison;
 use crate::compare::stats::{RESPONSES, Stat};
@@ -110,26 +110,9 @@ fn draw_implicit_means(frame: &mut Frame, cmp: &Comparison, it: usize, block: Bl
 }
 
 fn draw_implicit_diffs(frame: &mut Frame, cmp: &Comparison, it: usize, area: Rect) {
-    let rows = cmp.groups.iter().enumerate().map(|(g, group)| {
-        let mut cells = vec![group_cell(g, &group.label)];
-        match cmp.implicit(g, it).and_then(|r| r.diff) {
-            Some(d) => {
-                let n = d.values.iter().flatten().map(|v| v.n).max().unwrap_or(0);
-                cells.push(Cell::from(cmp.groups[d.baseline].label.clone()));
-                cells.push(Cell::from(n.to_string()));
-                cells.extend(d.values.map(|v| Cell::from(text::diff(v))));
-            }
-            None => {
-                let what = if group.is_baseline {
-                    "(baseline)"
-                } else {
-                    NONE
-                };
-                cells.push(Cell::from(what));
-                cells.extend([NONE; 4].map(Cell::from));
-            }
-        }
-        Row::new(cells)
+    let rows = (0..cmp.groups.len()).map(|g| {
+        let diff = cmp.implicit(g, it).and_then(|r| r.diff);
+        diff_row(cmp, g, diff.as_ref(), |_| vec![], 4)
     });
     let mut head = vec!["group", "vs", "n"];
     let names = RESPONSES.map(|r| format!("Δ {r}"));

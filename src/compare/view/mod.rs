@@ -14,8 +14,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Cell, Chart, Dataset, GraphType, Row, Tabs};
 
 use super::app::{CompareApp, CompareView, KEYS};
-use super::comparison::Comparison;
+use super::comparison::{Comparison, Diff};
 use super::stats::Stat;
+use super::text::{self, NONE};
 use crate::tui::panels::format_num;
 use crate::tui::view::{MIN_HEIGHT, MIN_WIDTH};
 use curves::draw_curves;
@@ -193,6 +194,39 @@ fn label_width(cmp: &Comparison, at_least: usize) -> Constraint {
 
 fn group_cell(g: usize, label: &str) -> Cell<'static> {
     Cell::from(label.to_string()).fg(group_color(g))
+}
+
+/// A group's row of differences to its baseline: the group, the baseline, `extra` cells (such
+/// as the iteration), the seeds paired and one cell per value; "(baseline)" or blanks without
+/// a difference.
+fn diff_row(
+    cmp: &Comparison,
+    g: usize,
+    diff: Option<&Diff>,
+    extra: impl Fn(&Diff) -> Vec<String>,
+    blanks: usize,
+) -> Row<'static> {
+    let group = &cmp.groups[g];
+    let mut cells = vec![group_cell(g, &group.label)];
+    match diff {
+        Some(d) => {
+            let n = d.values.iter().flatten().map(|v| v.n).max().unwrap_or(0);
+            cells.push(Cell::from(cmp.groups[d.baseline].label.clone()));
+            cells.extend(extra(d).into_iter().map(Cell::from));
+            cells.push(Cell::from(n.to_string()));
+            cells.extend(d.values.map(|v| Cell::from(text::diff(v))));
+        }
+        None => {
+            let what = if group.is_baseline {
+                "(baseline)"
+            } else {
+                NONE
+            };
+            cells.push(Cell::from(what));
+            cells.extend(std::iter::repeat_n(NONE, blanks).map(Cell::from));
+        }
+    }
+    Row::new(cells)
 }
 
 fn header(cells: &[&str]) -> Row<'static> {
