@@ -6,7 +6,9 @@
 
 Measures what `selm-tui bench` measures, the same way: one SELM update (policy forward and
 backward on 3 * batch rows of `seq` tokens, the frozen reference's forward, global-norm clipping,
-AdamW) after one warm-up update, and greedy decoding of `decode_batch` random 16-token prompts
+AdamW) after one warm-up update; with `--carried-reference` both sides take the reference
+log-probs as given instead (computed once up front: selm-tui's loop keeps them from generation,
+TRL's `precompute_ref_log_probs` computes them before training), and greedy decoding of `decode_batch` random 16-token prompts
 with a KV cache, prefill included, no EOS stop. Random weights of the preset's shape. Peak RSS is
 the process's (ru_maxrss), so the two are measured in separate processes.
 
@@ -83,10 +85,15 @@ def bench_torch(args):
     n = args.batch
     alpha, beta = 0.001, 0.01
 
+    def reference_logps():
+        with torch.no_grad():
+            return sequence_logps(reference, rows, half)
+
+    carried = reference_logps() if args.carried_reference else None
+
     def step():
         pol = sequence_logps(policy, rows, half)
-        with torch.no_grad():
-            ref = sequence_logps(reference, rows, half)
+        ref = carried if carried is not None else reference_logps()
         pc, pr, py = pol[:n], pol[n : 2 * n], pol[2 * n :]
         rc, rr, ry = ref[:n], ref[n : 2 * n], ref[2 * n :]
         logits = (pc - pr) - (rc - rr)
@@ -127,6 +134,7 @@ def bench_torch(args):
     generated = (out.shape[1] - PROMPT_LEN) * out.shape[0]
     return {
         "preset": args.preset,
+        "reference_forward": not args.carried_reference,
         "backend": f"torch {torch.__version__} eager, {args.threads} threads",
         "params": params,
         "batch": args.batch,
@@ -147,6 +155,8 @@ def bench_selm(args):
         cmd += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
     if args.backend:
         cmd += ["--backend", args.backend]
+    if not args.carried_reference:
+        cmd += ["--reference-forward"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -181,6 +191,11 @@ def main():
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--selm", help="selm-tui binary to run on the same shapes")
     p.add_argument("--backend", help="selm-tui --backend")
+    p.add_argument(
+        "--carried-reference",
+        action="store_true",
+        help="reference log-probs computed once, not in every update (both sides)",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     if args.threads is None:
@@ -204,7 +219,11 @@ def main():
             print(f"{label:>18}: {torch_[field]:.1f}")
         return
     print(f"{args.preset}: {selm['backend']} vs {torch_['backend']}")
-    print(f"update {args.batch} triples x {args.seq} tokens; decode batch {args.decode_batch} x {args.new_tokens}")
+    ref = "carried" if args.carried_reference else "a forward pass per update"
+    print(
+        f"update {args.batch} triples x {args.seq} tokens (reference log-probs: {ref}); "
+        f"decode batch {args.decode_batch} x {args.new_tokens}"
+    )
     print("| metric | selm-tui | PyTorch | ratio |")
     print("| --- | ---: | ---: | ---: |")
     for r in ratio_rows(selm, torch_):

@@ -19,6 +19,7 @@ use crate::model::load::random;
 use crate::model::sampling::SamplingParams;
 use crate::model::{CausalLm, ModelConfig};
 use crate::selm::Triple;
+use crate::selm::logprobs::response_token_logps;
 use crate::train::{CosineWithWarmup, OptimConfig, SelmTrainer};
 
 /// A model shape to benchmark with random weights.
@@ -67,6 +68,10 @@ pub struct BenchArgs {
     /// pass's activations near 1 GiB, as `train.micro_batch_size` does.
     #[arg(long, value_parser = cli::at_least_one)]
     pub micro_batch: Option<usize>,
+    /// Recompute pi_ref's log-probs in every update, as for dataset responses, instead of
+    /// carrying them from generation as the loop does for sampled ones.
+    #[arg(long)]
+    pub reference_forward: bool,
     /// Timed updates (at least 1; one more runs first as a warm-up).
     #[arg(long, default_value_t = 3, value_parser = cli::at_least_one)]
     pub steps: usize,
@@ -110,7 +115,10 @@ pub struct BenchReport {
     pub seq: usize,
     /// Triples per forward/backward pass of an update.
     pub micro_batch: usize,
-    /// Mean wall time of one SELM update (policy fwd+bwd on 3*batch rows, reference fwd, AdamW).
+    /// Whether each update ran pi_ref's forward pass (else its log-probs were carried).
+    pub reference_forward: bool,
+    /// Mean wall time of one SELM update (policy fwd+bwd on 3*batch rows, reference fwd unless
+    /// carried, AdamW).
     pub train_ms_per_step: f64,
     /// Policy tokens (3 * batch * seq) per second of update time.
     pub train_tokens_per_s: f64,
@@ -144,11 +152,14 @@ impl OnBackend for Bench {
         let config = policy.config.clone();
         let params = policy.num_params();
         let mut rng = StdRng::seed_from_u64(2);
-        let triples: Vec<Triple> = (0..args.batch)
+        let mut triples: Vec<Triple> = (0..args.batch)
             .map(|_| triple(&mut rng, &config, args.seq))
             .collect();
 
         let reference = policy.valid();
+        if !args.reference_forward {
+            carry_reference_logps(&reference, &mut triples);
+        }
         let mut trainer = SelmTrainer::new(
             policy,
             reference,
@@ -190,6 +201,7 @@ impl OnBackend for Bench {
             batch: args.batch,
             seq: args.seq,
             micro_batch,
+            reference_forward: args.reference_forward,
             train_ms_per_step: train_s * 1e3,
             train_tokens_per_s: (3 * args.batch * args.seq) as f64 / train_s,
             decode_batch: args.decode_batch,
@@ -198,6 +210,19 @@ impl OnBackend for Bench {
             prefill_ms: prefill_s * 1e3,
             peak_rss_mib: peak_rss_mib(),
         })
+    }
+}
+
+/// What generation records for the loop's samples: pi_ref's log-prob of every response token.
+fn carry_reference_logps<B: burn::tensor::backend::Backend>(
+    reference: &CausalLm<B>,
+    triples: &mut [Triple],
+) {
+    for t in triples {
+        let rows = [&t.chosen, &t.rejected, &t.reference_response]
+            .map(|r| (t.prompt.as_slice(), r.as_slice()));
+        let logps = response_token_logps(reference, &rows);
+        t.reference_logps = logps.try_into().ok();
     }
 }
 
@@ -214,6 +239,7 @@ fn triple(rng: &mut StdRng, config: &ModelConfig, seq: usize) -> Triple {
         chosen: tokens(rng, config, seq - half),
         rejected: tokens(rng, config, seq - half),
         reference_response: tokens(rng, config, seq - half),
+        reference_logps: None,
     }
 }
 
@@ -239,8 +265,17 @@ impl BenchReport {
             self.params as f64 / 1e6
         );
         println!(
-            "  update  {} triples x {} tokens ({} per pass): {:>9.1} ms/step  {:>9.1} tokens/s",
-            self.batch, self.seq, self.micro_batch, self.train_ms_per_step, self.train_tokens_per_s
+            "  update  {} triples x {} tokens ({} per pass, pi_ref {}): {:>9.1} ms/step  {:>9.1} tokens/s",
+            self.batch,
+            self.seq,
+            self.micro_batch,
+            if self.reference_forward {
+                "forward"
+            } else {
+                "carried"
+            },
+            self.train_ms_per_step,
+            self.train_tokens_per_s
         );
         println!(
             "  decode  batch {} x {} new tokens: {:>9.1} tokens/s (prefill {:.1} ms)",

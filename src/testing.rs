@@ -38,7 +38,11 @@ pub fn generate_uncached<B: Backend>(
     params: &SamplingParams,
     rng: &mut impl Rng,
 ) -> Vec<Generation> {
-    crate::model::generate::decode(model, prompts, max_new_tokens, params, &[], rng, false)
+    let mode = crate::model::generate::DecodeMode {
+        cache: false,
+        logps: false,
+    };
+    crate::model::generate::decode(model, prompts, max_new_tokens, params, &[], rng, mode)
 }
 
 /// `ids` decoded with special tokens kept (`<|im_end|>` shows).

@@ -11,10 +11,11 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use selm_tui::io::safetensors::{read_model_dir, write_file};
 use selm_tui::io::weights::{HostTensor, WeightMap};
-use selm_tui::model::generate::generate;
+use selm_tui::model::generate::{generate, generate_suppressing};
 use selm_tui::model::load::{from_weights, load_hf_dir, save_hf_dir, to_hf_tensors};
 use selm_tui::model::sampling::SamplingParams;
 use selm_tui::model::{CausalLm, ModelConfig};
+use selm_tui::selm::logprobs::response_token_logps;
 use selm_tui::testing::generate_uncached;
 use std::collections::BTreeMap;
 
@@ -58,6 +59,46 @@ fn cached_decoding_matches_full_recompute() {
         let cached = generate(&model, &prompts, 16, &greedy, &mut StdRng::seed_from_u64(0));
         let full = generate_uncached(&model, &prompts, 16, &greedy, &mut StdRng::seed_from_u64(0));
         assert_eq!(cached, full, "{name}: cache changed the greedy tokens");
+    }
+}
+
+/// The log-probs generation records are the model's own: a forward pass over prompt +
+/// response gives the same per-token values, with temperature, top-k / top-p and suppressed
+/// ids in play (they shape the sampling, not the model's distribution).
+#[test]
+fn recorded_logps_match_a_forward_pass() {
+    for name in CAUSAL_FIXTURES {
+        let model = tiny(name);
+        let prompts = prompts(name);
+        let params = SamplingParams {
+            temperature: 1.3,
+            top_p: 0.9,
+            top_k: 20,
+        };
+        let suppressed = [0u32, 1];
+        let out = generate_suppressing(
+            &model,
+            &prompts,
+            12,
+            &params,
+            &suppressed,
+            &mut StdRng::seed_from_u64(5),
+        );
+        let rows: Vec<(&[u32], &[u32])> = prompts
+            .iter()
+            .zip(&out)
+            .map(|(p, g)| (p.as_slice(), g.tokens.as_slice()))
+            .collect();
+        let forward = response_token_logps(&model, &rows);
+        for (g, want) in out.iter().zip(&forward) {
+            assert_eq!(g.logps.len(), g.tokens.len(), "{name}");
+            for (got, want) in g.logps.iter().zip(want) {
+                assert!((got - want).abs() < 1e-4, "{name}: {got} vs {want}");
+            }
+        }
+        // Plain `generate` records none.
+        let plain = generate(&model, &prompts, 4, &params, &mut StdRng::seed_from_u64(5));
+        assert!(plain.iter().all(|g| g.logps.is_empty()));
     }
 }
 

@@ -12,6 +12,7 @@ use selm_tui::model::CausalLm;
 use selm_tui::model::generate::generate;
 use selm_tui::model::load::load_hf_dir;
 use selm_tui::model::sampling::SamplingParams;
+use selm_tui::selm::logprobs::response_token_logps;
 use selm_tui::train::{CosineWithWarmup, OptimConfig, SelmTrainer};
 use serde_json::Value;
 
@@ -73,16 +74,27 @@ fn check_selm(name: &str) {
         triples.len() > 1,
         "{name}: the fixture batch must have several triples"
     );
-    check_selm_with(name, None);
-    check_selm_with(name, Some(1));
+    check_selm_with(name, None, false);
+    check_selm_with(name, Some(1), false);
+    check_selm_with(name, None, true);
 }
 
-fn check_selm_with(name: &str, micro_batch: Option<usize>) {
+/// `carried`: the triples bring pi_ref's per-token log-probs (as generation records them),
+/// here from a separate forward pass, and the update uses them instead of its own.
+fn check_selm_with(name: &str, micro_batch: Option<usize>, carried: bool) {
     let exp = expected(name);
     let selm = &exp["selm"];
     let (alpha, beta) = (f(&selm["alpha"]), f(&selm["beta"]));
-    let triples = fixture_triples(name);
+    let mut triples = fixture_triples(name);
     let mut trainer = trainer(name, selm, micro_batch);
+    if carried {
+        for t in &mut triples {
+            let rows = [&t.chosen, &t.rejected, &t.reference_response]
+                .map(|r| (t.prompt.as_slice(), r.as_slice()));
+            let logps = response_token_logps(trainer.reference(), &rows);
+            t.reference_logps = Some(logps.try_into().unwrap());
+        }
+    }
     let report = trainer.step(&triples, alpha, beta).expect("step");
     let h = &report.triples;
     let lists = [
@@ -187,4 +199,35 @@ fn llama_selm_loss_metrics_grads_and_adamw_step() {
 #[test]
 fn qwen2_selm_loss_metrics_grads_and_adamw_step() {
     check_selm("tiny-qwen2");
+}
+
+/// The update takes carried reference log-probs as given: shifting each carried chosen token
+/// by +0.5 moves the reported reference chosen log-prob by 0.5 per token.
+#[test]
+fn carried_reference_logps_are_what_the_update_uses() {
+    let name = "tiny-llama";
+    let exp = expected(name);
+    let selm = &exp["selm"];
+    let (alpha, beta) = (f(&selm["alpha"]), f(&selm["beta"]));
+    let mut trainer = trainer(name, selm, None);
+    let mut triples = fixture_triples(name);
+    for t in &mut triples {
+        let rows = [&t.chosen, &t.rejected, &t.reference_response]
+            .map(|r| (t.prompt.as_slice(), r.as_slice()));
+        let mut logps = response_token_logps(trainer.reference(), &rows);
+        logps[0].iter_mut().for_each(|x| *x += 0.5);
+        t.reference_logps = Some(logps.try_into().unwrap());
+    }
+    let report = trainer.step(&triples, alpha, beta).expect("step");
+    let want = floats(&selm["reference_chosen_logps"]);
+    for (i, t) in triples.iter().enumerate() {
+        let shifted = want[i] + 0.5 * t.chosen.len() as f64;
+        assert_close(
+            &format!("shifted reference_chosen_logps[{i}]"),
+            report.triples.reference_chosen[i] as f64,
+            shifted,
+            1e-4,
+            1e-4,
+        );
+    }
 }

@@ -441,6 +441,7 @@ fn rank_query() -> RankQuery {
         is_reference,
         score: None,
         dataset,
+        reference_logps: None,
     };
     RankQuery {
         iteration: 2,

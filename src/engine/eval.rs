@@ -107,9 +107,15 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 .zip(&out)
                 .map(|(p, g)| (p.as_slice(), g.tokens.as_slice()))
                 .collect();
-            let lp = host(sequence_logps(&policy, &rows)).data;
-            let lr = host(sequence_logps(self.trainer.reference(), &rows)).data;
-            kl_sum += lp.iter().zip(&lr).map(|(a, b)| (a - b) as f64).sum::<f64>();
+            // log pi_theta(y|x) was recorded while pi_theta sampled y. Before the first
+            // update pi_theta is pi_ref: kl is 0 by definition, with no forward pass.
+            if iteration > 0 {
+                let lp = out
+                    .iter()
+                    .map(|g| g.logps.iter().map(|&x| x as f64).sum::<f64>());
+                let lr = host(sequence_logps(self.trainer.reference(), &rows)).data;
+                kl_sum += lp.zip(&lr).map(|(a, &b)| a - b as f64).sum::<f64>();
+            }
             for (&i, g) in chunk.iter().zip(&out) {
                 samples[i].push(self.tokenizer.decode(&g.tokens)?);
             }

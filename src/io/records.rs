@@ -20,6 +20,11 @@ pub struct Candidate {
     /// Which of the dataset's responses this is; absent for generated ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<DatasetLabel>,
+    /// log pi_ref of each token, recorded while pi_ref sampled it: the update and the pair
+    /// measurements take these instead of a forward pass of pi_ref. Absent for dataset
+    /// responses, for text that re-tokenizes to other ids, and when pi_ref is not the sampler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_logps: Option<Vec<f32>>,
 }
 
 /// A prompts-file row's responses, as candidates.

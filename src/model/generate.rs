@@ -11,12 +11,25 @@ use super::llama::{AttentionPlan, CausalLm};
 use super::sampling::{SamplingParams, sample_token, suppress};
 
 /// One generated continuation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Generation {
     /// New tokens, including the EOS token when one ended the row.
     pub tokens: Vec<u32>,
     /// Whether an EOS token ended the row (else it hit `max_new_tokens`).
     pub finished: bool,
+    /// Log-prob of each new token under the model's own distribution (the raw logits, before
+    /// temperature, top-k / top-p and suppression): what a forward pass of the model over
+    /// the response would give. Filled by [`generate_suppressing`]; empty from [`generate`].
+    pub logps: Vec<f32>,
+}
+
+/// How [`decode`] runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DecodeMode {
+    /// Extend a KV cache (else recompute every position each step).
+    pub cache: bool,
+    /// Record each token's log-prob ([`Generation::logps`]).
+    pub logps: bool,
 }
 
 /// Generates up to `max_new_tokens` for each prompt, with a KV cache, any token allowed (as
@@ -30,11 +43,16 @@ pub fn generate<B: Backend>(
     params: &SamplingParams,
     rng: &mut impl Rng,
 ) -> Vec<Generation> {
-    decode(model, prompts, max_new_tokens, params, &[], rng, true)
+    let mode = DecodeMode {
+        cache: true,
+        logps: false,
+    };
+    decode(model, prompts, max_new_tokens, params, &[], rng, mode)
 }
 
 /// [`generate`] never emitting the ids in `suppressed` (their logits are -inf before
-/// sampling and greedy argmax, as transformers' `suppress_tokens`).
+/// sampling and greedy argmax, as transformers' `suppress_tokens`), recording each token's
+/// log-prob.
 pub fn generate_suppressing<B: Backend>(
     model: &CausalLm<B>,
     prompts: &[Vec<u32>],
@@ -50,7 +68,10 @@ pub fn generate_suppressing<B: Backend>(
         params,
         suppressed,
         rng,
-        true,
+        DecodeMode {
+            cache: true,
+            logps: true,
+        },
     )
 }
 
@@ -63,8 +84,9 @@ pub(crate) fn decode<B: Backend>(
     params: &SamplingParams,
     suppressed: &[u32],
     rng: &mut impl Rng,
-    use_cache: bool,
+    mode: DecodeMode,
 ) -> Vec<Generation> {
+    let use_cache = mode.cache;
     let config = model.config();
     let device = model.device();
     let pad = config.pad_id();
@@ -78,6 +100,7 @@ pub(crate) fn decode<B: Backend>(
         .map(|_| Generation {
             tokens: vec![],
             finished: false,
+            logps: vec![],
         })
         .collect();
     if prompts.is_empty() || max_new_tokens == 0 {
@@ -103,8 +126,14 @@ pub(crate) fn decode<B: Backend>(
                 pad
             } else {
                 let row = &mut logits[b * vocab..(b + 1) * vocab];
+                let lse = mode.logps.then(|| logsumexp(row));
                 suppress(row, suppressed);
-                sample_token(row, params, rng)
+                let next = sample_token(row, params, rng);
+                // A suppressed id is never drawn, so its logit is still the raw one.
+                if let Some(lse) = lse {
+                    out[b].logps.push(row[next as usize] - lse);
+                }
+                next
             };
             if !done {
                 out[b].tokens.push(next);
@@ -117,6 +146,13 @@ pub(crate) fn decode<B: Backend>(
         }
     }
     out
+}
+
+/// `log sum exp(row)`, steadied by the row's max, summed in f64.
+fn logsumexp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&x| (x - max).exp() as f64).sum();
+    max + sum.ln() as f32
 }
 
 /// A left-padded token row with per-token validity.

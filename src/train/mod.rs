@@ -8,8 +8,8 @@ use anyhow::{Result, bail};
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
-use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 
 use crate::config::Objective;
@@ -143,7 +143,10 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
     /// Log-probs of the triples: policy with gradient, reference without.
     pub fn logps(&self, triples: &[Triple]) -> TripleLogps<B> {
         // The reference first: its activations are freed before the policy's graph is built.
-        let reference = triple_logps(&self.reference, triples).map(Tensor::<B, 1>::from_inner);
+        let device = self.policy().device();
+        let reference = carried_reference_logps(triples, &device).unwrap_or_else(|| {
+            triple_logps(&self.reference, triples).map(Tensor::<B, 1>::from_inner)
+        });
         let policy = triple_logps(self.policy(), triples);
         TripleLogps::new(policy, reference)
     }
@@ -226,10 +229,9 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
     /// Loss and metrics of `triples` without updating anything.
     pub fn evaluate(&self, triples: &[Triple], alpha: f64, beta: f64) -> HostTriples {
         let policy = self.policy().valid();
-        let logps = TripleLogps::new(
-            triple_logps(&policy, triples),
-            triple_logps(&self.reference, triples),
-        );
+        let reference = carried_reference_logps(triples, &policy.device())
+            .unwrap_or_else(|| triple_logps(&self.reference, triples));
+        let logps = TripleLogps::new(triple_logps(&policy, triples), reference);
         HostTriples::read(
             &logps,
             &preference_loss(&logps, self.objective, alpha, beta),
@@ -244,6 +246,22 @@ fn adamw<B: AutodiffBackend>(optim: &OptimConfig) -> OptimizerAdaptor<AdamW, Cau
         .with_epsilon(optim.eps as f32)
         .with_weight_decay(optim.weight_decay as f32)
         .init()
+}
+
+/// Chosen, rejected and y_ref log-probs under pi_ref from what the triples carry, when every
+/// one of them does (else None: one forward pass serves the whole batch).
+fn carried_reference_logps<B: Backend>(
+    triples: &[Triple],
+    device: &B::Device,
+) -> Option<[Tensor<B, 1>; 3]> {
+    let sums: Vec<[f32; 3]> = triples
+        .iter()
+        .map(Triple::reference_sums)
+        .collect::<Option<_>>()?;
+    Some([0, 1, 2].map(|k| {
+        let column: Vec<f32> = sums.iter().map(|s| s[k]).collect();
+        Tensor::from_data(TensorData::new(column, [triples.len()]), device)
+    }))
 }
 
 /// Chosen, rejected and y_ref log-probs of `triples` under `model`, from one batched forward.

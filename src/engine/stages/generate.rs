@@ -45,15 +45,19 @@ impl<B: AutodiffBackend> Pipeline<B> {
             &self.tokenizer.suppressed_ids(),
             &mut rng,
         );
+        let from_reference = self.config.train.sync_reference;
         for ((i, is_ref), out) in jobs.iter().zip(out) {
             // The ids its text tokenizes back to: what is trained on is what pairs.jsonl says.
             let (text, tokens) = self.tokenizer.response_text_and_ids(&out.tokens)?;
+            // pi_ref's log-probs hold for exactly the tokens it sampled.
+            let reference_logps = (from_reference && tokens == out.tokens).then_some(out.logps);
             self.state.candidates[*i].push(Candidate {
                 text,
                 tokens,
                 is_reference: *is_ref,
                 score: None,
                 dataset: None,
+                reference_logps,
             });
         }
         if self.cursor + 1 == total {
@@ -93,6 +97,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
                     is_reference: false,
                     score: None,
                     dataset: Some(label),
+                    reference_logps: None,
                 });
             }
             cands.push(y_ref);

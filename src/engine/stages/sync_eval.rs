@@ -66,7 +66,13 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 })
                 .collect();
             let pol = response_token_logps(&policy, &rows);
-            let refs = response_token_logps(reference, &rows);
+            // pi_ref's, as generation recorded them when every triple carries them.
+            let carried: Option<Vec<Vec<f32>>> = chunk
+                .iter()
+                .map(|t| t.reference_logps.clone())
+                .collect::<Option<Vec<_>>>()
+                .map(|r| r.into_iter().flatten().collect());
+            let refs = carried.unwrap_or_else(|| response_token_logps(reference, &rows));
             let mut responses = rows
                 .iter()
                 .zip(pol.into_iter().zip(refs))
