@@ -133,6 +133,7 @@ struct BenchUiArgs {
 }
 
 fn main() -> Result<()> {
+    backend::tune_allocator();
     let cli = Cli::parse();
     let runtime = &cli.runtime;
     match cli.command {
