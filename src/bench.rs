@@ -219,10 +219,10 @@ fn carry_reference_logps<B: burn::tensor::backend::Backend>(
     triples: &mut [Triple],
 ) {
     for t in triples {
-        let rows = [&t.chosen, &t.rejected, &t.reference_response]
-            .map(|r| (t.prompt.as_slice(), r.as_slice()));
+        let rows = t.responses().map(|r| (t.prompt.as_slice(), r));
         let logps = response_token_logps(reference, &rows);
-        t.reference_logps = logps.try_into().ok();
+        let [c, r, y] = <[Vec<f32>; 3]>::try_from(logps).expect("three responses");
+        t.reference_logps = [Some(c), Some(r), Some(y)];
     }
 }
 
@@ -239,7 +239,7 @@ fn triple(rng: &mut StdRng, config: &ModelConfig, seq: usize) -> Triple {
         chosen: tokens(rng, config, seq - half),
         rejected: tokens(rng, config, seq - half),
         reference_response: tokens(rng, config, seq - half),
-        reference_logps: None,
+        reference_logps: Default::default(),
     }
 }
 

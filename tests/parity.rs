@@ -74,25 +74,27 @@ fn check_selm(name: &str) {
         triples.len() > 1,
         "{name}: the fixture batch must have several triples"
     );
-    check_selm_with(name, None, false);
-    check_selm_with(name, Some(1), false);
-    check_selm_with(name, None, true);
+    check_selm_with(name, None, [false; 3]);
+    check_selm_with(name, Some(1), [false; 3]);
+    check_selm_with(name, None, [true; 3]);
+    // As in the paper's recipe: dataset chosen / rejected, a generated y_ref.
+    check_selm_with(name, None, [false, false, true]);
 }
 
-/// `carried`: the triples bring pi_ref's per-token log-probs (as generation records them),
-/// here from a separate forward pass, and the update uses them instead of its own.
-fn check_selm_with(name: &str, micro_batch: Option<usize>, carried: bool) {
+/// `carried[k]`: the triples bring pi_ref's per-token log-probs of response k (chosen,
+/// rejected, y_ref) as generation records them, here from a separate forward pass, and the
+/// update uses them instead of its own pass.
+fn check_selm_with(name: &str, micro_batch: Option<usize>, carried: [bool; 3]) {
     let exp = expected(name);
     let selm = &exp["selm"];
     let (alpha, beta) = (f(&selm["alpha"]), f(&selm["beta"]));
     let mut triples = fixture_triples(name);
     let mut trainer = trainer(name, selm, micro_batch);
-    if carried {
-        for t in &mut triples {
-            let rows = [&t.chosen, &t.rejected, &t.reference_response]
-                .map(|r| (t.prompt.as_slice(), r.as_slice()));
-            let logps = response_token_logps(trainer.reference(), &rows);
-            t.reference_logps = Some(logps.try_into().unwrap());
+    for t in &mut triples {
+        let rows = t.responses().map(|r| (t.prompt.as_slice(), r));
+        let logps = response_token_logps(trainer.reference(), &rows);
+        for (k, logps) in logps.into_iter().enumerate() {
+            t.reference_logps[k] = carried[k].then_some(logps);
         }
     }
     let report = trainer.step(&triples, alpha, beta).expect("step");
@@ -212,11 +214,15 @@ fn carried_reference_logps_are_what_the_update_uses() {
     let mut trainer = trainer(name, selm, None);
     let mut triples = fixture_triples(name);
     for t in &mut triples {
-        let rows = [&t.chosen, &t.rejected, &t.reference_response]
-            .map(|r| (t.prompt.as_slice(), r.as_slice()));
+        let rows = t.responses().map(|r| (t.prompt.as_slice(), r));
         let mut logps = response_token_logps(trainer.reference(), &rows);
         logps[0].iter_mut().for_each(|x| *x += 0.5);
-        t.reference_logps = Some(logps.try_into().unwrap());
+        t.reference_logps = logps
+            .into_iter()
+            .map(Some)
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap();
     }
     let report = trainer.step(&triples, alpha, beta).expect("step");
     let want = floats(&selm["reference_chosen_logps"]);

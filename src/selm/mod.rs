@@ -16,8 +16,8 @@ pub struct Triple {
     /// log pi_ref of each token of chosen, rejected and y_ref, kept from the generation that
     /// sampled them from pi_ref; None (a dataset response, or another sampler) has a forward
     /// pass of pi_ref compute them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference_logps: Option<[Vec<f32>; 3]>,
+    #[serde(default)]
+    pub reference_logps: [Option<Vec<f32>>; 3],
 }
 
 impl Triple {
@@ -29,9 +29,8 @@ impl Triple {
             .max(self.reference_response.len())
     }
 
-    /// Sequence log-probs under pi_ref of chosen, rejected and y_ref, when carried.
-    pub fn reference_sums(&self) -> Option<[f32; 3]> {
-        let sum = |v: &Vec<f32>| v.iter().map(|&x| x as f64).sum::<f64>() as f32;
-        self.reference_logps.as_ref().map(|r| r.each_ref().map(sum))
+    /// The three responses, chosen, rejected and y_ref.
+    pub fn responses(&self) -> [&[u32]; 3] {
+        [&self.chosen, &self.rejected, &self.reference_response].map(Vec::as_slice)
     }
 }

@@ -143,10 +143,7 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
     /// Log-probs of the triples: policy with gradient, reference without.
     pub fn logps(&self, triples: &[Triple]) -> TripleLogps<B> {
         // The reference first: its activations are freed before the policy's graph is built.
-        let device = self.policy().device();
-        let reference = carried_reference_logps(triples, &device).unwrap_or_else(|| {
-            triple_logps(&self.reference, triples).map(Tensor::<B, 1>::from_inner)
-        });
+        let reference = reference_logps(&self.reference, triples).map(Tensor::<B, 1>::from_inner);
         let policy = triple_logps(self.policy(), triples);
         TripleLogps::new(policy, reference)
     }
@@ -229,8 +226,7 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
     /// Loss and metrics of `triples` without updating anything.
     pub fn evaluate(&self, triples: &[Triple], alpha: f64, beta: f64) -> HostTriples {
         let policy = self.policy().valid();
-        let reference = carried_reference_logps(triples, &policy.device())
-            .unwrap_or_else(|| triple_logps(&self.reference, triples));
+        let reference = reference_logps(&self.reference, triples);
         let logps = TripleLogps::new(triple_logps(&policy, triples), reference);
         HostTriples::read(
             &logps,
@@ -248,20 +244,41 @@ fn adamw<B: AutodiffBackend>(optim: &OptimConfig) -> OptimizerAdaptor<AdamW, Cau
         .init()
 }
 
-/// Chosen, rejected and y_ref log-probs under pi_ref from what the triples carry, when every
-/// one of them does (else None: one forward pass serves the whole batch).
-fn carried_reference_logps<B: Backend>(
-    triples: &[Triple],
-    device: &B::Device,
-) -> Option<[Tensor<B, 1>; 3]> {
-    let sums: Vec<[f32; 3]> = triples
-        .iter()
-        .map(Triple::reference_sums)
-        .collect::<Option<_>>()?;
-    Some([0, 1, 2].map(|k| {
+/// Chosen, rejected and y_ref log-probs under pi_ref (`reference`): what the triples carry
+/// from generation, and one forward pass over the responses that carry none.
+fn reference_logps<B: Backend>(reference: &CausalLm<B>, triples: &[Triple]) -> [Tensor<B, 1>; 3] {
+    let mut sums = vec![[0f32; 3]; triples.len()];
+    let mut missing = vec![];
+    for (i, t) in triples.iter().enumerate() {
+        for (k, carried) in t.reference_logps.iter().enumerate() {
+            match carried {
+                Some(v) => sums[i][k] = v.iter().map(|&x| x as f64).sum::<f64>() as f32,
+                None => missing.push((i, k)),
+            }
+        }
+    }
+    if missing.len() == 3 * triples.len() {
+        return triple_logps(reference, triples);
+    }
+    if !missing.is_empty() {
+        let pairs: Vec<(&[u32], &[u32])> = missing
+            .iter()
+            .map(|&(i, k)| (triples[i].prompt.as_slice(), triples[i].responses()[k]))
+            .collect();
+        let values = sequence_logps(reference, &pairs)
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("f32 data");
+        for (&(i, k), v) in missing.iter().zip(values) {
+            sums[i][k] = v;
+        }
+    }
+    let device = reference.device();
+    [0, 1, 2].map(|k| {
         let column: Vec<f32> = sums.iter().map(|s| s[k]).collect();
-        Tensor::from_data(TensorData::new(column, [triples.len()]), device)
-    }))
+        Tensor::from_data(TensorData::new(column, [triples.len()]), &device)
+    })
 }
 
 /// Chosen, rejected and y_ref log-probs of `triples` under `model`, from one batched forward.

@@ -130,7 +130,7 @@ pub fn fixture_triples(name: &str) -> Vec<Triple> {
             chosen: ids(&t["chosen"]),
             rejected: ids(&t["rejected"]),
             reference_response: ids(&t["reference_response"]),
-            reference_logps: None,
+            reference_logps: Default::default(),
         })
         .collect()
 }

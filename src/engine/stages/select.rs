@@ -42,10 +42,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 rejected: cands[worst].tokens.clone(),
                 reference_response: y_ref.tokens.clone(),
                 reference_logps: [&cands[best], &cands[worst], y_ref]
-                    .map(|c| c.reference_logps.clone())
-                    .into_iter()
-                    .collect::<Option<Vec<_>>>()
-                    .and_then(|v| v.try_into().ok()),
+                    .map(|c| c.reference_logps.clone()),
             });
             records.push(PairRecord {
                 prompt: prompt.text.clone(),

@@ -4,11 +4,13 @@
 
 use anyhow::{Result, bail};
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use crate::engine::messages::{Event, LogLine};
 use crate::engine::pipeline::{Pipeline, Progress};
 use crate::io::records::{PairLogps, ResponseLogps};
+use crate::model::CausalLm;
+use crate::selm::Triple;
 use crate::selm::logprobs::response_token_logps;
 
 impl<B: AutodiffBackend> Pipeline<B> {
@@ -60,19 +62,10 @@ impl<B: AutodiffBackend> Pipeline<B> {
         for chunk in self.state.triples.chunks(self.config.train.batch_size) {
             let rows: Vec<(&[u32], &[u32])> = chunk
                 .iter()
-                .flat_map(|t| {
-                    [&t.chosen, &t.rejected, &t.reference_response]
-                        .map(|r| (t.prompt.as_slice(), r.as_slice()))
-                })
+                .flat_map(|t| t.responses().map(|r| (t.prompt.as_slice(), r)))
                 .collect();
             let pol = response_token_logps(&policy, &rows);
-            // pi_ref's, as generation recorded them when every triple carries them.
-            let carried: Option<Vec<Vec<f32>>> = chunk
-                .iter()
-                .map(|t| t.reference_logps.clone())
-                .collect::<Option<Vec<_>>>()
-                .map(|r| r.into_iter().flatten().collect());
-            let refs = carried.unwrap_or_else(|| response_token_logps(reference, &rows));
+            let refs = reference_token_logps(reference, chunk, &rows);
             let mut responses = rows
                 .iter()
                 .zip(pol.into_iter().zip(refs))
@@ -103,4 +96,28 @@ impl<B: AutodiffBackend> Pipeline<B> {
         }
         Ok(out)
     }
+}
+
+/// pi_ref's per-token log-probs of each row (three per triple): as generation recorded them,
+/// else from one forward pass over the rows without.
+fn reference_token_logps<B: Backend>(
+    reference: &CausalLm<B>,
+    triples: &[Triple],
+    rows: &[(&[u32], &[u32])],
+) -> Vec<Vec<f32>> {
+    let carried: Vec<Option<Vec<f32>>> = triples
+        .iter()
+        .flat_map(|t| t.reference_logps.clone())
+        .collect();
+    let missing: Vec<(&[u32], &[u32])> = rows
+        .iter()
+        .zip(&carried)
+        .filter(|(_, c)| c.is_none())
+        .map(|(r, _)| *r)
+        .collect();
+    let mut computed = response_token_logps(reference, &missing).into_iter();
+    carried
+        .into_iter()
+        .map(|c| c.unwrap_or_else(|| computed.next().expect("one per missing row")))
+        .collect()
 }
