@@ -19,7 +19,7 @@ pub struct Generation {
     pub finished: bool,
     /// Log-prob of each new token under the model's own distribution (the raw logits, before
     /// temperature, top-k / top-p and suppression): what a forward pass of the model over
-    /// the response would give. Filled by [`generate_suppressing`]; empty from [`generate`].
+    /// the response gives, up to rounding (1e-4 in the tests). Filled by [`generate_suppressing`]; empty from [`generate`].
     pub logps: Vec<f32>,
 }
 

@@ -250,8 +250,9 @@ fn per_head<B: Backend>(
 }
 
 /// The signed permutation with `x @ R = [-x2, x1]` (HF's `rotate_half`). A matmul keeps the
-/// rotation on contiguous data (no narrowed views), and its sums add exact zeros, so the
-/// result is bit-for-bit the negated, swapped halves.
+/// rotation on contiguous data (no narrowed views). On the CPU its sums add exact zeros, so the
+/// result is bit-for-bit the negated, swapped halves; a GPU matmul may round its inputs through
+/// TF32, as it does for every projection.
 fn rotate_half_matrix<B: Backend>(hd: usize, device: &B::Device) -> Tensor<B, 2> {
     let half = hd / 2;
     let mut r = vec![0f32; hd * hd];

@@ -51,7 +51,8 @@ pub fn argmax(logits: &[f32]) -> u32 {
 
 /// Picks the next token from one row of logits.
 ///
-/// Candidates are taken in descending logit order (ties to the lower id), but only the prefix
+/// Candidates are taken in descending logit order (ties to the lower id), as a full sort gives
+/// them (the same draw but for the f64 rounding of the normaliser's sum), but only the prefix
 /// that top-k, top-p and the draw actually walk is ever sorted: a partial selection finds it,
 /// in a few dozen of a 49,152-token vocabulary at usual temperatures, instead of sorting the
 /// whole row at every step.

@@ -29,23 +29,26 @@ pub fn target_logps<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>
 /// Rows are right-padded; prompt and pad positions do not count.
 pub fn sequence_logps<B: Backend>(model: &CausalLm<B>, pairs: &[(&[u32], &[u32])]) -> Tensor<B, 1> {
     let device = model.device();
-    let tokens = token_logps(model, pairs);
-    let lens: Vec<usize> = pairs.iter().map(|(_, r)| r.len()).collect();
-    let total: usize = lens.iter().sum();
-    let Some(tokens) = tokens else {
+    let Some(tokens) = token_logps(model, pairs) else {
         return Tensor::zeros([pairs.len()], &device);
     };
-    // Row i of `segments` selects pair i's tokens: one small matmul sums every pair.
-    let mut segments = vec![0f32; pairs.len() * total];
+    // Lay the tokens out as `[pairs, longest response]`, padded with a zero appended after
+    // them, and sum each row: plain f32 sums (a 0/1 matmul could round through TF32 on a GPU).
+    let total = tokens.dims()[0];
+    let width = pairs.iter().map(|(_, r)| r.len()).max().unwrap_or(0);
+    let mut index = Vec::with_capacity(pairs.len() * width);
     let mut start = 0;
-    for (i, &len) in lens.iter().enumerate() {
-        segments[i * total + start..i * total + start + len].fill(1.0);
-        start += len;
+    for (_, r) in pairs {
+        index.extend((start..start + r.len()).map(|t| t as i64));
+        index.extend(std::iter::repeat_n(total as i64, width - r.len()));
+        start += r.len();
     }
-    let segments =
-        Tensor::<B, 2>::from_data(TensorData::new(segments, [pairs.len(), total]), &device);
-    segments
-        .matmul(tokens.unsqueeze_dim(1))
+    let index =
+        Tensor::<B, 1, Int>::from_data(TensorData::new(index, [pairs.len() * width]), &device);
+    Tensor::cat(vec![tokens, Tensor::zeros([1], &device)], 0)
+        .select(0, index)
+        .reshape([pairs.len(), width])
+        .sum_dim(1)
         .reshape([pairs.len()])
 }
 

@@ -10,7 +10,7 @@ use rand::seq::SliceRandom;
 
 use crate::engine::messages::Event;
 use crate::engine::pipeline::{Pipeline, Progress};
-use crate::io::records::PairRecord;
+use crate::io::records::{Candidate, PairRecord};
 use crate::ranker::best_and_worst;
 use crate::selm::Triple;
 use crate::train::CosineWithWarmup;
@@ -53,7 +53,14 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 rejected_score: scores[worst],
                 y_ref: y_ref.text.clone(),
                 y_ref_score: y_ref.score.unwrap_or(f64::NAN),
-                candidates: cands.clone(),
+                // pi_ref's per-token log-probs stay in candidates.jsonl.
+                candidates: cands
+                    .iter()
+                    .map(|c| Candidate {
+                        reference_logps: None,
+                        ..c.clone()
+                    })
+                    .collect(),
                 ranker: (ranked_by.clone()).unwrap_or_else(|| self.ranker.name().to_string()),
             });
         }
