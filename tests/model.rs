@@ -45,7 +45,10 @@ fn prompts(name: &str) -> Vec<Vec<u32>> {
 fn cached_decoding_matches_full_recompute() {
     for name in CAUSAL_FIXTURES {
         let model = tiny(name);
-        let prompts = prompts(name);
+        // Repeated prompts, as the loop's K samples per prompt: the cached path prefills each
+        // distinct prompt once and shares its keys and values.
+        let distinct = prompts(name);
+        let prompts: Vec<Vec<u32>> = [0, 1, 0, 2, 1, 0].map(|i| distinct[i].clone()).to_vec();
         let params = SamplingParams {
             temperature: 0.9,
             top_p: 0.95,
@@ -99,6 +102,42 @@ fn recorded_logps_match_a_forward_pass() {
         // Plain `generate` records none.
         let plain = generate(&model, &prompts, 4, &params, &mut StdRng::seed_from_u64(5));
         assert!(plain.iter().all(|g| g.logps.is_empty()));
+    }
+}
+
+/// Responses that share a prompt share its forward pass (a cached continuation after it):
+/// each log-prob must still be the plain forward's log-softmax over `prompt ++ response`,
+/// computed for that row alone.
+#[test]
+fn shared_prompt_logps_match_a_plain_forward() {
+    for name in CAUSAL_FIXTURES {
+        let model = tiny(name);
+        let prompts = prompts(name);
+        let vocab = fixture_config(name).vocab_size;
+        // Long and short, a single token, none; every prompt gets several, interleaved.
+        let responses = token_rows(vocab, &[7, 1, 0, 12, 3], 11);
+        let pairs: Vec<(&[u32], &[u32])> = responses
+            .iter()
+            .flat_map(|r| prompts.iter().map(move |p| (p.as_slice(), r.as_slice())))
+            .collect();
+        let got = response_token_logps(&model, &pairs);
+        for ((p, r), got) in pairs.iter().zip(&got) {
+            assert_eq!(got.len(), r.len(), "{name}");
+            if r.is_empty() {
+                continue;
+            }
+            let logits = logits_of(&model, &[[*p, *r].concat()]);
+            for (j, (&target, got)) in r.iter().zip(got).enumerate() {
+                let at = &logits[(p.len() - 1 + j) * vocab..(p.len() + j) * vocab];
+                let max = at.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f64 = at.iter().map(|&x| ((x - max) as f64).exp()).sum();
+                let want = at[target as usize] - max - sum.ln() as f32;
+                assert!(
+                    (got - want).abs() < 1e-4,
+                    "{name}: token {j}: {got} vs {want}"
+                );
+            }
+        }
     }
 }
 

@@ -1,8 +1,9 @@
-//! Key/value cache for incremental decoding: a plain struct, not a Module, so it never
-//! enters autodiff or checkpoints.
+//! Key/value cache: incremental decoding, and prompts run once for several continuations. A
+//! plain struct, not a Module: it is never saved or optimized (under autodiff its tensors are
+//! part of the graph, so a continuation's gradient reaches the prompt's keys and values).
 
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
 
 /// Keys and values one attention layer has seen so far, `[batch, keys, kv_heads, head_dim]`.
 pub struct LayerCache<B: Backend> {
@@ -43,6 +44,17 @@ impl<B: Backend> KvCache<B> {
             .first()
             .and_then(|l| l.kv.as_ref())
             .map_or(0, |(k, _)| k.dims()[1])
+    }
+
+    /// Keeps rows `index` of every layer, in that order (a row may repeat): a prompt's keys
+    /// and values, computed once, shared by each continuation of it.
+    pub fn select_rows(&mut self, index: Tensor<B, 1, Int>) {
+        for layer in &mut self.layers {
+            layer.kv = layer
+                .kv
+                .take()
+                .map(|(k, v)| (k.select(0, index.clone()), v.select(0, index.clone())));
+        }
     }
 
     pub fn is_empty(&self) -> bool {

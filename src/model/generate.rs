@@ -5,6 +5,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
+use std::collections::HashMap;
 
 use super::cache::KvCache;
 use super::llama::{AttentionPlan, CausalLm};
@@ -111,13 +112,17 @@ pub(crate) fn decode<B: Backend>(
     let mut fed = 0; // tokens of each row already in the cache
     for step in 0..max_new_tokens {
         let start = if use_cache { fed } else { 0 };
-        let mut logits = last_logits(
-            model,
-            &rows,
-            start,
-            &device,
-            use_cache.then_some(&mut cache),
-        );
+        let mut logits = if use_cache && fed == 0 {
+            prefill_shared(model, prompts, &rows, &device, &mut cache)
+        } else {
+            last_logits(
+                model,
+                &rows,
+                start,
+                &device,
+                use_cache.then_some(&mut cache),
+            )
+        };
         fed = rows[0].ids.len();
         let vocab = logits.len() / rows.len();
         for (b, row) in rows.iter_mut().enumerate() {
@@ -155,7 +160,45 @@ fn logsumexp(row: &[f32]) -> f32 {
     max + sum.ln() as f32
 }
 
+/// The first step with a cache: each distinct prompt runs once (K samples of a prompt are K
+/// rows of it), then its cache rows and logits are copied to every row that has it.
+fn prefill_shared<B: Backend>(
+    model: &CausalLm<B>,
+    prompts: &[Vec<u32>],
+    rows: &[Row],
+    device: &B::Device,
+    cache: &mut KvCache<B>,
+) -> Vec<f32> {
+    let mut first: HashMap<&[u32], usize> = HashMap::new();
+    let mut distinct = vec![];
+    let of_row: Vec<usize> = prompts
+        .iter()
+        .enumerate()
+        .map(|(b, p)| {
+            *first.entry(p.as_slice()).or_insert_with(|| {
+                distinct.push(rows[b].clone());
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    let logits = last_logits(model, &distinct, 0, device, Some(cache));
+    if distinct.len() == rows.len() {
+        return logits;
+    }
+    let index: Vec<i64> = of_row.iter().map(|&u| u as i64).collect();
+    cache.select_rows(Tensor::from_data(
+        TensorData::new(index, [rows.len()]),
+        device,
+    ));
+    let vocab = logits.len() / distinct.len();
+    of_row
+        .iter()
+        .flat_map(|&u| logits[u * vocab..(u + 1) * vocab].iter().copied())
+        .collect()
+}
+
 /// A left-padded token row with per-token validity.
+#[derive(Clone)]
 struct Row {
     ids: Vec<u32>,
     valid: Vec<bool>,

@@ -3,12 +3,16 @@
 //! The LM head runs only at the positions that predict a response token, and each
 //! log-prob is `logit[target] - logsumexp(logits)` over chunks of rows: no
 //! `[batch, seq, vocab]` tensor and no full `log_softmax` (at SmolLM2's vocabulary those
-//! are 0.6 GB each per update).
+//! are 0.6 GB each per update). Each distinct prompt runs once, however many responses
+//! follow it.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
+use std::collections::HashMap;
+
 use crate::model::CausalLm;
+use crate::model::cache::KvCache;
 use crate::model::llama::{AttentionPlan, right_pad};
 
 /// Elements of one chunk of head logits (64 MiB of f32): bounds the transient memory of
@@ -25,8 +29,8 @@ pub fn target_logps<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>
     (picked - lse).reshape([rows])
 }
 
-/// Log-prob sums of each `(prompt, response)` pair's response under `model`, one forward pass.
-/// Rows are right-padded; prompt and pad positions do not count.
+/// Log-prob sums of each `(prompt, response)` pair's response under `model`; pairs with the
+/// same prompt share its forward pass. Prompt positions do not count.
 pub fn sequence_logps<B: Backend>(model: &CausalLm<B>, pairs: &[(&[u32], &[u32])]) -> Tensor<B, 1> {
     let device = model.device();
     let Some(tokens) = token_logps(model, pairs) else {
@@ -43,10 +47,8 @@ pub fn sequence_logps<B: Backend>(model: &CausalLm<B>, pairs: &[(&[u32], &[u32])
         index.extend(std::iter::repeat_n(total as i64, width - r.len()));
         start += r.len();
     }
-    let index =
-        Tensor::<B, 1, Int>::from_data(TensorData::new(index, [pairs.len() * width]), &device);
     Tensor::cat(vec![tokens, Tensor::zeros([1], &device)], 0)
-        .select(0, index)
+        .select(0, int_tensor(index, &device))
         .reshape([pairs.len(), width])
         .sum_dim(1)
         .reshape([pairs.len()])
@@ -75,42 +77,72 @@ pub fn response_token_logps<B: Backend>(
 }
 
 /// Log-probs of every response token, pair after pair, `[total response tokens]`; None when
-/// no pair has a response token. One forward pass over right-padded `prompt ++ response`
-/// rows; the head runs only where a response token is predicted.
+/// no pair has a response token. The head runs only where a response token is predicted.
+///
+/// Two passes: each distinct prompt once (right-padded), then every response after its
+/// prompt's cached keys and values. A triple's three responses thus share one prompt pass, and
+/// the responses attend to `prompt + response` keys only. The result is the single-row forward
+/// of `prompt ++ response`, up to rounding.
 fn token_logps<B: Backend>(
     model: &CausalLm<B>,
     pairs: &[(&[u32], &[u32])],
 ) -> Option<Tensor<B, 1>> {
     let device = model.device();
-    let pad = model.config().pad_id();
-    let rows: Vec<Vec<u32>> = pairs
+    let config = model.config();
+    let pad = config.pad_id();
+    let targets: Vec<i64> = pairs
         .iter()
-        .map(|(p, r)| {
-            assert!(!p.is_empty(), "a prompt needs at least one token");
-            [*p, *r].concat()
-        })
+        .flat_map(|(_, r)| r.iter().map(|&t| t as i64))
         .collect();
-    // Response token j of row i is predicted by position len(prompt) - 1 + j.
-    let (mut positions, mut targets) = (vec![], vec![]);
-    let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
-    for (i, (p, r)) in pairs.iter().enumerate() {
-        positions.extend((0..r.len()).map(|j| (i * seq + p.len() - 1 + j) as i64));
-        targets.extend(r.iter().map(|&t| t as i64));
-    }
     if targets.is_empty() {
         return None;
     }
-    let (ids, lens, seq) = right_pad::<B>(&rows, pad, &device);
-    let plan = AttentionPlan::right_padded(model.config(), &lens, seq, &device);
-    let hidden = model.hidden(ids, &plan, None);
-    let width = hidden.dims()[2];
-    let n = positions.len();
-    let index = |v: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(v, [n]), &device);
-    let hidden = hidden
-        .reshape([rows.len() * seq, width])
-        .select(0, index(positions));
-    let targets = index(targets);
-    let chunk = (CHUNK_ELEMENTS / model.config().vocab_size).max(1);
+    let (prompts, of_pair) = distinct_prompts(pairs);
+    let (ids, lens, width) = right_pad::<B>(&prompts, pad, &device);
+    let plan = AttentionPlan::right_padded(config, &lens, width, &device);
+    let mut cache = KvCache::new(config.num_layers);
+    let hidden = model.hidden(ids, &plan, Some(&mut cache));
+    let size = hidden.dims()[2];
+    let mut parts = vec![hidden.reshape([prompts.len() * width, size])];
+    // A response's last token predicts nothing: every token but it follows the prompt.
+    let fed: Vec<Vec<u32>> = pairs
+        .iter()
+        .map(|(_, r)| r[..r.len().saturating_sub(1)].to_vec())
+        .collect();
+    let seq = fed.iter().map(Vec::len).max().unwrap_or(0);
+    if seq > 0 {
+        let rows: Vec<i64> = of_pair.iter().map(|&u| u as i64).collect();
+        cache.select_rows(int_tensor(rows, &device));
+        let (ids, _, _) = right_pad::<B>(&fed, pad, &device);
+        let positions: Vec<Vec<usize>> = of_pair
+            .iter()
+            .map(|&u| (lens[u]..lens[u] + seq).collect())
+            .collect();
+        let key_valid: Vec<Vec<bool>> = of_pair
+            .iter()
+            .zip(&fed)
+            .map(|(&u, f)| {
+                let prompt = (0..width).map(|j| j < lens[u]);
+                prompt.chain((0..seq).map(|j| j < f.len())).collect()
+            })
+            .collect();
+        let plan = AttentionPlan::new(config, &positions, &key_valid, &device);
+        let hidden = model.hidden(ids, &plan, Some(&mut cache));
+        parts.push(hidden.reshape([pairs.len() * seq, size]));
+    }
+    // Response token 0 is predicted by its prompt's last position, token j by fed token j - 1.
+    let after_prompts = prompts.len() * width;
+    let mut predictors = Vec::with_capacity(targets.len());
+    for (i, (&u, (_, r))) in of_pair.iter().zip(pairs).enumerate() {
+        if !r.is_empty() {
+            predictors.push((u * width + lens[u] - 1) as i64);
+            predictors.extend((0..r.len() - 1).map(|j| (after_prompts + i * seq + j) as i64));
+        }
+    }
+    let hidden = Tensor::cat(parts, 0).select(0, int_tensor(predictors, &device));
+    let targets = int_tensor(targets, &device);
+    let n = targets.dims()[0];
+    let chunk = (CHUNK_ELEMENTS / config.vocab_size).max(1);
     let parts: Vec<Tensor<B, 1>> = (0..n)
         .step_by(chunk)
         .map(|start| {
@@ -120,6 +152,28 @@ fn token_logps<B: Backend>(
         })
         .collect();
     Some(Tensor::cat(parts, 0))
+}
+
+/// The distinct prompts of `pairs` in order of first use, and each pair's index among them.
+fn distinct_prompts(pairs: &[(&[u32], &[u32])]) -> (Vec<Vec<u32>>, Vec<usize>) {
+    let mut index: HashMap<&[u32], usize> = HashMap::new();
+    let mut prompts = vec![];
+    let of_pair = pairs
+        .iter()
+        .map(|&(p, _)| {
+            assert!(!p.is_empty(), "a prompt needs at least one token");
+            *index.entry(p).or_insert_with(|| {
+                prompts.push(p.to_vec());
+                prompts.len() - 1
+            })
+        })
+        .collect();
+    (prompts, of_pair)
+}
+
+fn int_tensor<B: Backend>(values: Vec<i64>, device: &B::Device) -> Tensor<B, 1, Int> {
+    let n = values.len();
+    Tensor::from_data(TensorData::new(values, [n]), device)
 }
 
 #[cfg(test)]
