@@ -9,12 +9,13 @@
 //! [`super::load`]), so the tensor names and shapes are written down only here.
 
 use burn::module::{Module, Param, ParamId};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::cache::{KvCache, LayerCache};
 use super::config::ModelConfig;
+use super::softmax::softmax_last;
 
 /// `y = x W + b` with `W: [in, out]`.
 #[derive(Module, Debug)]
@@ -133,7 +134,7 @@ pub struct CausalLm<B: Backend> {
 /// meets, so that the per-layer element-wise ops run on contiguous, same-shape operands (the
 /// CPU backend's fast path) rather than through broadcast strides.
 pub struct AttentionPlan<B: Backend> {
-    /// `[batch, seq, heads, head_dim]`, for the queries.
+    /// `[batch, seq, heads, head_dim]`, for the queries, times the 1/sqrt(head_dim) score scale.
     rope_q: Rope<B>,
     /// `[batch, seq, kv_heads, head_dim]`, for the keys.
     rope_k: Rope<B>,
@@ -168,9 +169,9 @@ impl<B: Backend> AttentionPlan<B> {
         let past = keys - seq;
         let (heads, kv_heads) = (config.num_heads, config.num_kv_heads);
         let (cos, sin) = rope_tables(config, positions);
-        let rope = |n: usize| Rope {
-            cos: per_head(&cos, n, [batch, seq, n, config.head_dim], device),
-            sin: per_head(&sin, n, [batch, seq, n, config.head_dim], device),
+        let rope = |n: usize, scale: f32| Rope {
+            cos: per_head(&cos, n, scale, [batch, seq, n, config.head_dim], device),
+            sin: per_head(&sin, n, scale, [batch, seq, n, config.head_dim], device),
         };
         let mut bias = Vec::with_capacity(batch * heads * seq * keys);
         for valid in key_valid {
@@ -191,8 +192,10 @@ impl<B: Backend> AttentionPlan<B> {
         }
         let shape = [batch, kv_heads, heads / kv_heads, seq, keys];
         Self {
-            rope_q: rope(heads),
-            rope_k: rope(kv_heads),
+            // The queries' tables carry the 1/sqrt(head_dim) score scale: one op fewer on the
+            // `[.., seq, keys]` scores, forward and backward.
+            rope_q: rope(heads, (config.head_dim as f32).sqrt().recip()),
+            rope_k: rope(kv_heads, 1.0),
             rot: rotate_half_matrix(config.head_dim, device),
             bias: Tensor::from_data(TensorData::new(bias, shape), device),
         }
@@ -232,10 +235,12 @@ fn rope_tables(config: &ModelConfig, positions: &[Vec<usize>]) -> (Vec<f32>, Vec
     (cos, sin)
 }
 
-/// A `[.., head_dim]` table repeated for `heads` heads: `[batch, seq, heads, head_dim]`.
+/// A `[.., head_dim]` table times `scale`, repeated for `heads` heads:
+/// `[batch, seq, heads, head_dim]`.
 fn per_head<B: Backend>(
     table: &[f32],
     heads: usize,
+    scale: f32,
     shape: [usize; 4],
     device: &B::Device,
 ) -> Tensor<B, 4> {
@@ -243,7 +248,7 @@ fn per_head<B: Backend>(
     let mut out = Vec::with_capacity(table.len() * heads);
     for row in table.chunks(hd) {
         for _ in 0..heads {
-            out.extend_from_slice(row);
+            out.extend(row.iter().map(|&x| x * scale));
         }
     }
     Tensor::from_data(TensorData::new(out, shape), device)
@@ -314,8 +319,9 @@ impl<B: Backend> SelfAttention<B> {
             .reshape([b, keys, kvh, 1, hd])
             .permute([0, 2, 3, 1, 4])
             .expand([b, kvh, group, keys, hd]);
-        let scores = q.matmul(k) * (1.0 / (hd as f64).sqrt()) + plan.bias.clone();
-        let out = softmax(scores, 4).matmul(v);
+        // The queries are already scaled by 1/sqrt(head_dim) (their RoPE tables).
+        let scores = q.matmul(k) + plan.bias.clone();
+        let out = softmax_last(scores).matmul(v);
         let out = out.permute([0, 3, 1, 2, 4]).reshape([b, t, h * hd]);
         self.o_proj.forward(out)
     }

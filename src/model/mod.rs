@@ -10,6 +10,7 @@ pub mod gguf;
 pub mod llama;
 pub mod load;
 pub mod sampling;
+pub mod softmax;
 
 pub use config::ModelConfig;
 pub use llama::CausalLm;
