@@ -209,17 +209,19 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
     }
 
     /// Triples per forward/backward pass: the configured micro-batch, else as many as fit
-    /// [`ACTIVATION_BUDGET`] at this batch's longest row (at least one).
+    /// [`ACTIVATION_BUDGET`] at this batch's longest prompt and responses (at least one).
     pub fn micro_batch(&self, triples: &[Triple]) -> usize {
         if let Some(n) = self.optim.micro_batch {
             return n.max(1);
         }
-        let seq = triples
+        // The prompt runs once, then each of the three responses after it.
+        let (tokens, keys) = triples
             .iter()
-            .map(|t| t.prompt.len() + t.longest_response())
-            .max()
-            .unwrap_or(1);
-        let per_triple = 3 * seq * activation_bytes_per_token(self.policy().config(), seq);
+            .map(|t| (t.prompt.len(), t.longest_response()))
+            .fold((1, 1), |(tokens, keys), (p, r)| {
+                (tokens.max(p + 3 * r), keys.max(p + r))
+            });
+        let per_triple = tokens * activation_bytes_per_token(self.policy().config(), keys);
         (ACTIVATION_BUDGET / per_triple.max(1)).clamp(1, triples.len())
     }
 
