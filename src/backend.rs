@@ -61,8 +61,8 @@ impl fmt::Display for BackendSpec {
 }
 
 /// Work to run on whichever backend is chosen at run time.
-pub trait OnBackend {
-    type Output;
+pub trait OnBackend: Send {
+    type Output: Send;
     fn run<B: AutodiffBackend>(self, device: B::Device, spec: BackendSpec) -> Self::Output;
 }
 
@@ -86,7 +86,9 @@ pub type FlexAutodiff = burn::backend::Autodiff<
 
 #[cfg(feature = "flex")]
 fn flex<W: OnBackend>(spec: BackendSpec, work: W) -> Result<W::Output> {
-    Ok(work.run::<FlexAutodiff>(Default::default(), spec))
+    Ok(on_compute_pool(|| {
+        work.run::<FlexAutodiff>(Default::default(), spec)
+    }))
 }
 #[cfg(not(feature = "flex"))]
 fn flex<W: OnBackend>(_: BackendSpec, _: W) -> Result<W::Output> {
@@ -148,6 +150,14 @@ pub fn tune_allocator() {
             }
         }
     }
+}
+
+/// Runs `work` on a thread of rayon's pool, the one flex's kernels split their work over. A
+/// kernel called from a pool thread splits there directly; one called from any other thread
+/// is queued to the pool and sleeps until it is done, a wake-up per op that cost the tiny
+/// model's update a sixth of its time. Other backends are unaffected.
+pub fn on_compute_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| work())
 }
 
 /// The backends this binary was built with.

@@ -12,7 +12,7 @@ use burn::tensor::backend::AutodiffBackend;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::thread::JoinHandle;
 
-use crate::backend::{BackendSpec, OnBackend, dispatch};
+use crate::backend::{BackendSpec, OnBackend, dispatch, on_compute_pool};
 use crate::config::Config;
 pub use messages::{
     Command, Event, Level, LiveParams, LogLine, RankQuery, Stage, StageSummary, Verdict,
@@ -62,7 +62,7 @@ impl OnBackend for Spawn {
                 // restore the terminal; written files stay as they were.
                 let events = evt_tx.clone();
                 let run = std::panic::AssertUnwindSafe(|| {
-                    worker::<B>(self.start, device, spec, cmd_rx, evt_tx)
+                    on_compute_pool(|| worker::<B>(self.start, device, spec, cmd_rx, evt_tx))
                 });
                 if let Err(payload) = std::panic::catch_unwind(run) {
                     let msg = payload
