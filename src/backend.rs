@@ -152,12 +152,21 @@ pub fn tune_allocator() {
     }
 }
 
-/// Runs `work` on a thread of rayon's pool, the one flex's kernels split their work over. A
-/// kernel called from a pool thread splits there directly; one called from any other thread
-/// is queued to the pool and sleeps until it is done, a wake-up per op that cost the tiny
-/// model's update a sixth of its time. Other backends are unaffected.
+/// Runs `work` on a thread of its own rayon pool, the pool flex's kernels then split their
+/// work over. A kernel called from a pool thread splits there directly; one called from any
+/// other thread is queued to the global pool and sleeps until it is done, a wake-up per op
+/// that cost the tiny model's update a sixth of its time. A pool per call, not the global one:
+/// an engine blocked on a command holds only its own thread, and a pool thread waiting on a
+/// split never picks up another engine's whole run. Other backends are unaffected.
 pub fn on_compute_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| work())
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("selm-compute-{i}"))
+        .build();
+    match pool {
+        Ok(pool) => pool.install(work),
+        // No threads to be had: run on this thread, each op queued to the global pool.
+        Err(_) => work(),
+    }
 }
 
 /// The backends this binary was built with.

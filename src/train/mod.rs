@@ -222,7 +222,7 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
                 (tokens.max(p + 3 * r), keys.max(p + r))
             });
         let per_triple = tokens * activation_bytes_per_token(self.policy().config(), keys);
-        (ACTIVATION_BUDGET / per_triple.max(1)).clamp(1, triples.len())
+        (ACTIVATION_BUDGET / per_triple.max(1)).clamp(1, triples.len().max(1))
     }
 
     /// Loss and metrics of `triples` without updating anything.

@@ -59,7 +59,10 @@ impl<B: AutodiffBackend> Pipeline<B> {
         let policy = self.trainer.policy().valid();
         let reference = self.trainer.reference();
         let mut out = Vec::with_capacity(self.state.triples.len());
-        for chunk in self.state.triples.chunks(self.config.train.batch_size) {
+        // At most an update's micro-batch per pass: its memory is what the update was sized to.
+        let triples = &self.state.triples;
+        let per_pass = self.trainer.micro_batch(triples);
+        for chunk in triples.chunks(per_pass.min(self.config.train.batch_size)) {
             let rows: Vec<(&[u32], &[u32])> = chunk
                 .iter()
                 .flat_map(|t| t.responses().map(|r| (t.prompt.as_slice(), r)))
