@@ -61,8 +61,8 @@ impl fmt::Display for BackendSpec {
 }
 
 /// Work to run on whichever backend is chosen at run time.
-pub trait OnBackend: Send {
-    type Output: Send;
+pub trait OnBackend {
+    type Output;
     fn run<B: AutodiffBackend>(self, device: B::Device, spec: BackendSpec) -> Self::Output;
 }
 
@@ -86,9 +86,7 @@ pub type FlexAutodiff = burn::backend::Autodiff<
 
 #[cfg(feature = "flex")]
 fn flex<W: OnBackend>(spec: BackendSpec, work: W) -> Result<W::Output> {
-    Ok(on_compute_pool(|| {
-        work.run::<FlexAutodiff>(Default::default(), spec)
-    }))
+    Ok(work.run::<FlexAutodiff>(Default::default(), spec))
 }
 #[cfg(not(feature = "flex"))]
 fn flex<W: OnBackend>(_: BackendSpec, _: W) -> Result<W::Output> {
@@ -157,7 +155,7 @@ pub fn tune_allocator() {
 /// other thread is queued to the global pool and sleeps until it is done, a wake-up per op
 /// that cost the tiny model's update a sixth of its time. A pool per call, not the global one:
 /// an engine blocked on a command holds only its own thread, and a pool thread waiting on a
-/// split never picks up another engine's whole run. Other backends are unaffected.
+/// split never picks up another engine's whole run. On a GPU backend the pool just sits idle.
 pub fn on_compute_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     let pool = rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("selm-compute-{i}"))

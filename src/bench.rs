@@ -96,7 +96,7 @@ impl BenchArgs {
             Some(m) => Some(resolve_model_path(m).context("--model")?),
             None => None,
         };
-        backend::dispatch(spec, Bench { args: self, model })?
+        backend::on_compute_pool(|| backend::dispatch(spec, Bench { args: self, model }))?
     }
 }
 

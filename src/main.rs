@@ -147,7 +147,7 @@ fn main() -> Result<()> {
         Some(Command::Inspect(args)) => selm_tui::tui::inspect(&args.run_dir),
         Some(Command::Sft(args)) => {
             let (_, spec) = runtime.load()?;
-            backend::dispatch(spec, args)?
+            backend::on_compute_pool(|| backend::dispatch(spec, args))?
         }
         Some(Command::Bench(args)) => {
             let (_, spec) = runtime.load()?;

@@ -117,3 +117,41 @@ fn reference_sync_copies_the_policy() {
         );
     }
 }
+
+/// The automatic micro-batch sizes a pass for the batch as it is padded: every prompt to the
+/// longest prompt, every response to the longest response. A long prompt runs once per
+/// triple, a long response three times; a batch mixing both pays for both.
+#[test]
+fn micro_batches_are_sized_for_the_padded_batch() {
+    use selm_tui::train::{ACTIVATION_BUDGET, activation_bytes_per_token};
+    let (trainer, _) = setup(None);
+    let config = trainer.policy().config().clone();
+    let triple = |prompt: usize, response: usize| Triple {
+        prompt: vec![5; prompt],
+        chosen: vec![6; response],
+        rejected: vec![7; response],
+        reference_response: vec![8; response],
+        reference_logps: Default::default(),
+    };
+    // The first length (in steps of 16) at which a long-response triple takes over a third of
+    // the budget, so that two fit a pass, whatever the fixture's shape.
+    let short = 10;
+    let long = (1..)
+        .map(|k| 16 * k)
+        .find(|&l| {
+            (short + 3 * l) * activation_bytes_per_token(&config, short + l) > ACTIVATION_BUDGET / 3
+        })
+        .unwrap();
+    let long_prompts = vec![triple(long, short); 16];
+    let long_responses = vec![triple(short, long); 16];
+    let mixed = [&long_prompts[..8], &long_responses[..8]].concat();
+    let (p, r, m) = (
+        trainer.micro_batch(&long_prompts),
+        trainer.micro_batch(&long_responses),
+        trainer.micro_batch(&mixed),
+    );
+    assert!(p > r, "a long prompt runs once: {p} vs {r}");
+    assert_eq!(r, 2);
+    assert_eq!(m, 1, "the mixed batch pads both");
+    assert_eq!(trainer.micro_batch(&[]), 1);
+}

@@ -49,11 +49,16 @@ impl<B: Backend> KvCache<B> {
     /// Keeps rows `index` of every layer, in that order (a row may repeat): a prompt's keys
     /// and values, computed once, shared by each continuation of it.
     pub fn select_rows(&mut self, index: Tensor<B, 1, Int>) {
+        // Selected as 2-D rows: the CPU backend's gradient of a 2-D select is its fast path.
+        let rows = |x: Tensor<B, 4>| {
+            let [_, keys, heads, dim] = x.dims();
+            let n = index.dims()[0];
+            x.flatten::<2>(1, 3)
+                .select(0, index.clone())
+                .reshape([n, keys, heads, dim])
+        };
         for layer in &mut self.layers {
-            layer.kv = layer
-                .kv
-                .take()
-                .map(|(k, v)| (k.select(0, index.clone()), v.select(0, index.clone())));
+            layer.kv = layer.kv.take().map(|(k, v)| (rows(k), rows(v)));
         }
     }
 

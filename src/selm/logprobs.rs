@@ -90,6 +90,10 @@ fn token_logps<B: Backend>(
     let device = model.device();
     let config = model.config();
     let pad = config.pad_id();
+    assert!(
+        pairs.iter().all(|(p, _)| !p.is_empty()),
+        "a prompt needs at least one token"
+    );
     let targets: Vec<i64> = pairs
         .iter()
         .flat_map(|(_, r)| r.iter().map(|&t| t as i64))
@@ -161,7 +165,6 @@ fn distinct_prompts(pairs: &[(&[u32], &[u32])]) -> (Vec<Vec<u32>>, Vec<usize>) {
     let of_pair = pairs
         .iter()
         .map(|&(p, _)| {
-            assert!(!p.is_empty(), "a prompt needs at least one token");
             *index.entry(p).or_insert_with(|| {
                 prompts.push(p.to_vec());
                 prompts.len() - 1

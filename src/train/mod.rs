@@ -214,14 +214,16 @@ impl<B: AutodiffBackend> SelmTrainer<B> {
         if let Some(n) = self.optim.micro_batch {
             return n.max(1);
         }
-        // The prompt runs once, then each of the three responses after it.
-        let (tokens, keys) = triples
+        // The prompt runs once, then each of the three responses after it, padded to the
+        // batch's longest prompt and longest response.
+        let prompt = triples.iter().map(|t| t.prompt.len()).max().unwrap_or(1);
+        let response = triples
             .iter()
-            .map(|t| (t.prompt.len(), t.longest_response()))
-            .fold((1, 1), |(tokens, keys), (p, r)| {
-                (tokens.max(p + 3 * r), keys.max(p + r))
-            });
-        let per_triple = tokens * activation_bytes_per_token(self.policy().config(), keys);
+            .map(Triple::longest_response)
+            .max()
+            .unwrap_or(1);
+        let per_triple = (prompt + 3 * response)
+            * activation_bytes_per_token(self.policy().config(), prompt + response);
         (ACTIVATION_BUDGET / per_triple.max(1)).clamp(1, triples.len().max(1))
     }
 
@@ -247,7 +249,7 @@ fn adamw<B: AutodiffBackend>(optim: &OptimConfig) -> OptimizerAdaptor<AdamW, Cau
 }
 
 /// Chosen, rejected and y_ref log-probs under pi_ref (`reference`): what the triples carry
-/// from generation, and one forward pass over the responses that carry none.
+/// from generation, and one pass of `reference` over the responses that carry none.
 fn reference_logps<B: Backend>(reference: &CausalLm<B>, triples: &[Triple]) -> [Tensor<B, 1>; 3] {
     let mut sums = vec![[0f32; 3]; triples.len()];
     let mut missing = vec![];
@@ -283,7 +285,8 @@ fn reference_logps<B: Backend>(reference: &CausalLm<B>, triples: &[Triple]) -> [
     })
 }
 
-/// Chosen, rejected and y_ref log-probs of `triples` under `model`, from one batched forward.
+/// Chosen, rejected and y_ref log-probs of `triples` under `model`: each prompt runs once, then
+/// its three responses after it ([`sequence_logps`]).
 pub fn triple_logps<B: Backend>(model: &CausalLm<B>, triples: &[Triple]) -> [Tensor<B, 1>; 3] {
     let n = triples.len();
     let mut pairs: Vec<(&[u32], &[u32])> = Vec::with_capacity(3 * n);

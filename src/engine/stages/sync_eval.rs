@@ -102,7 +102,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
 }
 
 /// pi_ref's per-token log-probs of each row (three per triple): as generation recorded them,
-/// else from one forward pass over the rows without.
+/// else from one pass of `reference` over the rows without.
 fn reference_token_logps<B: Backend>(
     reference: &CausalLm<B>,
     triples: &[Triple],
