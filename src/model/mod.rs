@@ -1,6 +1,7 @@
 //! The Llama-family causal LM: config, layers, KV cache, loading, decoding; and the
 //! sequence classifier (reward model) built on its decoder.
 
+pub mod attention;
 pub mod bert;
 pub mod cache;
 pub mod classifier;
