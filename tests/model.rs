@@ -192,6 +192,60 @@ fn decoding_stops_at_eos() {
     assert!(out[0].finished && !free[0].finished);
 }
 
+/// A row that ends leaves the batch (with its rows of the KV cache); the others must decode
+/// exactly what they decode with nobody ending: the free run, cut at each row's first EOS.
+#[test]
+fn rows_that_end_leave_the_others_unchanged() {
+    for name in CAUSAL_FIXTURES {
+        let mut model = tiny(name);
+        let distinct = prompts(name);
+        let prompts: Vec<Vec<u32>> = [0, 1, 2, 0].map(|i| distinct[i].clone()).to_vec();
+        let greedy = SamplingParams::GREEDY;
+        let run = |model: &CausalLm<B>| {
+            generate_suppressing(
+                model,
+                &prompts,
+                12,
+                &greedy,
+                &[],
+                &mut StdRng::seed_from_u64(0),
+            )
+        };
+        model.config.eos_token_ids.clear();
+        let free = run(&model);
+        // An EOS that ends row 0 while some other row goes on past it.
+        let cut = |g: &selm_tui::model::generate::Generation, stop: u32| {
+            g.tokens
+                .iter()
+                .position(|&t| t == stop)
+                .map_or(g.tokens.len(), |i| i + 1)
+        };
+        let stop = free[0]
+            .tokens
+            .iter()
+            .copied()
+            .find(|&s| free.iter().any(|g| cut(g, s) > cut(&free[0], s)))
+            .expect("a token that ends row 0 before another row");
+        model.config.eos_token_ids = vec![stop];
+        let out = run(&model);
+        assert!(
+            out.iter().any(|g| g.finished)
+                && out.iter().any(|g| g.tokens.len() > cut(&free[0], stop))
+        );
+        for (i, (got, free)) in out.iter().zip(&free).enumerate() {
+            let n = cut(free, stop);
+            assert_eq!(got.tokens, free.tokens[..n], "{name}: row {i}");
+            assert_eq!(
+                got.finished,
+                n < free.tokens.len() || free.tokens[n - 1] == stop
+            );
+            for (a, b) in got.logps.iter().zip(&free.logps[..n]) {
+                assert!((a - b).abs() < 1e-5, "{name}: row {i}: {a} vs {b}");
+            }
+        }
+    }
+}
+
 #[test]
 fn padding_does_not_change_real_logits() {
     for name in CAUSAL_FIXTURES {

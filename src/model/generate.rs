@@ -1,6 +1,6 @@
 //! Batched decoding with a KV cache. Prompts of different lengths are left-padded; each row's
 //! RoPE positions start at its first real token, and its pads are masked, so a row decodes the
-//! same tokens whatever else is in the batch.
+//! same tokens whatever else is in the batch. A row that ends (EOS) leaves the batch.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -110,6 +110,8 @@ pub(crate) fn decode<B: Backend>(
     assert!(width > 0, "every prompt needs at least one token");
     let mut cache = KvCache::new(config.num_layers);
     let mut fed = 0; // tokens of each row already in the cache
+    // The outputs the rows of the batch decode for: a row that finishes leaves the batch.
+    let mut active: Vec<usize> = (0..prompts.len()).collect();
     for step in 0..max_new_tokens {
         let start = if use_cache { fed } else { 0 };
         let mut logits = if use_cache && fed == 0 {
@@ -125,29 +127,37 @@ pub(crate) fn decode<B: Backend>(
         };
         fed = rows[0].ids.len();
         let vocab = logits.len() / rows.len();
-        for (b, row) in rows.iter_mut().enumerate() {
-            let done = out[b].finished;
-            let next = if done {
-                pad
-            } else {
-                let row = &mut logits[b * vocab..(b + 1) * vocab];
-                let lse = mode.logps.then(|| logsumexp(row));
-                suppress(row, suppressed);
-                let next = sample_token(row, params, rng);
-                // A suppressed id is never drawn, so its logit is still the raw one.
-                if let Some(lse) = lse {
-                    out[b].logps.push(row[next as usize] - lse);
-                }
-                next
-            };
-            if !done {
-                out[b].tokens.push(next);
-                out[b].finished = config.is_eos(next);
+        for ((row, &b), logits) in rows.iter_mut().zip(&active).zip(logits.chunks_mut(vocab)) {
+            let lse = mode.logps.then(|| logsumexp(logits));
+            suppress(logits, suppressed);
+            let next = sample_token(logits, params, rng);
+            // A suppressed id is never drawn, so its logit is still the raw one.
+            if let Some(lse) = lse {
+                out[b].logps.push(logits[next as usize] - lse);
             }
-            row.push(next, !done);
+            out[b].tokens.push(next);
+            out[b].finished = config.is_eos(next);
+            row.push(next);
         }
-        if out.iter().all(|g| g.finished) || step + 1 == max_new_tokens {
+        if step + 1 == max_new_tokens {
             break;
+        }
+        let keep: Vec<usize> = (0..rows.len())
+            .filter(|&i| !out[active[i]].finished)
+            .collect();
+        if keep.is_empty() {
+            break;
+        }
+        if keep.len() < rows.len() {
+            // Finished rows stop costing compute: the rest decode exactly as before, since
+            // a row attends only to its own keys.
+            if use_cache {
+                let index: Vec<i64> = keep.iter().map(|&i| i as i64).collect();
+                let n = index.len();
+                cache.select_rows(Tensor::from_data(TensorData::new(index, [n]), &device));
+            }
+            rows = keep.iter().map(|&i| rows[i].clone()).collect();
+            active = keep.iter().map(|&i| active[i]).collect();
         }
     }
     out
@@ -214,9 +224,9 @@ impl Row {
         Self { ids, valid }
     }
 
-    fn push(&mut self, token: u32, valid: bool) {
+    fn push(&mut self, token: u32) {
         self.ids.push(token);
-        self.valid.push(valid);
+        self.valid.push(true);
     }
 
     /// RoPE position of each token: real tokens before it (HF's `cumsum(mask) - 1`); pads
