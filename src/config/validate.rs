@@ -1,0 +1,226 @@
+//! [`Config::validate`]: every value checked, each error naming its key.
+
+use anyhow::{Result, bail};
+
+use super::Config;
+
+impl Config {
+    /// Checks every value; the error names the key and what is wrong.
+    pub fn validate(&self) -> Result<()> {
+        self.backend()?;
+        self.task_kinds()?;
+        match (self.prompts.tasks.is_empty(), &self.prompts.file) {
+            (true, None) => {
+                bail!("key `prompts.tasks`: list at least one task (or set `prompts.file`)")
+            }
+            (false, Some(_)) => {
+                bail!("key `prompts.file`: set either `prompts.tasks` or `prompts.file`, not both")
+            }
+            _ => {}
+        }
+        if self.rank.is_human() {
+            match self.rank.fallback.as_deref() {
+                None => bail!(
+                    "key `rank.fallback`: the `human` ranker needs a fallback ranker (e.g. \
+                     \"oracle\"), which scores the held-out samples and takes over on hand-off"
+                ),
+                Some("human") => {
+                    bail!("key `rank.fallback`: must be an automatic ranker, not `human`")
+                }
+                Some(_) => {}
+            }
+        }
+        positive("run.iterations", self.run.iterations)?;
+        positive("prompts.per_iteration", self.prompts.per_iteration)?;
+        positive("prompts.eval", self.prompts.eval)?;
+        if self.generate.samples == 0 && self.prompts.file.is_none() {
+            bail!(
+                "key `generate.samples`: 0 leaves y_ref as each prompt's only candidate; the \
+                 built-in tasks carry no dataset responses (0 needs a `prompts.file` whose \
+                 rows have `chosen` / `rejected`)"
+            );
+        }
+        positive("generate.max_new_tokens", self.generate.max_new_tokens)?;
+        positive("generate.batch_size", self.generate.batch_size)?;
+        positive("train.batch_size", self.train.batch_size)?;
+        if let Some(n) = self.train.micro_batch_size {
+            positive("train.micro_batch_size", n)?;
+        }
+        positive("eval.samples", self.eval.samples)?;
+        // The loop draws `per_iteration x iterations + eval` prompts up front (and allocates
+        // for them): bound the product before anything multiplies it.
+        let prompts = self
+            .prompts
+            .per_iteration
+            .checked_mul(self.run.iterations)
+            .and_then(|n| n.checked_add(self.prompts.eval))
+            .filter(|&n| n <= MAX_COUNT);
+        if prompts.is_none() {
+            bail!(
+                "key `prompts.per_iteration`: prompts.per_iteration x run.iterations + \
+                 prompts.eval must be at most {MAX_COUNT}"
+            );
+        }
+        for (key, v) in [
+            ("generate.samples", self.generate.samples),
+            ("generate.max_new_tokens", self.generate.max_new_tokens),
+            ("generate.batch_size", self.generate.batch_size),
+            ("train.batch_size", self.train.batch_size),
+            ("eval.samples", self.eval.samples),
+        ] {
+            if v > MAX_COUNT {
+                bail!("key `{key}`: must be at most {MAX_COUNT}, got {v}");
+            }
+        }
+        range(
+            "generate.temperature",
+            self.generate.temperature as f64,
+            0.0,
+            100.0,
+        )?;
+        range("eval.temperature", self.eval.temperature as f64, 0.0, 100.0)?;
+        if !(self.generate.top_p > 0.0 && self.generate.top_p <= 1.0) {
+            bail!(
+                "key `generate.top_p`: must be in (0, 1], got {}",
+                self.generate.top_p
+            );
+        }
+        self.live_params()
+            .validate()
+            .map_err(|e| anyhow::anyhow!("key `train.{}`: {e}", e.name))?;
+        range("train.warmup_ratio", self.train.warmup_ratio, 0.0, 1.0)?;
+        range("train.weight_decay", self.train.weight_decay, 0.0, 1.0)?;
+        if let Some(n) = self.train.max_grad_norm
+            && !(n > 0.0 && n.is_finite())
+        {
+            bail!("key `train.max_grad_norm`: must be positive, got {n}");
+        }
+        range(
+            "rank.high_reward_threshold",
+            self.rank.high_reward_threshold,
+            f64::MIN,
+            f64::MAX,
+        )?;
+        // A human ranker's fallback is checked as the ranker it is, under its own key.
+        let (key, rank) = match self.rank.is_human() {
+            true => ("rank.fallback", self.rank.automatic()),
+            false => ("rank.ranker", self.rank.clone()),
+        };
+        match rank.ranker.as_str() {
+            "oracle" if self.prompts.tasks.is_empty() => bail!(
+                "key `{key}`: `oracle` scores only the built-in tasks; with `prompts.file` \
+                 use `command`, `reward_model` or `embedding`"
+            ),
+            "oracle" => {}
+            "command" if rank.command.is_empty() => {
+                bail!(
+                    "key `rank.command`: `command` ranker needs the program to run, e.g. [\"python3\", \"scripts/test_ranker.py\"]"
+                )
+            }
+            "command" => {}
+            "reward_model" if rank.model.as_deref().is_none_or(str::is_empty) => bail!(
+                "key `rank.model`: the `reward_model` ranker needs the reward model's HF \
+                 directory (a LlamaForSequenceClassification or Qwen2ForSequenceClassification)"
+            ),
+            "reward_model" | "embedding" => {}
+            other => bail!(
+                "key `{key}`: unknown ranker `{other}` (oracle, command, reward_model, \
+                 embedding, human)"
+            ),
+        }
+        let [lo, hi] = self.rank.score_range;
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+            bail!("key `rank.score_range`: must be [low, high] with low < high, got [{lo}, {hi}]");
+        }
+        if !(self.rank.timeout_s > 0.0 && self.rank.timeout_s.is_finite()) {
+            bail!(
+                "key `rank.timeout_s`: must be positive, got {}",
+                self.rank.timeout_s
+            );
+        }
+        if self.run.name.is_empty() || self.run.name.contains(['/', '\\']) {
+            bail!("key `run.name`: must be a non-empty name without slashes");
+        }
+        Ok(())
+    }
+}
+
+/// The most prompts a run may draw, and the largest any other count may be.
+const MAX_COUNT: usize = 1 << 24;
+
+fn positive(key: &str, v: usize) -> Result<()> {
+    if v == 0 {
+        bail!("key `{key}`: must be at least 1");
+    }
+    Ok(())
+}
+
+fn range(key: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
+    if !(v.is_finite() && v >= lo && v <= hi) {
+        bail!("key `{key}`: must be a number in [{lo}, {hi}], got {v}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendSpec;
+    use crate::config::DEFAULT_TOML;
+
+    fn with(replace: &str, by: &str) -> String {
+        assert!(DEFAULT_TOML.contains(replace), "{replace}");
+        DEFAULT_TOML.replacen(replace, by, 1)
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Config::from_toml(text, "t.toml").unwrap_err())
+    }
+
+    #[test]
+    fn default_parses_and_round_trips() {
+        let c = Config::embedded_default();
+        assert_eq!(c.backend().unwrap(), BackendSpec::Flex);
+        assert_eq!(Config::from_toml(&c.to_toml(), "again").unwrap(), c);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = err(&with("[runtime]", "[runtime]\nbackedn = \"flex\""));
+        assert!(e.contains("backedn") && e.contains("t.toml"), "{e}");
+        let e = err(&with("backend = \"flex\"", "backend = \"tpu\""));
+        assert!(e.contains("runtime.backend") && e.contains("tpu"), "{e}");
+        let e = err(&with("beta = 0.1", "beta = -1.0"));
+        assert!(e.contains("train.beta") && e.contains("-1"), "{e}");
+        // Counts whose product would overflow (or allocate without bound) are refused.
+        let e = err(&with(
+            "per_iteration = 384",
+            "per_iteration = 4611686018427387904",
+        ));
+        assert!(e.contains("prompts.per_iteration"), "{e}");
+        let e = err(&with("samples = 8", "samples = 0"));
+        assert!(e.contains("generate.samples"), "{e}");
+        let e = err(&with("beta = 0.1", "beta = \"big\""));
+        assert!(e.contains("beta"), "{e}");
+        let e = err(&with("\"add\",", "\"mul\","));
+        assert!(e.contains("prompts.tasks") && e.contains("mul"), "{e}");
+        let e = err(&with("top_p = 1.0", "top_p = 1.5"));
+        assert!(e.contains("generate.top_p"), "{e}");
+        let e = err(&with(
+            "score_range = [0.0, 1.0]",
+            "score_range = [1.0, 0.0]",
+        ));
+        assert!(e.contains("rank.score_range"), "{e}");
+        let e = err(&with("ranker = \"oracle\"", "ranker = \"command\""));
+        assert!(e.contains("rank.command"), "{e}");
+        let e = err(&with("ranker = \"oracle\"", "ranker = \"pairrm\""));
+        assert!(e.contains("rank.ranker") && e.contains("pairrm"), "{e}");
+        let e = err(&with("[prompts]", "[prompts]\nfile = \"p.jsonl\""));
+        assert!(e.contains("prompts.file") && e.contains("not both"), "{e}");
+        let e = err(&with(
+            "tasks = [\"add\", \"sort\", \"rev\", \"count\"]",
+            "file = \"p.jsonl\"",
+        ));
+        assert!(e.contains("rank.ranker") && e.contains("oracle"), "{e}");
+    }
+}
