@@ -193,55 +193,60 @@ fn decoding_stops_at_eos() {
 }
 
 /// A row that ends leaves the batch (with its rows of the KV cache); the others must decode
-/// exactly what they decode with nobody ending: the free run, cut at each row's first EOS.
+/// what they decode with nobody ending: the free run, cut at each row's first EOS. Two EOS
+/// ids end rows at two different steps, so rows leave twice; the uncached path must agree.
 #[test]
 fn rows_that_end_leave_the_others_unchanged() {
+    use selm_tui::model::generate::Generation;
     for name in CAUSAL_FIXTURES {
         let mut model = tiny(name);
         let distinct = prompts(name);
-        let prompts: Vec<Vec<u32>> = [0, 1, 2, 0].map(|i| distinct[i].clone()).to_vec();
+        let prompts: Vec<Vec<u32>> = [1, 0, 2, 0, 1].map(|i| distinct[i].clone()).to_vec();
         let greedy = SamplingParams::GREEDY;
         let run = |model: &CausalLm<B>| {
-            generate_suppressing(
-                model,
-                &prompts,
-                12,
-                &greedy,
-                &[],
-                &mut StdRng::seed_from_u64(0),
-            )
+            let mut rng = StdRng::seed_from_u64(0);
+            generate_suppressing(model, &prompts, 12, &greedy, &[], &mut rng)
         };
         model.config.eos_token_ids.clear();
         let free = run(&model);
-        // An EOS that ends row 0 while some other row goes on past it.
-        let cut = |g: &selm_tui::model::generate::Generation, stop: u32| {
-            g.tokens
-                .iter()
-                .position(|&t| t == stop)
-                .map_or(g.tokens.len(), |i| i + 1)
+        // Tokens each row would end at, as EOS ids: where each row's run is cut.
+        let cut = |g: &Generation, eos: &[u32]| {
+            let first = g.tokens.iter().position(|t| eos.contains(t));
+            first.map_or(g.tokens.len(), |i| i + 1)
         };
-        let stop = free[0]
-            .tokens
+        let ends = |eos: &[u32]| {
+            let mut lens: Vec<usize> = free.iter().map(|g| cut(g, eos)).collect();
+            lens.retain(|&n| n < 12);
+            lens.sort_unstable();
+            lens.dedup();
+            lens
+        };
+        // Two ids under which rows end at two different steps and some row runs to the end.
+        let tokens: Vec<u32> = free.iter().flat_map(|g| g.tokens.clone()).collect();
+        let eos = tokens
             .iter()
-            .copied()
-            .find(|&s| free.iter().any(|g| cut(g, s) > cut(&free[0], s)))
-            .expect("a token that ends row 0 before another row");
-        model.config.eos_token_ids = vec![stop];
+            .flat_map(|&a| tokens.iter().map(move |&b| vec![a, b]))
+            .find(|eos| ends(eos).len() >= 2 && free.iter().any(|g| cut(g, eos) == 12))
+            .expect("two EOS ids that end rows at different steps");
+        model.config.eos_token_ids = eos.clone();
         let out = run(&model);
-        assert!(
-            out.iter().any(|g| g.finished)
-                && out.iter().any(|g| g.tokens.len() > cut(&free[0], stop))
-        );
         for (i, (got, free)) in out.iter().zip(&free).enumerate() {
-            let n = cut(free, stop);
+            let n = cut(free, &eos);
             assert_eq!(got.tokens, free.tokens[..n], "{name}: row {i}");
             assert_eq!(
                 got.finished,
-                n < free.tokens.len() || free.tokens[n - 1] == stop
+                eos.contains(&free.tokens[n - 1]),
+                "{name}: row {i}"
             );
+            assert_eq!(got.logps.len(), n, "{name}: row {i}");
             for (a, b) in got.logps.iter().zip(&free.logps[..n]) {
                 assert!((a - b).abs() < 1e-5, "{name}: row {i}: {a} vs {b}");
             }
+        }
+        let mut rng = StdRng::seed_from_u64(0);
+        let uncached = generate_uncached(&model, &prompts, 12, &greedy, &mut rng);
+        for (got, want) in out.iter().zip(&uncached) {
+            assert_eq!(got.tokens, want.tokens, "{name}: the uncached path");
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The TOML run configuration. Unknown keys are rejected; every error names its key. Every
-//! key is documented where it is declared here, and checked in [`validate`].
+//! key is documented where it is declared here, and checked in [`Config::validate`].
 
 mod validate;
 

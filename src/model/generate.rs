@@ -149,8 +149,8 @@ pub(crate) fn decode<B: Backend>(
             break;
         }
         if keep.len() < rows.len() {
-            // Finished rows stop costing compute: the rest decode exactly as before, since
-            // a row attends only to its own keys.
+            // Finished rows stop costing compute. The rest decode as before (up to rounding,
+            // as in any batch), since a row attends only to its own keys.
             if use_cache {
                 let index: Vec<i64> = keep.iter().map(|&i| i as i64).collect();
                 let n = index.len();
