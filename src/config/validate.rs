@@ -186,41 +186,58 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e = err(&with("[runtime]", "[runtime]\nbackedn = \"flex\""));
-        assert!(e.contains("backedn") && e.contains("t.toml"), "{e}");
-        let e = err(&with("backend = \"flex\"", "backend = \"tpu\""));
-        assert!(e.contains("runtime.backend") && e.contains("tpu"), "{e}");
-        let e = err(&with("beta = 0.1", "beta = -1.0"));
-        assert!(e.contains("train.beta") && e.contains("-1"), "{e}");
-        // Counts whose product would overflow (or allocate without bound) are refused.
-        let e = err(&with(
-            "per_iteration = 384",
-            "per_iteration = 4611686018427387904",
-        ));
-        assert!(e.contains("prompts.per_iteration"), "{e}");
-        let e = err(&with("samples = 8", "samples = 0"));
-        assert!(e.contains("generate.samples"), "{e}");
-        let e = err(&with("beta = 0.1", "beta = \"big\""));
-        assert!(e.contains("beta"), "{e}");
-        let e = err(&with("\"add\",", "\"mul\","));
-        assert!(e.contains("prompts.tasks") && e.contains("mul"), "{e}");
-        let e = err(&with("top_p = 1.0", "top_p = 1.5"));
-        assert!(e.contains("generate.top_p"), "{e}");
-        let e = err(&with(
-            "score_range = [0.0, 1.0]",
-            "score_range = [1.0, 0.0]",
-        ));
-        assert!(e.contains("rank.score_range"), "{e}");
-        let e = err(&with("ranker = \"oracle\"", "ranker = \"command\""));
-        assert!(e.contains("rank.command"), "{e}");
-        let e = err(&with("ranker = \"oracle\"", "ranker = \"pairrm\""));
-        assert!(e.contains("rank.ranker") && e.contains("pairrm"), "{e}");
-        let e = err(&with("[prompts]", "[prompts]\nfile = \"p.jsonl\""));
-        assert!(e.contains("prompts.file") && e.contains("not both"), "{e}");
-        let e = err(&with(
-            "tasks = [\"add\", \"sort\", \"rev\", \"count\"]",
-            "file = \"p.jsonl\"",
-        ));
-        assert!(e.contains("rank.ranker") && e.contains("oracle"), "{e}");
+        // (text replaced in the default, replacement, what the error must name)
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "[runtime]",
+                "[runtime]\nbackedn = \"flex\"",
+                &["backedn", "t.toml"],
+            ),
+            (
+                "backend = \"flex\"",
+                "backend = \"tpu\"",
+                &["runtime.backend", "tpu"],
+            ),
+            ("beta = 0.1", "beta = -1.0", &["train.beta", "-1"]),
+            // Counts whose product would overflow (or allocate without bound) are refused.
+            (
+                "per_iteration = 384",
+                "per_iteration = 4611686018427387904",
+                &["prompts.per_iteration"],
+            ),
+            ("samples = 8", "samples = 0", &["generate.samples"]),
+            ("beta = 0.1", "beta = \"big\"", &["beta"]),
+            ("\"add\",", "\"mul\",", &["prompts.tasks", "mul"]),
+            ("top_p = 1.0", "top_p = 1.5", &["generate.top_p"]),
+            (
+                "score_range = [0.0, 1.0]",
+                "score_range = [1.0, 0.0]",
+                &["rank.score_range"],
+            ),
+            (
+                "ranker = \"oracle\"",
+                "ranker = \"command\"",
+                &["rank.command"],
+            ),
+            (
+                "ranker = \"oracle\"",
+                "ranker = \"pairrm\"",
+                &["rank.ranker", "pairrm"],
+            ),
+            (
+                "[prompts]",
+                "[prompts]\nfile = \"p.jsonl\"",
+                &["prompts.file", "not both"],
+            ),
+            (
+                "tasks = [\"add\", \"sort\", \"rev\", \"count\"]",
+                "file = \"p.jsonl\"",
+                &["rank.ranker", "oracle"],
+            ),
+        ];
+        for (replace, by, needles) in cases {
+            let e = err(&with(replace, by));
+            assert!(needles.iter().all(|n| e.contains(n)), "{by}: {e}");
+        }
     }
 }

@@ -4,6 +4,25 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
+use std::collections::HashMap;
+
+/// Rows that can share one prefix pass: the index of each distinct prompt's first row, in
+/// order, and each row's index among the distinct ones (for [`KvCache::select_rows`]).
+pub fn distinct_rows<'a>(prompts: impl IntoIterator<Item = &'a [u32]>) -> (Vec<usize>, Vec<usize>) {
+    let mut index: HashMap<&[u32], usize> = HashMap::new();
+    let mut firsts = vec![];
+    let of_row = prompts
+        .into_iter()
+        .enumerate()
+        .map(|(row, p)| {
+            *index.entry(p).or_insert_with(|| {
+                firsts.push(row);
+                firsts.len() - 1
+            })
+        })
+        .collect();
+    (firsts, of_row)
+}
 
 /// Keys and values one attention layer has seen so far, `[batch, keys, kv_heads, head_dim]`.
 pub struct LayerCache<B: Backend> {

@@ -5,9 +5,8 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
-use std::collections::HashMap;
 
-use super::cache::KvCache;
+use super::cache::{KvCache, distinct_rows};
 use super::llama::{AttentionPlan, CausalLm};
 use super::sampling::{SamplingParams, sample_token, suppress};
 
@@ -179,18 +178,8 @@ fn prefill_shared<B: Backend>(
     device: &B::Device,
     cache: &mut KvCache<B>,
 ) -> Vec<f32> {
-    let mut first: HashMap<&[u32], usize> = HashMap::new();
-    let mut distinct = vec![];
-    let of_row: Vec<usize> = prompts
-        .iter()
-        .enumerate()
-        .map(|(b, p)| {
-            *first.entry(p.as_slice()).or_insert_with(|| {
-                distinct.push(rows[b].clone());
-                distinct.len() - 1
-            })
-        })
-        .collect();
+    let (firsts, of_row) = distinct_rows(prompts.iter().map(Vec::as_slice));
+    let distinct: Vec<Row> = firsts.iter().map(|&b| rows[b].clone()).collect();
     let logits = last_logits(model, &distinct, 0, device, Some(cache));
     if distinct.len() == rows.len() {
         return logits;

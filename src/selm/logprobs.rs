@@ -9,10 +9,8 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use std::collections::HashMap;
-
 use crate::model::CausalLm;
-use crate::model::cache::KvCache;
+use crate::model::cache::{KvCache, distinct_rows};
 use crate::model::llama::{AttentionPlan, right_pad};
 
 /// Elements of one chunk of head logits (64 MiB of f32): bounds the transient memory of
@@ -101,7 +99,8 @@ fn token_logps<B: Backend>(
     if targets.is_empty() {
         return None;
     }
-    let (prompts, of_pair) = distinct_prompts(pairs);
+    let (firsts, of_pair) = distinct_rows(pairs.iter().map(|(p, _)| *p));
+    let prompts: Vec<Vec<u32>> = firsts.iter().map(|&i| pairs[i].0.to_vec()).collect();
     let (ids, lens, width) = right_pad::<B>(&prompts, pad, &device);
     let plan = AttentionPlan::right_padded(config, &lens, width, &device);
     let mut cache = KvCache::new(config.num_layers);
@@ -156,22 +155,6 @@ fn token_logps<B: Backend>(
         })
         .collect();
     Some(Tensor::cat(parts, 0))
-}
-
-/// The distinct prompts of `pairs` in order of first use, and each pair's index among them.
-fn distinct_prompts(pairs: &[(&[u32], &[u32])]) -> (Vec<Vec<u32>>, Vec<usize>) {
-    let mut index: HashMap<&[u32], usize> = HashMap::new();
-    let mut prompts = vec![];
-    let of_pair = pairs
-        .iter()
-        .map(|&(p, _)| {
-            *index.entry(p).or_insert_with(|| {
-                prompts.push(p.to_vec());
-                prompts.len() - 1
-            })
-        })
-        .collect();
-    (prompts, of_pair)
 }
 
 fn int_tensor<B: Backend>(values: Vec<i64>, device: &B::Device) -> Tensor<B, 1, Int> {
