@@ -19,11 +19,11 @@ with, per item in order, for a text
 and for a conversation
     {"ids": tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)}.
 
-Needs transformers (`pip install transformers`), not torch. transformers reads a GGUF's
-metadata in a module that also loads tensors and so imports torch at the top; without torch,
-a stand-in module lets that import succeed (nothing here touches a tensor), and the model
-config transformers reads from the file only to pick the tokenizer class is given as the
-file's architecture.
+Needs transformers (`pip install transformers`), not torch or gguf. transformers reads a
+GGUF's metadata in a module that also loads tensors and so imports torch at the top, and asks
+for both packages; without them, a stand-in module lets that import succeed (nothing here
+touches a tensor), and the model config transformers reads from the file only to pick the
+tokenizer class is given as the file's architecture.
 """
 
 import argparse
@@ -34,8 +34,10 @@ import types
 
 
 def allow_gguf_without_torch():
-    """Let transformers build a tokenizer from GGUF metadata without torch installed."""
-    if importlib.util.find_spec("torch") is not None:
+    """Let transformers build a tokenizer from GGUF metadata without torch and the gguf
+    package installed (with torch alone, transformers still asks for gguf)."""
+    have = lambda name: importlib.util.find_spec(name) is not None  # noqa: E731
+    if have("torch") and have("gguf"):
         return
 
     class Anything:
@@ -45,9 +47,10 @@ def allow_gguf_without_torch():
         def __call__(self, *args, **kwargs):
             return Anything()
 
-    stand_in = types.ModuleType("torch")
-    stand_in.__getattr__ = lambda name: Anything()
-    sys.modules["torch"] = stand_in
+    if not have("torch"):
+        stand_in = types.ModuleType("torch")
+        stand_in.__getattr__ = lambda name: Anything()
+        sys.modules["torch"] = stand_in
 
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers.integrations.gguf import read_gguf_metadata

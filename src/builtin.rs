@@ -33,34 +33,31 @@ const PROMPTS_REFERENCE: &[(&str, &[u8])] = &[(
     include_bytes!("../assets/prompts-reference.jsonl"),
 )];
 
-/// The path of built-in `name` on disk, written first if needed.
-pub fn path(name: &str) -> Result<PathBuf> {
+/// The path of built-in `name` on disk under the `cache` directory, written first if needed.
+pub fn path(name: &str, cache: &Path) -> Result<PathBuf> {
+    let root = cache.join("builtin");
     match name {
-        "tiny-tasks" => materialize("tiny-tasks", TINY_TASKS),
-        "prompts" => Ok(materialize("prompts", PROMPTS)?.join("prompts.jsonl")),
-        "prompts-reference" => Ok(
-            materialize("prompts-reference", PROMPTS_REFERENCE)?.join("prompts-reference.jsonl")
-        ),
+        "tiny-tasks" => materialize(&root, "tiny-tasks", TINY_TASKS),
+        "prompts" => Ok(materialize(&root, "prompts", PROMPTS)?.join("prompts.jsonl")),
+        "prompts-reference" => Ok(materialize(&root, "prompts-reference", PROMPTS_REFERENCE)?
+            .join("prompts-reference.jsonl")),
         other => bail!("unknown built-in `{other}` (tiny-tasks, prompts, prompts-reference)"),
     }
 }
 
-/// `<cache>/builtin/<name>-<hash>/` holding `files`, written through a temporary directory
-/// renamed into place, so concurrent runs and crashes never see a partial copy.
-fn materialize(name: &str, files: &[(&str, &[u8])]) -> Result<PathBuf> {
+/// `<root>/<name>-<hash>/` holding `files`, written through a temporary directory renamed
+/// into place, so concurrent runs and crashes never see a partial copy.
+fn materialize(root: &Path, name: &str, files: &[(&str, &[u8])]) -> Result<PathBuf> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     files.hash(&mut hasher);
-    let root = crate::config::cache_dir()
-        .unwrap_or_else(|_| std::env::temp_dir().join("selm-tui"))
-        .join("builtin");
     let dest = root.join(format!("{name}-{:016x}", hasher.finish()));
     if dest.is_dir() {
         return Ok(dest);
     }
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}-"))
-        .tempdir_in(&root)
+        .tempdir_in(root)
         .with_context(|| format!("creating a directory in {}", root.display()))?;
     for (file, bytes) in files {
         write(&tmp.path().join(file), bytes)?;

@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 use std::path::Path;
 
 use crate::io::atomic_write;
-use crate::io::run_dir::RunDir;
 use crate::model::ModelConfig;
+use crate::run::RunDir;
 
 const FILES: &[&str] = &[
     "config.json",

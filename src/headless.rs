@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::backend::BackendSpec;
 use crate::engine::{self, Command, Event, Level, Stage, Start};
-use crate::io::records::IterationSummary;
+use crate::run::records::IterationSummary;
 
 /// Runs `what` to its end (or its first error).
 pub fn run(what: Start, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
@@ -18,6 +18,9 @@ pub fn run(what: Start, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
     let _ = handle.commands.send(Command::Run);
     let mut summaries = vec![];
     let mut error = None;
+    // An engine that could not open its run (a refused resume, a model that does not load)
+    // errs before Started: that error alone is the outcome, with no table.
+    let mut started = false;
     // Locked per line, never across a wait: a library printing from the engine thread
     // must not block on a lock this thread holds while it waits for that engine.
     let mut out = std::io::stdout();
@@ -30,11 +33,14 @@ pub fn run(what: Start, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
                 model,
                 iterations,
                 params,
-            } => writeln!(
-                out,
-                "[{t:7.1}s] run {run_dir}: {model} on {backend}, {iterations} iterations, alpha {} beta {} lr {}",
-                params.alpha, params.beta, params.lr
-            )?,
+            } => {
+                started = true;
+                writeln!(
+                    out,
+                    "[{t:7.1}s] run {run_dir}: {model} on {backend}, {iterations} iterations, alpha {} beta {} lr {}",
+                    params.alpha, params.beta, params.lr
+                )?
+            }
             Event::StageFinished {
                 iteration,
                 stage,
@@ -69,6 +75,7 @@ pub fn run(what: Start, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
                 };
                 writeln!(out, "[{t:7.1}s] {tag}{}", line.text)?
             }
+            Event::Error(e) if !started => error = Some(e),
             Event::Error(e) => {
                 writeln!(out, "[{t:7.1}s] error: {e}")?;
                 error = Some(e);
@@ -86,6 +93,12 @@ pub fn run(what: Start, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
         }
     }
     let _ = handle.thread.join();
+    if !started {
+        bail!(
+            "{}",
+            error.unwrap_or_else(|| "the engine stopped before it started".into())
+        );
+    }
     writeln!(out, "\n{}", summary_table(&summaries))?;
     writeln!(out, "wall time {:.1}s", start.elapsed().as_secs_f64())?;
     if let Some(e) = error {

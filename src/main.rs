@@ -10,7 +10,7 @@ use selm_tui::bench::BenchArgs;
 use selm_tui::cli;
 use selm_tui::config::Config;
 use selm_tui::engine::Start;
-use selm_tui::io::run_dir::RunDir;
+use selm_tui::run::RunDir;
 use selm_tui::sft::SftArgs;
 
 #[derive(Parser)]
@@ -132,7 +132,18 @@ struct BenchUiArgs {
     json: bool,
 }
 
-fn main() -> Result<()> {
+/// Errors end the process as one line on stderr, with each cause after a colon.
+fn main() -> std::process::ExitCode {
+    match run_command() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command() -> Result<()> {
     backend::tune_allocator();
     let cli = Cli::parse();
     let runtime = &cli.runtime;
@@ -227,7 +238,7 @@ fn refuse_human_ranker(config: &Config) -> Result<()> {
         bail!(
             "key `rank.ranker`: the `human` ranker asks the researcher in the TUI; run without \
              --headless, or set `rank.ranker` to an automatic ranker (its fallback is `{}`)",
-            config.rank.fallback.as_deref().unwrap_or("unset")
+            config.rank.fallback.map_or("unset", |f| f.name())
         );
     }
     Ok(())

@@ -9,7 +9,7 @@ use selm_tui::compare::app::{CompareApp, CompareView};
 use selm_tui::compare::comparison::{Comparison, Metric};
 use selm_tui::compare::{compare, view};
 use selm_tui::config::Config;
-use selm_tui::io::records::{
+use selm_tui::run::records::{
     EvalFigures, HISTOGRAM_BINS, IterationSummary, PairLogps, ResponseLogps,
 };
 use std::path::{Path, PathBuf};

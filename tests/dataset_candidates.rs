@@ -6,7 +6,9 @@ mod common;
 
 use common::read_jsonl;
 
-use selm_tui::config::Config;
+use selm_tui::backend::FlexAutodiff;
+use selm_tui::config::{Config, RankerKind};
+use selm_tui::engine::pipeline::Pipeline;
 use selm_tui::model::ModelConfig;
 use selm_tui::tokenizer::TextTokenizer;
 use serde_json::{Value, json};
@@ -53,7 +55,7 @@ fn config(dir: &Path, samples: usize) -> Config {
     c.prompts.per_iteration = 12;
     c.prompts.eval = 4;
     c.generate.samples = samples;
-    c.rank.ranker = "command".into();
+    c.rank.ranker = RankerKind::Command;
     c.rank.command = vec!["python3".into(), ranker.display().to_string()];
     c.validate().unwrap();
     c
@@ -86,7 +88,7 @@ fn dataset_responses_are_candidates_ranked_paired_and_trained_on() {
         .path();
     let model_dir = c.model_dir().unwrap();
     let model_config = ModelConfig::from_file(&model_dir.join("config.json")).unwrap();
-    let tokenizer = TextTokenizer::from_hf_dir(&model_dir, &model_config).unwrap();
+    let tokenizer = TextTokenizer::from_hf_dir(&model_dir, &model_config.tokens()).unwrap();
     let rows = read_jsonl(&run.join("iter-001/candidates.jsonl"));
     assert_eq!(rows.len(), c.prompts.per_iteration);
     for row in &rows {
@@ -135,11 +137,10 @@ fn samples_zero_needs_dataset_responses() {
     );
 }
 
-#[test]
-fn the_embedding_judge_names_a_row_without_a_reference_answer() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut c = config(tmp.path(), 3);
-    // Row 5 (line 5) loses its responses: nothing to compare candidates with.
+/// `config` with row 5 of its prompts file stripped of its responses: nothing to compare
+/// candidates with for the embedding judge.
+fn without_reference_on_line_5(dir: &Path) -> Config {
+    let c = config(dir, 3);
     let file = c.prompts.file.clone().unwrap();
     let mut lines: Vec<String> = std::fs::read_to_string(&file)
         .unwrap()
@@ -148,12 +149,38 @@ fn the_embedding_judge_names_a_row_without_a_reference_answer() {
         .collect();
     lines[4] = r#"{"prompt": "9+9="}"#.into();
     std::fs::write(&file, lines.join("\n")).unwrap();
-    c.rank.ranker = "embedding".into();
+    c
+}
+
+#[test]
+fn the_embedding_judge_names_a_row_without_a_reference_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = without_reference_on_line_5(tmp.path());
+    c.rank.ranker = RankerKind::Embedding;
     let out = headless(&c, tmp.path());
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("pairs.jsonl line 5") && stderr.contains("reference"),
         "{stderr}"
+    );
+}
+
+/// The embedding judge as a human ranker's fallback scores the held-out samples and any
+/// handed-off prompt: the same start-of-run check applies, before anything is generated.
+#[test]
+fn an_embedding_fallback_is_checked_for_reference_answers_at_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = without_reference_on_line_5(tmp.path());
+    c.rank.ranker = RankerKind::Human;
+    c.rank.fallback = Some(RankerKind::Embedding);
+    c.validate().unwrap();
+    let err = match Pipeline::<FlexAutodiff>::new(c, &Default::default()) {
+        Ok(_) => panic!("a run started with a prompt the fallback cannot score"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("pairs.jsonl line 5") && err.contains("embedding"),
+        "{err}"
     );
 }

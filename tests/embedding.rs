@@ -11,7 +11,7 @@ use burn::backend::Flex;
 use common::{expected, floats, ids, minilm_dir};
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
-use selm_tui::config::{Config, Rank};
+use selm_tui::config::{Config, Rank, RankerKind};
 use selm_tui::model::bert::{SentenceEncoder, cosine};
 use selm_tui::ranker::embedding::EmbeddingRanker;
 use selm_tui::ranker::{RankRequest, Ranker, from_config};
@@ -131,7 +131,7 @@ fn scores_are_the_cosines_to_the_reference() {
     let want = fixture_embeddings(&exp);
     let to_f32 = |v: &Vec<f64>| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
     let mut ranker = EmbeddingRanker::<B>::load(&minilm_dir(), &Default::default()).unwrap();
-    assert_eq!(ranker.name(), "embedding");
+    assert_eq!(ranker.name(), RankerKind::Embedding.name());
     for pair in exp["cosine"].as_array().expect("cosine") {
         let [i, j] = [0, 1].map(|k| pair["pair"][k].as_u64().expect("index") as usize);
         let candidates = [texts[j].clone()];
@@ -184,7 +184,7 @@ fn from_config_loads_the_embedding_ranker() {
     ))
     .unwrap();
     let ranker = from_config::<B>(&rank, &Default::default()).unwrap();
-    assert_eq!(ranker.name(), "embedding");
+    assert_eq!(ranker.name(), RankerKind::Embedding.name());
     let rank = Rank {
         model: Some("/nonexistent/all-MiniLM-L6-v2".into()),
         ..rank
@@ -200,7 +200,7 @@ fn from_config_loads_the_embedding_ranker() {
 fn the_shipped_config_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/smollm2-135m-embed.toml");
     let config = Config::from_file(&path).unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!(config.rank.ranker, "embedding");
+    assert_eq!(config.rank.ranker, RankerKind::Embedding);
     assert!(!config.prompts.dataset_responses);
 }
 

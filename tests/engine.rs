@@ -7,7 +7,7 @@ use burn::backend::Flex;
 use burn::module::AutodiffModule;
 use common::*;
 use selm_tui::backend::BackendSpec;
-use selm_tui::config::Config;
+use selm_tui::config::{Config, RankerKind};
 use selm_tui::engine::pipeline::{Advance, Pipeline};
 use selm_tui::engine::{self, Command, Event, Stage};
 use selm_tui::model::load::load_hf_dir;
@@ -405,7 +405,7 @@ fn jsonl_config(dir: &Path) -> Config {
         scripts = format!("{}/scripts", env!("CARGO_MANIFEST_DIR")),
         marker = dir.join("failed-once").display().to_string(),
     );
-    c.rank.ranker = "command".into();
+    c.rank.ranker = RankerKind::Command;
     c.rank.command = vec!["python3".into(), "-c".into(), code];
     c.validate().unwrap();
     c
@@ -420,7 +420,7 @@ fn a_failing_ranker_keeps_the_candidates_and_the_rank_stage_retries() {
     while p.position().1 != Stage::Rank {
         p.advance(&mut sink).unwrap();
     }
-    let cands = p.run().iteration_dir(1).join("candidates.jsonl");
+    let cands = p.run().candidates_path(1);
     assert_eq!(read_jsonl(&cands).len(), 12, "written before ranking");
     let err = format!("{:#}", p.advance(&mut sink).unwrap_err());
     assert!(err.contains("stage `rank`"), "{err}");
@@ -438,7 +438,7 @@ fn a_failing_ranker_keeps_the_candidates_and_the_rank_stage_retries() {
             break;
         }
     }
-    let pairs = read_jsonl(&p.run().iteration_dir(1).join("pairs.jsonl"));
+    let pairs = read_jsonl(&p.run().pairs_path(1));
     assert!(!pairs.is_empty());
     assert!(pairs.iter().all(|r| r["ranker"].is_string()));
     assert!(
@@ -470,7 +470,12 @@ fn export_writes_an_hf_directory_that_reloads_to_the_same_logits() {
     }
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["architectures"][0], "LlamaForCausalLM");
+    // The architecture of the model the run started from (the fixture's own).
+    let start: Value = serde_json::from_str(
+        &std::fs::read_to_string(p.config().model_dir().unwrap().join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["architectures"][0], start["architectures"][0]);
     let (back, tok) =
         selm_tui::model::load::load_pretrained::<Flex>(&out, &Default::default()).unwrap();
     assert_eq!(logits(&back), logits(&p.policy().valid()));

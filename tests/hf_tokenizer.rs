@@ -195,7 +195,7 @@ fn builtin_model_tokenizes_as_transformers() {
         .unwrap(),
     );
     let dir = save(&with_chat, model.config(), &tmp.path().join("ckpt"));
-    let back = TextTokenizer::from_hf_dir(&dir, model.config()).unwrap();
+    let back = TextTokenizer::from_hf_dir(&dir, &model.config().tokens()).unwrap();
     let chats = vec![
         vec![Message::user("12+3=")],
         vec![Message::user("rev abc"), Message::user("count a in aba")],
@@ -261,7 +261,7 @@ fn hf_directories_follow_their_tokenizer_json_as_transformers() {
         ("both", true, true, Some(1)),
     ] {
         let dir = hf_dir(tmp.path(), name, pp, add_bos);
-        let tok = TextTokenizer::from_hf_dir(&dir, &config).unwrap();
+        let tok = TextTokenizer::from_hf_dir(&dir, &config.tokens()).unwrap();
         assert_eq!(tok.bos, bos, "{name}");
         let reference = transformers(&dir, None, &items);
         assert_same_ids(name, &tok, &texts, &[], &reference);
@@ -274,7 +274,7 @@ fn hf_directories_follow_their_tokenizer_json_as_transformers() {
         );
         let resaved = transformers(&again, None, &items);
         assert_eq!(resaved["results"], reference["results"], "{name} re-saved");
-        let back = TextTokenizer::from_hf_dir(&again, &config).unwrap();
+        let back = TextTokenizer::from_hf_dir(&again, &config.tokens()).unwrap();
         assert_same_ids(&format!("{name} re-saved"), &back, &texts, &[], &resaved);
     }
 }
@@ -337,7 +337,7 @@ fn smollm2_gguf_tokenizes_as_transformers() {
     let saved = save(&tok, &config, &tmp.path().join("ckpt"));
     let from_files = transformers(&saved, None, &items);
     assert_eq!(from_files["results"], reference["results"]);
-    let back = TextTokenizer::from_hf_dir(&saved, &config).unwrap();
+    let back = TextTokenizer::from_hf_dir(&saved, &config.tokens()).unwrap();
     assert_same_ids("SmolLM2 checkpoint", &back, &texts, &chats, &from_files);
 }
 

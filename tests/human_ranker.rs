@@ -7,7 +7,7 @@ mod common;
 use common::read_jsonl;
 
 use selm_tui::backend::BackendSpec;
-use selm_tui::config::Config;
+use selm_tui::config::{Config, RankerKind};
 use selm_tui::engine::{self, Command, EngineHandle, Event, RankQuery, Start, Verdict};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -21,8 +21,8 @@ fn human_config(dir: &Path) -> Config {
     c.prompts.per_iteration = 5;
     c.prompts.eval = 4;
     c.generate.samples = 2;
-    c.rank.ranker = "human".into();
-    c.rank.fallback = Some("oracle".into());
+    c.rank.ranker = RankerKind::Human;
+    c.rank.fallback = Some(RankerKind::Oracle);
     c.validate().unwrap();
     c
 }

@@ -111,7 +111,14 @@ fn check_selm_with(name: &str, micro_batch: Option<usize>, carried: [bool; 3]) {
         ("optimism_terms", &h.optimism_terms),
     ];
     for (key, got) in lists {
-        for (i, want) in floats(&selm[key]).into_iter().enumerate() {
+        let want = floats(&selm[key]);
+        assert_eq!(
+            want.len(),
+            triples.len(),
+            "{name}: {key} has one value per triple"
+        );
+        assert_eq!(got.len(), triples.len(), "{name}: {key}");
+        for (i, want) in want.into_iter().enumerate() {
             assert_close(
                 &format!("{name} {key}[{i}]"),
                 got[i] as f64,
@@ -144,7 +151,12 @@ fn check_selm_with(name: &str, micro_batch: Option<usize>, carried: [bool; 3]) {
         1e-3,
         0.0,
     );
-    for (key, want) in selm["grad_norms"].as_object().unwrap() {
+    let want_norms = selm["grad_norms"].as_object().unwrap();
+    assert!(
+        !want_norms.is_empty(),
+        "{name}: no per-parameter gradient norms"
+    );
+    for (key, want) in want_norms {
         let got = report
             .grad_norms
             .iter()

@@ -156,10 +156,14 @@ fn assert_same_run(reference: &Path, resumed: &Path) {
 fn killed_at_any_point_and_resumed_equals_the_uninterrupted_run() {
     let base = tempfile::tempdir().unwrap();
     let reference = full_run(&base.path().join("ref"));
-    // After the generate stage; inside generation and inside ranking (both go on from the
-    // next batch or chunk); inside an update (its first mini-batch's metrics row is on disk
-    // and must go); between update and sync (the saved policy); at the start of iteration 2.
+    // Before the starting evaluation, and after its metrics row but before its summary and
+    // state (a run at its start: evaluated again, the row not doubled); after the generate
+    // stage; inside generation and inside ranking (both go on from the next batch or chunk);
+    // inside an update (its first mini-batch's metrics row is on disk and must go); between
+    // update and sync (the saved policy); at the start of iteration 2.
     for at in [
+        "0:sync_eval:0",
+        "0:sync_eval:1",
         "1:rank:0",
         "1:generate:1",
         "1:rank:1",
@@ -270,6 +274,13 @@ fn resume_refuses_what_it_cannot_continue() {
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(!stderr.contains("panicked"), "{stderr}");
+        // One line saying what and why; no progress lines, no empty table.
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         stderr
     };
     let e = resume(&run);

@@ -1,8 +1,8 @@
 //! The `reward_model` ranker: parity of the sequence classifier with transformers on the
-//! `tiny-llama-rm` fixture, a Qwen2 classifier checked against the causal model's hidden
-//! states, the errors bad reward models give, the formats candidates are scored in, and a
-//! headless run of the real binary ranking with a reward model. Shapes, ids and lengths come
-//! from the fixtures.
+//! `tiny-llama-rm` fixture, the `tiny-qwen2` causal model made a classifier of its family and
+//! checked against its hidden states, the errors bad reward models give, the formats
+//! candidates are scored in, and a headless run of the real binary ranking with a reward
+//! model. Shapes, ids, lengths and architectures come from the fixtures.
 
 mod common;
 
@@ -10,7 +10,7 @@ use burn::backend::Flex;
 use common::{assert_close, expected, fixture, token_rows};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use selm_tui::config::{Config, Rank};
+use selm_tui::config::{Config, Rank, RankerKind};
 use selm_tui::io::weights::HostTensor;
 use selm_tui::model::classifier::SequenceClassifier;
 use selm_tui::model::llama::AttentionPlan;
@@ -139,15 +139,23 @@ fn the_ranker_batches_in_chunks_and_keeps_the_order() {
     }
 }
 
-/// `tiny-qwen2` as a `Qwen2ForSequenceClassification` with a random score head, in `dir`;
-/// returns the directory and the head.
-fn qwen2_classifier(dir: &Path) -> (PathBuf, HostTensor) {
+/// `tiny-qwen2` as the sequence classifier of its own family (its `architectures` with
+/// `ForCausalLM` made `ForSequenceClassification`) with a random score head, in `dir`;
+/// returns the directory, the architecture and the head.
+fn causal_as_classifier(dir: &Path) -> (PathBuf, String, HostTensor) {
     let src = fixture("tiny-qwen2");
-    let dst = dir.join("qwen2-rm");
+    let dst = dir.join("classifier");
     std::fs::create_dir_all(&dst).unwrap();
     let mut config = read_json(&src.join("config.json"));
-    config["architectures"] = json!(["Qwen2ForSequenceClassification"]);
+    let causal = config["architectures"][0].as_str().unwrap();
+    assert!(causal.ends_with("ForCausalLM"), "{causal}");
+    let architecture = causal.replace("ForCausalLM", "ForSequenceClassification");
+    config["architectures"] = json!([architecture]);
     config["num_labels"] = json!(1);
+    // A causal config may carry transformers' default two labels.
+    for key in ["id2label", "label2id"] {
+        config.as_object_mut().unwrap().remove(key);
+    }
     let hidden = config["hidden_size"].as_u64().unwrap() as usize;
     write_json(&dst.join("config.json"), &config);
     let mut tensors = tensors_of(&src);
@@ -155,19 +163,24 @@ fn qwen2_classifier(dir: &Path) -> (PathBuf, HostTensor) {
     let score = random_score(1, hidden, 11);
     tensors.insert("score.weight".into(), score.clone());
     write_tensors(&dst, &tensors);
-    (dst, score)
+    (dst, architecture, score)
+}
+
+/// A supported classifier architecture of another family than `model_type`'s.
+fn classifier_of_another_family(model_type: &str) -> &'static str {
+    match model_type {
+        "llama" => "Qwen2ForSequenceClassification",
+        _ => "LlamaForSequenceClassification",
+    }
 }
 
 #[test]
-fn a_qwen2_classifier_applies_the_head_to_the_last_hidden_state() {
+fn a_causal_lm_as_classifier_applies_the_head_to_the_last_hidden_state() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, score) = qwen2_classifier(tmp.path());
+    let (dir, architecture, score) = causal_as_classifier(tmp.path());
     let device = Default::default();
     let model = SequenceClassifier::<B>::load_hf_dir(&dir, &device).unwrap();
-    assert_eq!(
-        model.config().architecture,
-        "Qwen2ForSequenceClassification"
-    );
+    assert_eq!(model.config().architecture, architecture);
     let causal = load_hf_dir::<B>(&fixture("tiny-qwen2"), &device).unwrap();
     let config = causal.config().clone();
     let rows = token_rows(config.vocab_size, &[6, 11, 3, 9], 17);
@@ -196,7 +209,7 @@ fn a_qwen2_classifier_applies_the_head_to_the_last_hidden_state() {
 /// The error `reward_model` ranker construction gives for the reward model in `dir`.
 fn load_error(dir: &Path) -> String {
     let rank = Rank {
-        ranker: "reward_model".into(),
+        ranker: RankerKind::RewardModel,
         command: vec![],
         model: Some(dir.display().to_string()),
         fallback: None,
@@ -237,6 +250,7 @@ fn bad_reward_models_are_refused_with_the_reason() {
     let rm = fixture_copy(
         &dir,
         |c| {
+            c["num_labels"] = json!(2);
             c["id2label"] = json!({"0": "LABEL_0", "1": "LABEL_1"});
             c["label2id"] = json!({"LABEL_0": 0, "LABEL_1": 1});
         },
@@ -262,16 +276,15 @@ fn bad_reward_models_are_refused_with_the_reason() {
     let e = load_error(&rm);
     assert!(e.contains("missing tensor `score.weight`"), "{e}");
 
-    // A causal LM, not a classifier.
+    // A causal LM of the fixture's own family, not a classifier.
+    let own = src["architectures"][0].as_str().unwrap();
+    let causal = own.replace("ForSequenceClassification", "ForCausalLM");
+    assert_ne!(causal, own, "the fixture is a sequence classifier");
     let dir = tmp.path().join("causal");
-    let rm = fixture_copy(
-        &dir,
-        |c| c["architectures"] = json!(["LlamaForCausalLM"]),
-        |_| {},
-    );
+    let rm = fixture_copy(&dir, |c| c["architectures"] = json!([causal]), |_| {});
     let e = load_error(&rm);
     assert!(
-        e.contains("LlamaForCausalLM") && e.contains("not a sequence classifier"),
+        e.contains(&causal) && e.contains("not a sequence classifier"),
         "{e}"
     );
     // No architectures at all.
@@ -288,18 +301,12 @@ fn bad_reward_models_are_refused_with_the_reason() {
         e.contains("no `architectures`") && e.contains("rank.model"),
         "{e}"
     );
-    // An architecture that contradicts model_type.
+    // An architecture that contradicts model_type: a classifier of the other family.
+    let other = classifier_of_another_family(src["model_type"].as_str().unwrap());
     let dir = tmp.path().join("mismatch");
-    let rm = fixture_copy(
-        &dir,
-        |c| c["architectures"] = json!(["Qwen2ForSequenceClassification"]),
-        |_| {},
-    );
+    let rm = fixture_copy(&dir, |c| c["architectures"] = json!([other]), |_| {});
     let e = load_error(&rm);
-    assert!(
-        e.contains("Qwen2ForSequenceClassification") && e.contains("model_type"),
-        "{e}"
-    );
+    assert!(e.contains(other) && e.contains("model_type"), "{e}");
 
     // A tokenizer with ids past the model's vocabulary.
     let dir = tmp.path().join("tokenizer");
@@ -311,13 +318,15 @@ fn bad_reward_models_are_refused_with_the_reason() {
         "{e}"
     );
 
-    // No tokenizer at all.
-    let e = load_error(&fixture(RM_FIXTURE));
+    // No tokenizer at all (the copy has config.json and the weights only).
+    let rm = fixture_copy(&tmp.path().join("no-tokenizer"), |_| {}, |_| {});
+    assert!(!rm.join("tokenizer.json").exists());
+    let e = load_error(&rm);
     assert!(e.contains("tokenizer.json"), "{e}");
 
     // The config asks for a directory.
     let mut c = Config::embedded_default();
-    c.rank.ranker = "reward_model".into();
+    c.rank.ranker = RankerKind::RewardModel;
     let e = format!(
         "{:#}",
         Config::from_toml(&c.to_toml(), "t.toml").unwrap_err()
@@ -384,7 +393,7 @@ fn candidates_are_scored_in_the_reward_models_format() {
         .map(|c| ranker.encode("12+3=", c).unwrap())
         .collect();
     let direct = ranker.model().scores(&rows).unwrap();
-    assert_eq!(ranker.name(), "reward_model");
+    assert_eq!(ranker.name(), RankerKind::RewardModel.name());
     for (s, d) in scores.iter().zip(direct) {
         assert_close("ranker score", *s, d as f64, 1e-5, 1e-5);
     }
@@ -399,7 +408,7 @@ fn a_headless_run_ranks_with_the_reward_model() {
     c.run.iterations = 1;
     c.prompts.per_iteration = 16;
     c.prompts.eval = 8;
-    c.rank.ranker = "reward_model".into();
+    c.rank.ranker = RankerKind::RewardModel;
     c.rank.model = Some(rm.display().to_string());
     let config = tmp.path().join("rm.toml");
     std::fs::write(&config, c.to_toml()).unwrap();
@@ -441,6 +450,6 @@ fn a_headless_run_ranks_with_the_reward_model() {
 fn the_example_config_names_a_reward_model() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/reward-model.toml");
     let c = Config::from_file(&path).unwrap();
-    assert_eq!(c.rank.ranker, "reward_model");
+    assert_eq!(c.rank.ranker, RankerKind::RewardModel);
     assert!(c.rank.model.is_some());
 }

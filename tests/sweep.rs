@@ -224,3 +224,46 @@ fn a_failing_run_is_recorded_and_the_others_go_on() {
     assert!(!bad.status.success() && stderr.contains("beta"), "{stderr}");
     assert!(!tmp.path().join("bad").exists());
 }
+
+/// A sweep outlives a rebuild of its binary: the runs after the file was replaced still
+/// start (from the running executable), and all of them finish.
+#[test]
+fn a_sweep_goes_on_after_its_binary_is_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = small_config(tmp.path());
+    let out = tmp.path().join("sweep");
+    let bin = tmp.path().join("bin").join("selm-tui");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_selm-tui"), &bin).unwrap();
+    let child = Command::new(&bin)
+        .args(["--config", config.to_str().unwrap(), "sweep"])
+        .args(["--alpha", "0,0.01", "--seeds", "0", "--jobs", "1"])
+        .args(["--out", out.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first run has started, a "rebuild" removes the file and writes another.
+    let first_log = out.join("runs/alpha=0,seed=0/sweep.log");
+    let start = std::time::Instant::now();
+    while !first_log.exists() {
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "the first run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::fs::remove_file(&bin).unwrap();
+    std::fs::write(&bin, "#!/bin/sh\necho stale binary >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let second_log = out.join("runs/alpha=0.01,seed=0/sweep.log");
+    assert!(
+        !second_log.exists(),
+        "the second run started before the binary was replaced: the test proves nothing"
+    );
+    let result = child.wait_with_output().unwrap();
+    ok(&result);
+    assert_eq!(statuses(&out), ["finished"; 2]);
+    let log = std::fs::read_to_string(second_log).unwrap();
+    assert!(!log.contains("stale binary"), "{log}");
+}

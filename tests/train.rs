@@ -133,15 +133,19 @@ fn micro_batches_are_sized_for_the_padded_batch() {
         reference_response: vec![8; response],
         reference_logps: Default::default(),
     };
-    // The first length (in steps of 16) at which a long-response triple takes over a third of
-    // the budget, so that two fit a pass, whatever the fixture's shape.
+    // The estimate for a triple padded to `prompt` and `response`, and how many fit a pass.
+    let per = |prompt: usize, response: usize| {
+        (prompt + 3 * response) * activation_bytes_per_token(&config, prompt + response)
+    };
+    let fits = |bytes: usize| (ACTIVATION_BUDGET / bytes).clamp(1, 16);
+    // A length (in steps of 16) at which two long-response triples fit a pass but a triple
+    // padded to a long prompt and long responses does not fit twice, whatever the fixture's
+    // shape (the head's vocabulary can dominate the estimate).
     let short = 10;
-    let long = (1..)
+    let long = (1..100_000)
         .map(|k| 16 * k)
-        .find(|&l| {
-            (short + 3 * l) * activation_bytes_per_token(&config, short + l) > ACTIVATION_BUDGET / 3
-        })
-        .unwrap();
+        .find(|&l| fits(per(short, l)) == 2 && fits(per(l, l)) == 1)
+        .expect("a length that separates the cases");
     let long_prompts = vec![triple(long, short); 16];
     let long_responses = vec![triple(short, long); 16];
     let mixed = [&long_prompts[..8], &long_responses[..8]].concat();
@@ -150,6 +154,7 @@ fn micro_batches_are_sized_for_the_padded_batch() {
         trainer.micro_batch(&long_responses),
         trainer.micro_batch(&mixed),
     );
+    assert_eq!(p, fits(per(long, short)));
     assert!(p > r, "a long prompt runs once: {p} vs {r}");
     assert_eq!(r, 2);
     assert_eq!(m, 1, "the mixed batch pads both");

@@ -7,7 +7,7 @@ use ratatui::backend::TestBackend;
 use selm_tui::engine::{
     Command, Event, Level, LiveParams, RankQuery, Stage, StageSummary, Verdict,
 };
-use selm_tui::io::records::{Candidate, DatasetLabel};
+use selm_tui::run::records::{Candidate, DatasetLabel};
 use selm_tui::tui::app::{Action, App, EngineState, Popup, View};
 use selm_tui::tui::bench::synthetic_app;
 use selm_tui::tui::panels::pair_list::PairSort;

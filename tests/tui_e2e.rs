@@ -270,8 +270,8 @@ fn rank_prompts_by_hand_in_the_tui() {
     c.prompts.per_iteration = 6;
     c.prompts.eval = 8;
     c.generate.samples = 2;
-    c.rank.ranker = "human".into();
-    c.rank.fallback = Some("oracle".into());
+    c.rank.ranker = selm_tui::config::RankerKind::Human;
+    c.rank.fallback = Some(selm_tui::config::RankerKind::Oracle);
     let cfg = tmp.path().join("human.toml");
     std::fs::write(&cfg, c.to_toml()).unwrap();
     let bin = env!("CARGO_BIN_EXE_selm-tui");

@@ -3,12 +3,10 @@
 //! pooled reward histograms and implicit rewards. The TUI, the figures and the report all
 //! read it, so they show the same numbers.
 
-use std::sync::OnceLock;
-
 use super::group::{self, Group};
 use super::load::{Loaded, RunData, Skipped};
 use super::stats::{self, PairedDiff, PooledHistogram, Stat};
-use crate::io::records::EvalFigures;
+use crate::run::records::EvalFigures;
 
 /// A held-out figure of `summary.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,35 +27,14 @@ impl Metric {
         }
     }
 
-    /// The figure's name as `summary.json` and `metrics.jsonl` spell it (read from
-    /// [`EvalFigures`]' serde names, so it is spelled once).
+    /// The figure's name as `summary.json` and `metrics.jsonl` spell it ([`EvalFigures`]'
+    /// serde names; a test holds the two together).
     pub fn name(self) -> &'static str {
-        static NAMES: OnceLock<Vec<(Metric, String)>> = OnceLock::new();
-        let names = NAMES.get_or_init(|| {
-            let marker = EvalFigures {
-                kl: 0.0,
-                high_reward_fraction: 1.0,
-                reward_mean: 2.0,
-            };
-            let value = serde_json::to_value(marker).expect("figures serialize");
-            let map = value.as_object().expect("an object");
-            Metric::ALL
-                .iter()
-                .map(|&m| {
-                    let name = map
-                        .iter()
-                        .find(|(_, v)| v.as_f64() == Some(m.of(&marker)))
-                        .map(|(k, _)| k.clone())
-                        .expect("every figure is serialized");
-                    (m, name)
-                })
-                .collect()
-        });
-        names
-            .iter()
-            .find(|(m, _)| *m == self)
-            .map(|(_, n)| n.as_str())
-            .expect("all metrics named")
+        match self {
+            Metric::HighRewardFraction => "high_reward_fraction",
+            Metric::RewardMean => "reward/mean",
+            Metric::Kl => "kl",
+        }
     }
 }
 
@@ -251,7 +228,21 @@ mod tests {
 
     #[test]
     fn metric_names_are_the_serde_names() {
-        let names = Metric::ALL.map(Metric::name);
-        assert_eq!(names, ["high_reward_fraction", "reward/mean", "kl"]);
+        // Distinct values, so each serialized key is found by its figure's value.
+        let figures = EvalFigures {
+            kl: 1.0,
+            high_reward_fraction: 2.0,
+            reward_mean: 3.0,
+        };
+        let value = serde_json::to_value(figures).unwrap();
+        for m in Metric::ALL {
+            assert_eq!(
+                value[m.name()].as_f64(),
+                Some(m.of(&figures)),
+                "{}",
+                m.name()
+            );
+        }
+        assert_eq!(value.as_object().unwrap().len(), Metric::ALL.len());
     }
 }

@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 
 use super::stats::{ImplicitMeans, implicit_means};
 use crate::config::Config;
-use crate::io::read_jsonl;
-use crate::io::records::{IterationSummary, PairLogps};
-use crate::io::run_dir::RunDir;
+use crate::run::RunDir;
+use crate::run::records::IterationSummary;
 
 /// One readable run.
 #[derive(Debug, Clone)]
@@ -76,7 +75,7 @@ pub fn load(dirs: &[PathBuf]) -> Loaded {
     for dir in dirs {
         if dir.join(SWEEP_FILE).is_file() {
             load_sweep(dir, &mut loaded);
-        } else if dir.join("config.toml").is_file() {
+        } else if RunDir::is_run_dir(dir) {
             load_one(dir, None, None, &mut loaded);
         } else if !dir.is_dir() {
             loaded.skip(dir, "no such directory");
@@ -151,11 +150,9 @@ fn read_implicit(run: &RunDir) -> Result<BTreeMap<usize, ImplicitMeans>> {
         let Some(iteration) = name.strip_prefix("iter-").and_then(|n| n.parse().ok()) else {
             continue;
         };
-        let path = run.iteration_file(iteration, "pair_logps.jsonl");
-        if !path.is_file() {
+        let Some(pairs) = run.read_pair_logps(iteration)? else {
             continue;
-        }
-        let pairs: Vec<PairLogps> = read_jsonl(&path)?;
+        };
         if let Some(means) = implicit_means(&pairs) {
             out.insert(iteration, means);
         }

@@ -4,7 +4,7 @@
 
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
-use crate::io::records::{HISTOGRAM_BINS, IterationSummary, PairLogps};
+use crate::run::records::{HISTOGRAM_BINS, IterationSummary, PairLogps};
 
 /// Mean, sample standard deviation and range of some runs' values.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -183,7 +183,7 @@ pub fn pool_histograms(evals: &[&IterationSummary]) -> Option<PooledHistogram> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::records::{EvalFigures, ResponseLogps};
+    use crate::run::records::{EvalFigures, ResponseLogps};
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9

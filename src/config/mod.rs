@@ -112,8 +112,9 @@ pub struct Rank {
     /// (JSON lines, see the README); `reward_model`: an HF sequence-classification reward
     /// model run in-process (`model`); `embedding`: the cosine similarity between a
     /// candidate's sentence embedding and the prompt's reference answer's (`model`, a
-    /// sentence-transformers BERT encoder; every prompt needs a reference).
-    pub ranker: String,
+    /// sentence-transformers BERT encoder; every prompt needs a reference); `human`: the
+    /// researcher, in the TUI (with `fallback`).
+    pub ranker: RankerKind,
     /// For `command`: the program and its arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
@@ -129,7 +130,7 @@ pub struct Rank {
     /// section's other keys) that scores the held-out samples and takes over the rest of a
     /// rank stage when the researcher hands it off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback: Option<String>,
+    pub fallback: Option<RankerKind>,
     /// The score range the reward histogram spans (scores outside go to the end bins).
     #[serde(default = "default_score_range")]
     pub score_range: [f64; 2],
@@ -140,22 +141,56 @@ pub struct Rank {
     pub high_reward_threshold: f64,
 }
 
+/// Who scores candidates (`rank.ranker`, `rank.fallback`); see [`Rank::ranker`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankerKind {
+    Oracle,
+    Command,
+    RewardModel,
+    Embedding,
+    Human,
+}
+
+impl RankerKind {
+    pub const ALL: [RankerKind; 5] = [
+        RankerKind::Oracle,
+        RankerKind::Command,
+        RankerKind::RewardModel,
+        RankerKind::Embedding,
+        RankerKind::Human,
+    ];
+
+    /// The name the config gives it (its serde name; a unit test holds the two together).
+    pub fn name(self) -> &'static str {
+        match self {
+            RankerKind::Oracle => "oracle",
+            RankerKind::Command => "command",
+            RankerKind::RewardModel => "reward_model",
+            RankerKind::Embedding => "embedding",
+            RankerKind::Human => "human",
+        }
+    }
+}
+
+impl std::fmt::Display for RankerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl Rank {
     /// Whether the researcher ranks the training candidates in the TUI.
     pub fn is_human(&self) -> bool {
-        self.ranker == "human"
+        self.ranker == RankerKind::Human
     }
 
-    /// The section of the ranker that scores automatically: this one, or for `human` its
-    /// `fallback`.
-    pub fn automatic(&self) -> Rank {
-        match (&self.fallback, self.is_human()) {
-            (Some(fallback), true) => Rank {
-                ranker: fallback.clone(),
-                fallback: None,
-                ..self.clone()
-            },
-            _ => self.clone(),
+    /// The ranker that scores automatically: `ranker`, or for `human` its `fallback`
+    /// (`None` only for a `human` ranker without one, which validation refuses).
+    pub fn automatic_kind(&self) -> Option<RankerKind> {
+        match self.ranker {
+            RankerKind::Human => self.fallback,
+            kind => Some(kind),
         }
     }
 }
@@ -242,8 +277,9 @@ pub struct Eval {
 
 impl Config {
     pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
-        let config: Self =
-            toml::from_str(text).with_context(|| format!("invalid config {origin}"))?;
+        let config: Self = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| anyhow::anyhow!("{}", toml_error(text, &e)))
+            .with_context(|| format!("invalid config {origin}"))?;
         config
             .validate()
             .with_context(|| format!("invalid config {origin}"))?;
@@ -295,9 +331,30 @@ impl Config {
     }
 }
 
+/// A TOML error on one line: the key it is about, where, and what.
+fn toml_error(text: &str, e: &serde_path_to_error::Error<toml::de::Error>) -> String {
+    let inner = e.inner();
+    let place = inner.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" (line {line}, column {column})")
+    });
+    let key = e.path().to_string();
+    let key = match key.as_str() {
+        "." => String::new(),
+        key => format!("key `{key}`: "),
+    };
+    format!(
+        "{key}{}{}",
+        inner.message().trim_end(),
+        place.unwrap_or_default()
+    )
+}
+
 /// The model `path` names: an HF directory (with config.json) or a GGUF file.
 pub fn resolve_model_path(path: &str) -> Result<PathBuf> {
-    let p = resolve_path(path)?;
+    let p = crate::paths::resolve(path)?;
     if p.is_dir() && !p.join("config.json").exists() {
         bail!("{} is not a model directory (no config.json)", p.display());
     }
@@ -328,24 +385,4 @@ fn default_score_range() -> [f64; 2] {
 
 fn default_rank_timeout() -> f64 {
     120.0
-}
-
-/// `builtin:`, `cache:` or a plain path.
-pub fn resolve_path(path: &str) -> Result<PathBuf> {
-    if let Some(name) = path.strip_prefix("builtin:") {
-        return crate::builtin::path(name);
-    }
-    if let Some(name) = path.strip_prefix("cache:") {
-        return Ok(cache_dir()?.join(name));
-    }
-    Ok(PathBuf::from(path))
-}
-
-/// Where downloads go: `$SELM_CACHE`, else ~/.cache/selm-tui.
-pub fn cache_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("SELM_CACHE") {
-        return Ok(PathBuf::from(dir));
-    }
-    let home = std::env::var_os("HOME").context("neither SELM_CACHE nor HOME is set")?;
-    Ok(PathBuf::from(home).join(".cache/selm-tui"))
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 
-use super::Config;
+use super::{Config, RankerKind};
 
 impl Config {
     /// Checks every value; the error names the key and what is wrong.
@@ -18,17 +18,15 @@ impl Config {
             }
             _ => {}
         }
-        if self.rank.is_human() {
-            match self.rank.fallback.as_deref() {
-                None => bail!(
-                    "key `rank.fallback`: the `human` ranker needs a fallback ranker (e.g. \
-                     \"oracle\"), which scores the held-out samples and takes over on hand-off"
-                ),
-                Some("human") => {
-                    bail!("key `rank.fallback`: must be an automatic ranker, not `human`")
-                }
-                Some(_) => {}
+        match (self.rank.ranker, self.rank.fallback) {
+            (RankerKind::Human, None) => bail!(
+                "key `rank.fallback`: the `human` ranker needs a fallback ranker (e.g. \
+                 \"oracle\"), which scores the held-out samples and takes over on hand-off"
+            ),
+            (_, Some(RankerKind::Human)) => {
+                bail!("key `rank.fallback`: must be an automatic ranker, not `human`")
             }
+            _ => {}
         }
         positive("run.iterations", self.run.iterations)?;
         positive("prompts.per_iteration", self.prompts.per_iteration)?;
@@ -102,31 +100,28 @@ impl Config {
             f64::MAX,
         )?;
         // A human ranker's fallback is checked as the ranker it is, under its own key.
-        let (key, rank) = match self.rank.is_human() {
-            true => ("rank.fallback", self.rank.automatic()),
-            false => ("rank.ranker", self.rank.clone()),
+        let key = match self.rank.is_human() {
+            true => "rank.fallback",
+            false => "rank.ranker",
         };
-        match rank.ranker.as_str() {
-            "oracle" if self.prompts.tasks.is_empty() => bail!(
+        let rank = &self.rank;
+        match rank.automatic_kind() {
+            Some(RankerKind::Oracle) if self.prompts.tasks.is_empty() => bail!(
                 "key `{key}`: `oracle` scores only the built-in tasks; with `prompts.file` \
                  use `command`, `reward_model` or `embedding`"
             ),
-            "oracle" => {}
-            "command" if rank.command.is_empty() => {
+            Some(RankerKind::Command) if rank.command.is_empty() => bail!(
+                "key `rank.command`: `command` ranker needs the program to run, e.g. \
+                 [\"python3\", \"scripts/test_ranker.py\"]"
+            ),
+            Some(RankerKind::RewardModel) if rank.model.as_deref().is_none_or(str::is_empty) => {
                 bail!(
-                    "key `rank.command`: `command` ranker needs the program to run, e.g. [\"python3\", \"scripts/test_ranker.py\"]"
+                    "key `rank.model`: the `reward_model` ranker needs the reward model's HF \
+                     directory (a LlamaForSequenceClassification or \
+                     Qwen2ForSequenceClassification)"
                 )
             }
-            "command" => {}
-            "reward_model" if rank.model.as_deref().is_none_or(str::is_empty) => bail!(
-                "key `rank.model`: the `reward_model` ranker needs the reward model's HF \
-                 directory (a LlamaForSequenceClassification or Qwen2ForSequenceClassification)"
-            ),
-            "reward_model" | "embedding" => {}
-            other => bail!(
-                "key `{key}`: unknown ranker `{other}` (oracle, command, reward_model, \
-                 embedding, human)"
-            ),
+            _ => {}
         }
         let [lo, hi] = self.rank.score_range;
         if !(lo.is_finite() && hi.is_finite() && lo < hi) {
@@ -166,6 +161,7 @@ fn range(key: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
 mod tests {
     use super::*;
     use crate::backend::BackendSpec;
+    use crate::config::RankerKind;
     use crate::config::DEFAULT_TOML;
 
     fn with(replace: &str, by: &str) -> String {
@@ -182,6 +178,15 @@ mod tests {
         let c = Config::embedded_default();
         assert_eq!(c.backend().unwrap(), BackendSpec::Flex);
         assert_eq!(Config::from_toml(&c.to_toml(), "again").unwrap(), c);
+    }
+
+    #[test]
+    fn ranker_names_are_their_serde_names() {
+        for kind in RankerKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
+            let back: RankerKind = serde_json::from_value(kind.name().into()).unwrap();
+            assert_eq!(back, kind);
+        }
     }
 
     #[test]
@@ -223,6 +228,21 @@ mod tests {
                 "ranker = \"oracle\"",
                 "ranker = \"pairrm\"",
                 &["rank.ranker", "pairrm"],
+            ),
+            (
+                "ranker = \"oracle\"",
+                "ranker = \"human\"\nfallback = \"human\"",
+                &["rank.fallback", "automatic"],
+            ),
+            (
+                "ranker = \"oracle\"",
+                "ranker = \"human\"\nfallback = \"pairrm\"",
+                &["rank.fallback", "pairrm"],
+            ),
+            (
+                "ranker = \"oracle\"",
+                "ranker = \"human\"",
+                &["rank.fallback", "needs a fallback"],
             ),
             (
                 "[prompts]",

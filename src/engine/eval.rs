@@ -8,13 +8,13 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::pipeline::Pipeline;
-use crate::io::records::{
-    EvalFigures, EvalRecord, HISTOGRAM_BINS, IterationSummary, MetricsRecord,
-};
 use crate::model::generate::generate_suppressing;
 use crate::model::load::host;
 use crate::model::sampling::SamplingParams;
 use crate::ranker::{RankRequest, score_checked};
+use crate::run::records::{
+    EvalFigures, EvalRecord, HISTOGRAM_BINS, IterationSummary, MetricsRecord,
+};
 use crate::selm::logprobs::sequence_logps;
 
 impl<B: AutodiffBackend> Pipeline<B> {

@@ -1,66 +1,10 @@
 //! The typed messages between the engine thread and a front end (TUI or headless).
 
-use serde::{Deserialize, Serialize};
-
 pub use crate::config::LiveParams;
-use crate::io::records::{
+pub use crate::run::Stage;
+use crate::run::records::{
     Candidate, EvalFigures, IterationSummary, PairLogps, PairRecord, TrainRecord,
 };
-
-/// The six stages of one iteration, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    SamplePrompts,
-    Generate,
-    Rank,
-    SelectPairs,
-    Update,
-    SyncEval,
-}
-
-impl Stage {
-    pub const ALL: [Stage; 6] = [
-        Self::SamplePrompts,
-        Self::Generate,
-        Self::Rank,
-        Self::SelectPairs,
-        Self::Update,
-        Self::SyncEval,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::SamplePrompts => "sample prompts",
-            Self::Generate => "generate",
-            Self::Rank => "rank",
-            Self::SelectPairs => "select pairs",
-            Self::Update => "update",
-            Self::SyncEval => "sync + eval",
-        }
-    }
-
-    /// For narrow displays.
-    pub fn short_label(self) -> &'static str {
-        match self {
-            Self::SamplePrompts => "sample",
-            Self::Generate => "generate",
-            Self::Rank => "rank",
-            Self::SelectPairs => "select",
-            Self::Update => "update",
-            Self::SyncEval => "sync+eval",
-        }
-    }
-
-    /// Position in [`Stage::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn next(self) -> Option<Stage> {
-        Self::ALL.get(self.index() + 1).copied()
-    }
-}
 
 /// Front end -> engine.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,6 +92,7 @@ impl std::fmt::Display for StageSummary {
                 f,
                 "{pairs} pairs ({without_preference} prompts without preference)"
             ),
+            Self::Update { updates: 0, .. } => write!(f, "no updates (no pairs)"),
             Self::Update { updates, mean_loss } => {
                 write!(f, "{updates} updates, mean loss {mean_loss:.4}")
             }

@@ -124,29 +124,32 @@ fn worker<B: AutodiffBackend>(
         iterations: pipeline.config().run.iterations,
         params: pipeline.params(),
     });
-    match start {
-        Start::New(_) => {
+    if pipeline.summaries().is_empty() {
+        // A new run, or one resumed from before its starting evaluation finished.
+        if matches!(start, Start::Resume(_)) {
             emit(Event::Log(LogLine::info(
-                "evaluating the starting model on held-out prompts",
+                "resumed at iteration 1, before the starting evaluation finished",
             )));
-            if let Err(e) = pipeline.evaluate_start(&mut emit) {
-                emit(Event::Error(format!("{e:#}")));
-            }
         }
-        Start::Resume(_) => {
-            for summary in pipeline.summaries() {
-                emit(Event::Iteration(summary.clone()));
-            }
-            replayed.into_iter().for_each(&mut emit);
-            let (iteration, stage) = pipeline.position();
-            emit(Event::Log(LogLine::info(format!(
-                "resumed at iteration {iteration}, stage `{}`",
-                stage.label()
-            ))));
-            if pipeline.unit() > 0 {
-                // Inside a stage: the front end hears of it as started.
-                emit(Event::StageStarted { iteration, stage });
-            }
+        emit(Event::Log(LogLine::info(
+            "evaluating the starting model on held-out prompts",
+        )));
+        if let Err(e) = pipeline.evaluate_start(&mut emit) {
+            emit(Event::Error(format!("{e:#}")));
+        }
+    } else {
+        for summary in pipeline.summaries() {
+            emit(Event::Iteration(summary.clone()));
+        }
+        replayed.into_iter().for_each(&mut emit);
+        let (iteration, stage) = pipeline.position();
+        emit(Event::Log(LogLine::info(format!(
+            "resumed at iteration {iteration}, stage `{}`",
+            stage.label()
+        ))));
+        if pipeline.unit() > 0 {
+            // Inside a stage: the front end hears of it as started.
+            emit(Event::StageStarted { iteration, stage });
         }
     }
     let mut mode = Mode::Paused;

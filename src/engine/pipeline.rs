@@ -9,14 +9,14 @@ use std::time::Instant;
 
 use super::messages::{Event, LiveParams, LogLine, Stage, StageSummary};
 use super::stages::{HumanDesk, IterationState};
-use crate::config::Config;
-use crate::io::records::RunState;
-use crate::io::records::{EvalFigures, HistoryEntry, IterationSummary};
-use crate::io::run_dir::{RunDir, RunLock};
+use crate::config::{Config, RankerKind};
 use crate::model::CausalLm;
 use crate::model::load::load_pretrained;
 use crate::prompts::PromptSets;
 use crate::ranker::Ranker;
+use crate::run::records::RunState;
+use crate::run::records::{EvalFigures, HistoryEntry, IterationSummary};
+use crate::run::{RunDir, RunLock};
 use crate::tokenizer::TextTokenizer;
 use crate::train::{CosineWithWarmup, OptimConfig, SelmTrainer};
 
@@ -107,10 +107,8 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .iter()
             .map(|p| p.encode(&tokenizer, config.prompts.chat))
             .collect::<Result<_>>()?;
-        let ranker = crate::ranker::from_config::<B::InnerBackend>(
-            &config.rank.automatic(),
-            &reference.device(),
-        )?;
+        let ranker =
+            crate::ranker::from_config::<B::InnerBackend>(&config.rank, &reference.device())?;
         let optim = OptimConfig {
             max_grad_norm: config.train.max_grad_norm,
             weight_decay: config.train.weight_decay,
@@ -216,8 +214,12 @@ impl<B: AutodiffBackend> Pipeline<B> {
     }
 
     /// Evaluates the starting model (iteration 0) so that later iterations have a baseline.
+    /// For crash tests it is stage `sync_eval` of iteration 0: unit 0 before it, unit 1 with
+    /// its metrics row written and no summary or state yet.
     pub fn evaluate_start(&mut self, emit: &mut dyn FnMut(Event)) -> Result<()> {
+        self.stall_if_at((0, Stage::SyncEval, 0), emit);
         let summary = self.evaluate(0, f64::NAN, 0, f64::NAN)?;
+        self.stall_if_at((0, Stage::SyncEval, 1), emit);
         emit(Event::Iteration(summary.clone()));
         self.summaries.push(summary);
         self.run.write_summary(&self.summaries)?;
@@ -239,17 +241,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 stage: self.stage,
             });
         }
-        if self.stall_at == Some((self.iteration, self.stage, self.cursor)) {
-            emit(Event::Log(LogLine::warn(format!(
-                "SELM_STALL_AT: stalled before unit {} of iteration {} stage `{}`",
-                self.cursor,
-                self.iteration,
-                self.stage.label()
-            ))));
-            loop {
-                std::thread::park();
-            }
-        }
+        self.stall_if_at((self.iteration, self.stage, self.cursor), emit);
         if let Some(query) = self.human_query() {
             emit(Event::RankQuery(query));
             return Ok(Advance::AwaitingHuman);
@@ -355,7 +347,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             },
             Stage::Update => StageSummary::Update {
                 updates: s.losses.len(),
-                mean_loss: s.losses.iter().sum::<f64>() / s.losses.len().max(1) as f64,
+                mean_loss: s.mean_loss(),
             },
             Stage::SyncEval => {
                 StageSummary::SyncEval(self.summaries.last().map_or(EvalFigures::NAN, |x| x.eval))
@@ -378,7 +370,8 @@ fn prompt_sets(config: &Config) -> Result<PromptSets> {
              `prompts.dataset_responses = true`)"
         );
     }
-    if config.rank.ranker == "embedding" {
+    // The ranker that scores held-out samples and, after a hand-off, training candidates.
+    if config.rank.automatic_kind() == Some(RankerKind::Embedding) {
         let missing = sets.eval.iter().chain(&sets.train);
         if let Some(p) = missing.into_iter().find(|p| p.reference_answer().is_none()) {
             anyhow::bail!(
@@ -396,7 +389,7 @@ fn read_prompt_sets(config: &Config) -> Result<PromptSets> {
     let n_train = config.prompts.per_iteration * config.run.iterations;
     match &config.prompts.file {
         Some(file) => {
-            let path = crate::config::resolve_path(file)?;
+            let path = crate::paths::resolve(file)?;
             PromptSets::from_file(&path, config.run.seed, n_train, config.prompts.eval)
                 .context("key `prompts.file`")
         }
@@ -406,6 +399,23 @@ fn read_prompt_sets(config: &Config) -> Result<PromptSets> {
             n_train,
             config.prompts.eval,
         ),
+    }
+}
+
+impl<B: AutodiffBackend> Pipeline<B> {
+    /// Stops here forever when `SELM_STALL_AT` names this point.
+    fn stall_if_at(&self, at: (usize, Stage, usize), emit: &mut dyn FnMut(Event)) {
+        if self.stall_at != Some(at) {
+            return;
+        }
+        let (iteration, stage, unit) = at;
+        emit(Event::Log(LogLine::warn(format!(
+            "SELM_STALL_AT: stalled before unit {unit} of iteration {iteration} stage `{}`",
+            stage.label()
+        ))));
+        loop {
+            std::thread::park();
+        }
     }
 }
 

@@ -13,10 +13,10 @@ use super::messages::{Event, Stage};
 use super::pipeline::{Pipeline, now};
 use crate::config::Config;
 use crate::io::read_jsonl;
-use crate::io::records::{CandidatesRecord, HistoryEntry, IterationSummary, MetricsRecord};
-use crate::io::run_dir::{RunDir, RunLock};
 use crate::model::CausalLm;
 use crate::model::load::{load_hf_dir, load_pretrained};
+use crate::run::records::{HistoryEntry, IterationSummary, MetricsRecord};
+use crate::run::{RunDir, RunLock};
 
 impl<B: AutodiffBackend> Pipeline<B> {
     /// Opens the run in `dir` where it stopped. `emit` receives what the replayed stages
@@ -30,7 +30,9 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 run.config_path().display()
             )
         })?;
-        let state = run.read_state()?;
+        let Some(state) = run.read_state()? else {
+            return Self::restart(config, run, lock, device);
+        };
         if state.finished {
             bail!(
                 "{} is finished: all {} iterations ran (open it with `selm-tui inspect`)",
@@ -76,6 +78,39 @@ impl<B: AutodiffBackend> Pipeline<B> {
         Ok(p)
     }
 
+    /// A run that stopped before its starting evaluation finished (no `state.json`): from
+    /// its start, with the metrics it may have begun cut back to none. The engine then
+    /// evaluates the starting model again, as for a new run ([`Pipeline::summaries`] is
+    /// empty).
+    fn restart(config: Config, run: RunDir, lock: RunLock, device: &B::Device) -> Result<Self> {
+        // Past the start, a missing state cannot say where the run stopped: refuse rather
+        // than write over its iterations.
+        let progress = [run.iteration_dir(1), run.path.join("checkpoints")];
+        if let Some(found) = progress.iter().find(|p| p.exists()) {
+            bail!(
+                "{} is missing, and the run went past its starting evaluation ({} exists): \
+                 cannot tell where it stopped",
+                run.state_path().display(),
+                found.display()
+            );
+        }
+        let (policy, tokenizer): (CausalLm<B>, _) = load_pretrained(&config.model_dir()?, device)?;
+        let reference = policy.valid();
+        run.reset_metrics()?;
+        let params = last_params(&run)?.unwrap_or_else(|| config.live_params());
+        let mut p = Self::assemble(config, run, lock, (policy, reference), tokenizer)?;
+        p.params = params;
+        p.trainer.set_peak_lr(params.lr);
+        p.run.push_history(&HistoryEntry::Resume {
+            time: now(),
+            iteration: 1,
+            step: 0,
+            stage: Stage::SamplePrompts,
+            params,
+        })?;
+        Ok(p)
+    }
+
     /// Rebuilds what the iteration's stages before `stage`, and its first `unit` units,
     /// left in memory.
     fn restore_iteration(
@@ -111,15 +146,14 @@ impl<B: AutodiffBackend> Pipeline<B> {
 
     /// This iteration's candidates (and scores, once ranked) from `candidates.jsonl`.
     fn load_candidates(&mut self) -> Result<()> {
-        let path = self.run.iteration_file(self.iteration, "candidates.jsonl");
-        let rows: Vec<CandidatesRecord> = read_jsonl(&path)?;
+        let rows = self.run.read_candidates(self.iteration)?;
         let prompts = &self.state.prompts;
         let matches = rows.len() == prompts.len()
             && rows.iter().zip(prompts).all(|(r, p)| r.prompt == p.text);
         if !matches {
             bail!(
                 "{}: {} rows that do not match this iteration's {} prompts",
-                path.display(),
+                self.run.candidates_path(self.iteration).display(),
                 rows.len(),
                 prompts.len()
             );

@@ -1,10 +1,9 @@
-//! Files: HF model directories (config.json + safetensors), host tensors, run directories,
-//! JSON lines; every write atomic.
+//! File formats only: safetensors, GGUF (and its quantized blocks), host tensors, JSON lines;
+//! every write atomic. Nothing here imports anything above it: the run directory and its
+//! records are [`crate::run`].
 
 pub mod ggml;
 pub mod gguf;
-pub mod records;
-pub mod run_dir;
 pub mod safetensors;
 pub mod weights;
 

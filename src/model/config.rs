@@ -1,14 +1,15 @@
-//! Model hyper-parameters, read from an HF `config.json` or GGUF metadata. [`ModelConfig`] is
-//! this crate's resolved form, not transformers' schema: some fields are renamed
-//! (`num_layers` for `num_hidden_layers`, `eos_token_ids` always a list), defaults are filled
-//! in (`num_kv_heads`, `head_dim`), and biases and RoPE are resolved per architecture.
-//! [`ModelConfig::to_hf_json`] writes transformers' names back.
-//! (Over 400 lines because each field is read from two sources, config.json and GGUF
-//! metadata, and [`ModelConfig::validate`] checks untrusted sizes; ~50 lines are tests.)
+//! Model hyper-parameters, read from an HF `config.json` ([`crate::model::gguf`] builds the
+//! same struct from GGUF metadata). [`ModelConfig`] is this crate's resolved form, not
+//! transformers' schema: some fields are renamed (`num_layers` for `num_hidden_layers`,
+//! `eos_token_ids` always a list), defaults are filled in (`num_kv_heads`, `head_dim`), and
+//! biases and RoPE are resolved per architecture. [`ModelConfig::validate`] checks untrusted
+//! sizes; [`ModelConfig::to_hf_json`] writes transformers' names back.
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+use crate::tokenizer::ModelTokens;
 
 /// The deepest model a config may describe (the largest open models have about 130 layers).
 pub const MAX_LAYERS: usize = 1 << 12;
@@ -377,6 +378,16 @@ impl ModelConfig {
 
     /// The id that pads batches: `pad_token_id`, else the first EOS id, else 0. Pad positions
     /// are masked, so the choice changes no logits.
+    /// The special ids and embedding rows the tokenizer needs.
+    pub fn tokens(&self) -> ModelTokens {
+        ModelTokens {
+            bos: self.bos_token_id,
+            eos: self.eos_token_ids.clone(),
+            pad: self.pad_id(),
+            vocab_size: self.vocab_size,
+        }
+    }
+
     pub fn pad_id(&self) -> u32 {
         self.pad_token_id
             .or(self.eos_token_ids.first().copied())

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail, ensure};
 use std::path::Path;
 
 use super::config::{Arch, ModelConfig, Rope, RopeScaling};
+use crate::chat::ChatTemplate;
 use crate::io::gguf::{GgufFile, Value};
 use crate::io::weights::{HostTensor, WeightMap};
 use crate::tokenizer::{PreTokenizer, TextTokenizer, bpe_tokenizer_json};
@@ -23,17 +24,40 @@ pub struct GgufModel {
     pub eos_token: Option<String>,
 }
 
+impl GgufModel {
+    /// The tokenizer.json built from the metadata (with BOS in its post-processor when
+    /// `tokenizer.ggml.add_bos_token` says so), with the chat template.
+    pub fn tokenizer(&self) -> Result<TextTokenizer> {
+        let model = self.config.tokens();
+        let eos = *model
+            .eos
+            .first()
+            .context("the GGUF names no tokenizer.ggml.eos_token_id")?;
+        let mut tok = TextTokenizer::from_bytes(self.tokenizer_json.as_bytes(), eos, model.pad)
+            .context("the tokenizer built from GGUF metadata")?
+            .for_model(&model);
+        if let Some(src) = &self.chat_template {
+            tok.chat = Some(ChatTemplate::new(
+                src,
+                self.bos_token.as_deref().unwrap_or(""),
+                self.eos_token.as_deref().unwrap_or(""),
+            )?);
+        }
+        Ok(tok)
+    }
+}
+
 pub fn read_gguf(path: &Path) -> Result<GgufModel> {
     let file = GgufFile::open(path)?;
     convert(&file, true).with_context(|| format!("in GGUF file {}", path.display()))
 }
 
 /// The model config and tokenizer of a GGUF file, as [`read_gguf`] +
-/// [`TextTokenizer::from_gguf`] build them, without reading any tensor data.
+/// [`GgufModel::tokenizer`] build them, without reading any tensor data.
 pub fn read_gguf_tokenizer(path: &Path) -> Result<(ModelConfig, TextTokenizer)> {
     let file = GgufFile::open(path)?;
     convert(&file, false)
-        .and_then(|m| Ok((m.config.clone(), TextTokenizer::from_gguf(&m)?)))
+        .and_then(|m| Ok((m.config.clone(), m.tokenizer()?)))
         .with_context(|| format!("in GGUF file {}", path.display()))
 }
 

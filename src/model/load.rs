@@ -23,14 +23,14 @@ pub fn load_pretrained<B: Backend>(
 ) -> Result<(CausalLm<B>, crate::tokenizer::TextTokenizer)> {
     let (model, tok) = if path.is_dir() {
         let model = load_hf_dir(path, device)?;
-        let tok = crate::tokenizer::TextTokenizer::from_hf_dir(path, model.config())?;
+        let tok = crate::tokenizer::TextTokenizer::from_hf_dir(path, &model.config().tokens())?;
         (model, tok)
     } else {
         if !path.exists() {
             bail!("model path {} does not exist", path.display());
         }
         let mut m = super::gguf::read_gguf(path)?;
-        let tok = crate::tokenizer::TextTokenizer::from_gguf(&m)?;
+        let tok = m.tokenizer()?;
         let model = from_weights(m.config.clone(), &mut m.weights, device)
             .with_context(|| format!("loading {}", path.display()))?;
         (model, tok)

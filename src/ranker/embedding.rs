@@ -35,7 +35,7 @@ impl<B: Backend> EmbeddingRanker<B> {
 
 impl<B: Backend> Ranker for EmbeddingRanker<B> {
     fn name(&self) -> &str {
-        "embedding"
+        crate::config::RankerKind::Embedding.name()
     }
 
     /// The reference and the candidates go through the encoder together (one batch for up

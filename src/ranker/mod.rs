@@ -13,57 +13,62 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 use std::time::Duration;
 
-use crate::config::Rank;
+use crate::config::{Rank, RankerKind};
 use crate::tasks::TaskPrompt;
 
-/// The ranker `rank` configures; a reward model (`reward_model`) is loaded onto `device` of
-/// backend `B` (the run's inference backend, `B::InnerBackend` of the trainer's).
+/// The automatic ranker `rank` configures (`rank.ranker`, or for `human` its fallback); a
+/// model (`reward_model`, `embedding`) is loaded onto `device` of backend `B` (the run's
+/// inference backend, `B::InnerBackend` of the trainer's).
 pub fn from_config<B: Backend>(rank: &Rank, device: &B::Device) -> Result<Box<dyn Ranker>> {
-    if rank.ranker == "embedding" {
-        let path = rank.model.as_deref().unwrap_or(embedding::DEFAULT_MODEL);
-        let dir = crate::config::resolve_path(path).context("key `rank.model`")?;
-        let ranker = embedding::EmbeddingRanker::<B>::load(&dir, device)
-            .context("key `rank.model` (the embedding ranker's sentence encoder)")?;
-        return Ok(Box::new(ranker));
-    }
-    if rank.ranker != "reward_model" {
-        return model_free(rank);
-    }
-    let path = rank.model.as_deref().context(
-        "key `rank.model`: the `reward_model` ranker needs the reward model's directory",
-    )?;
-    let dir = crate::config::resolve_path(path).context("key `rank.model`")?;
-    let ranker = reward_model::RewardModelRanker::<B>::load(&dir, device)
-        .context("key `rank.model` (the reward model)")?;
-    Ok(Box::new(ranker))
+    let kind = rank
+        .automatic_kind()
+        .context("key `rank.fallback`: the `human` ranker needs an automatic fallback")?;
+    Ok(match kind {
+        RankerKind::Oracle => Box::new(OracleRanker),
+        RankerKind::Command => Box::new(command_ranker(rank)?),
+        RankerKind::RewardModel => {
+            let path = rank.model.as_deref().context(
+                "key `rank.model`: the `reward_model` ranker needs the reward model's directory",
+            )?;
+            let dir = crate::paths::resolve(path).context("key `rank.model`")?;
+            Box::new(
+                reward_model::RewardModelRanker::<B>::load(&dir, device)
+                    .context("key `rank.model` (the reward model)")?,
+            )
+        }
+        RankerKind::Embedding => {
+            let path = rank.model.as_deref().unwrap_or(embedding::DEFAULT_MODEL);
+            let dir = crate::paths::resolve(path).context("key `rank.model`")?;
+            Box::new(
+                embedding::EmbeddingRanker::<B>::load(&dir, device)
+                    .context("key `rank.model` (the embedding ranker's sentence encoder)")?,
+            )
+        }
+        RankerKind::Human => bail!("key `rank.fallback`: must be an automatic ranker"),
+    })
 }
 
-/// The rankers that need no model: `oracle`, `command`.
-fn model_free(rank: &Rank) -> Result<Box<dyn Ranker>> {
-    Ok(match rank.ranker.as_str() {
-        "oracle" => Box::new(OracleRanker),
-        "command" => {
-            // Named after the script it runs (`test_ranker`, `pairrm_ranker`), else the
-            // program.
-            let stem = |a: &String| {
-                std::path::Path::new(a)
-                    .file_stem()
-                    .map_or(a.clone(), |s| s.to_string_lossy().into_owned())
-            };
-            let name = rank.command[1..]
-                .iter()
-                .find(|a| a.ends_with(".py") || a.ends_with(".sh"))
-                .or(rank.command.first())
-                .map(stem)
-                .unwrap_or_else(|| "command".into());
-            Box::new(process::ProcessRanker::new(
-                name,
-                rank.command.clone(),
-                Duration::from_secs_f64(rank.timeout_s),
-            )?)
-        }
-        other => bail!("unknown ranker `{other}`"),
-    })
+/// The external process `rank.command` names, called after the script it runs
+/// (`test_ranker`, `pairrm_ranker`), else the program.
+fn command_ranker(rank: &Rank) -> Result<process::ProcessRanker> {
+    let stem = |a: &String| {
+        std::path::Path::new(a)
+            .file_stem()
+            .map_or(a.clone(), |s| s.to_string_lossy().into_owned())
+    };
+    let name = rank
+        .command
+        .iter()
+        .skip(1)
+        .find(|a| a.ends_with(".py") || a.ends_with(".sh"))
+        .or(rank.command.first())
+        .map(stem)
+        .unwrap_or_else(|| RankerKind::Command.name().into());
+    process::ProcessRanker::new(
+        name,
+        rank.command.clone(),
+        Duration::from_secs_f64(rank.timeout_s),
+    )
 }
 
 /// What a ranker sees of one prompt.
@@ -93,7 +98,7 @@ pub struct OracleRanker;
 
 impl Ranker for OracleRanker {
     fn name(&self) -> &str {
-        "oracle"
+        RankerKind::Oracle.name()
     }
 
     fn score(&mut self, request: &RankRequest<'_>) -> Result<Vec<f64>> {

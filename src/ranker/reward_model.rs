@@ -41,7 +41,7 @@ impl<B: Backend> RewardModelRanker<B> {
             config_path.display()
         );
         let model = SequenceClassifier::<B>::load_weights(config, dir, device)?;
-        let tokenizer = TextTokenizer::from_hf_dir(dir, model.model_config())
+        let tokenizer = TextTokenizer::from_hf_dir(dir, &model.model_config().tokens())
             .with_context(|| format!("the tokenizer of {}", dir.display()))?;
         check_fits(model.model_config(), &tokenizer)
             .with_context(|| format!("the tokenizer of {}", dir.display()))?;
@@ -101,7 +101,7 @@ impl<B: Backend> RewardModelRanker<B> {
 
 impl<B: Backend> Ranker for RewardModelRanker<B> {
     fn name(&self) -> &str {
-        "reward_model"
+        crate::config::RankerKind::RewardModel.name()
     }
 
     fn score(&mut self, request: &RankRequest<'_>) -> Result<Vec<f64>> {

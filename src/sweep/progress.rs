@@ -7,13 +7,14 @@ use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 use super::grid::Point;
 use super::state::{RunStatus, SweepState};
-use crate::engine::Stage;
+use crate::run::Stage;
 
 /// A run in progress.
 struct Job {
@@ -123,8 +124,8 @@ fn start(
 ) -> Result<Job> {
     let home = state.dir.join("runs").join(&point.name);
     std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
-    let exe = std::env::current_exe().context("finding the selm-tui executable")?;
-    let mut cmd = Command::new(exe);
+    let exe = running_exe()?;
+    let mut cmd = Command::new(&exe);
     match state.run_dir(&point.name) {
         Some(dir) => cmd.arg("resume").arg(dir).arg("--headless"),
         None => {
@@ -139,7 +140,14 @@ fn start(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("starting a run")?;
+        .with_context(|| {
+            let path = std::env::current_exe().unwrap_or_default();
+            format!(
+                "starting a run with {} (this selm-tui, {})",
+                exe.display(),
+                path.display()
+            )
+        })?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -163,6 +171,17 @@ fn start(
         started: Instant::now(),
         last_error: None,
     })
+}
+
+/// The executable the runs start from: this very process's. On Linux that is
+/// `/proc/self/exe`, which still opens it after its file was replaced or removed (a rebuild,
+/// a `cargo install` during a long sweep); elsewhere its path.
+fn running_exe() -> Result<PathBuf> {
+    let this = Path::new("/proc/self/exe");
+    if this.exists() {
+        return Ok(this.to_path_buf());
+    }
+    std::env::current_exe().context("finding the selm-tui executable")
 }
 
 /// Copies a child's lines to its log and to the sweep's channel.

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use super::grid::Axis;
 use super::state::SweepState;
-use crate::io::records::IterationSummary;
-use crate::io::run_dir::RunDir;
+use crate::run::RunDir;
+use crate::run::records::IterationSummary;
 
 /// The columns after the grid values.
 const FIGURES: [&str; 9] = [

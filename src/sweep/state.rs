@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 use super::grid::{Axis, Point};
-use crate::io::run_dir::RunDir;
+use crate::run::RunDir;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -133,7 +133,7 @@ fn refresh(dir: &Path, run: &mut RunEntry) {
         .map(|p| p.display().to_string());
     let finished = RunDir::open(&run_dir)
         .and_then(|r| r.read_state())
-        .is_ok_and(|s| s.finished);
+        .is_ok_and(|s| s.is_some_and(|s| s.finished));
     run.status = match (finished, run.status) {
         (true, _) => RunStatus::Finished,
         (false, RunStatus::Failed) => RunStatus::Failed,
@@ -146,7 +146,7 @@ fn find_run_dir(dir: &Path, name: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs").join(name))
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("config.toml").is_file())
+        .filter(|p| RunDir::is_run_dir(p))
         .collect();
     dirs.sort();
     dirs.pop()

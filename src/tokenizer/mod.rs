@@ -1,30 +1,17 @@
 //! Text <-> token ids through the `tokenizers` crate (`tokenizer.json`), plus the built-in
 //! character-level tokenizer of the tiny task model.
 //!
-//! One tokenizer file means one tokenization everywhere: the special tokens a plain text gets
-//! (BOS) come from `tokenizer.json`'s post-processor alone, which selm-tui applies
-//! (`add_special_tokens = true`) exactly as transformers and the `tokenizers` library do. So
-//! every `tokenizer.json` selm-tui writes carries BOS the way HF's Llama tokenizers do, as a
-//! `TemplateProcessing` post-processor (`<bos> $A`, pair `<bos> $A <bos> $B`), exactly when
-//! the model adds BOS:
-//!
-//! - the built-in character tokenizer ([`char_tokenizer_json`]): always (`<s>`);
-//! - a tokenizer rebuilt from GGUF metadata ([`bpe_tokenizer_json`]): when
-//!   `tokenizer.ggml.add_bos_token` is true and the file names a BOS id, after the ByteLevel
-//!   post-processor (as Llama 3's `tokenizer.json`), as transformers' GGUF loader does;
-//! - an HF directory: its `tokenizer.json`'s post-processor, whatever `add_bos_token` says in
-//!   `tokenizer_config.json`. That is transformers' rule (5.x, any tokenizer class; 4.x for
-//!   `PreTrainedTokenizerFast`, which selm-tui writes): with a `tokenizer.json` present,
-//!   `add_bos_token` / `add_eos_token` are dropped from the config, and a file without a
-//!   post-processor adds nothing. (transformers 4.x's `LlamaTokenizerFast` alone rebuilt the
-//!   post-processor from `add_bos_token`.) Checkpoints re-save the file as loaded, and
-//!   `tokenizer_config.json` with `add_bos_token` saying what that file does.
+//! BOS comes from `tokenizer.json`'s post-processor alone, as in transformers (5.x; 4.x's
+//! `PreTrainedTokenizerFast`) whatever `add_bos_token` says: so every `tokenizer.json`
+//! selm-tui writes, for the built-in model or rebuilt from GGUF metadata when
+//! `tokenizer.ggml.add_bos_token` is set, carries BOS as a `TemplateProcessing`
+//! post-processor, and checkpoints re-save the file as loaded with a `tokenizer_config.json`
+//! that says what it does.
 //!
 //! Chat texts are tokenized without special tokens (transformers' `apply_chat_template`
 //! passes `add_special_tokens = False`): the template writes any BOS itself, once.
 //!
-//! The `tokenizer.json` documents selm-tui builds are in [`json`]; about 140 of the lines
-//! here are unit tests.
+//! The `tokenizer.json` documents selm-tui builds are in [`json`].
 
 use anyhow::{Context, Result, anyhow};
 use std::path::Path;
@@ -36,6 +23,18 @@ pub use json::{
     CHAR_SPECIALS, PreTokenizer, bos_post_processor, bpe_tokenizer_json, char_tokenizer_json,
 };
 
+/// What a tokenizer needs to know of its model: the special ids of its config and the rows of
+/// its embedding (which may be more than the tokenizer's vocabulary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelTokens {
+    /// `bos_token_id`, whether or not the tokenizer adds it.
+    pub bos: Option<u32>,
+    /// Every `eos_token_id`; the first is the tokenizer's EOS.
+    pub eos: Vec<u32>,
+    pub pad: u32,
+    pub vocab_size: usize,
+}
+
 /// A loaded `tokenizer.json`, the special ids the loop needs, and the chat template if the
 /// model has one.
 #[derive(Clone)]
@@ -46,7 +45,7 @@ pub struct TextTokenizer {
     /// says); setting it changes no tokenization.
     pub bos: Option<u32>,
     pub eos: u32,
-    /// Pads batches; a model's tokenizer takes [`crate::model::ModelConfig::pad_id`].
+    /// Pads batches; a model's tokenizer takes [`ModelTokens::pad`].
     pub pad: u32,
     pub chat: Option<ChatTemplate>,
     /// The model's `bos_token_id`, added or not.
@@ -94,13 +93,13 @@ impl TextTokenizer {
     }
 
     /// The model's special ids and embedding size.
-    fn for_model(mut self, config: &crate::model::ModelConfig) -> Self {
-        self.model_bos = config.bos_token_id.or(self.bos);
-        self.eos_ids = config.eos_token_ids.clone();
+    pub fn for_model(mut self, model: &ModelTokens) -> Self {
+        self.model_bos = model.bos.or(self.bos);
+        self.eos_ids = model.eos.clone();
         if !self.eos_ids.contains(&self.eos) {
             self.eos_ids.push(self.eos);
         }
-        self.model_vocab = config.vocab_size.max(self.vocab_size());
+        self.model_vocab = model.vocab_size.max(self.vocab_size());
         self
     }
 
@@ -108,13 +107,13 @@ impl TextTokenizer {
     /// decides BOS, as in transformers: see the module docs), and from
     /// `tokenizer_config.json` (when present) the chat template and the special-token
     /// strings it renders.
-    pub fn from_hf_dir(dir: &Path, config: &crate::model::ModelConfig) -> Result<Self> {
-        let eos = *config
-            .eos_token_ids
+    pub fn from_hf_dir(dir: &Path, model: &ModelTokens) -> Result<Self> {
+        let eos = *model
+            .eos
             .first()
             .context("the model config names no eos_token_id")?;
         let mut tok =
-            Self::from_file(&dir.join("tokenizer.json"), eos, config.pad_id())?.for_model(config);
+            Self::from_file(&dir.join("tokenizer.json"), eos, model.pad)?.for_model(model);
         let path = dir.join("tokenizer_config.json");
         if path.exists() {
             let text = std::fs::read_to_string(&path)
@@ -130,7 +129,7 @@ impl TextTokenizer {
                         .unwrap_or_default(),
                 }
             };
-            let bos_token = token("bos_token", config.bos_token_id);
+            let bos_token = token("bos_token", model.bos);
             let eos_token = token("eos_token", Some(eos));
             if let Some(src) = chat_template_source(&tc["chat_template"]) {
                 tok.chat = Some(
@@ -138,27 +137,6 @@ impl TextTokenizer {
                         .with_context(|| format!("in {}", path.display()))?,
                 );
             }
-        }
-        Ok(tok)
-    }
-
-    /// A tokenizer.json built from GGUF metadata (with BOS in its post-processor when
-    /// `tokenizer.ggml.add_bos_token` says so), with its chat template.
-    pub fn from_gguf(m: &crate::model::gguf::GgufModel) -> Result<Self> {
-        let eos = *m
-            .config
-            .eos_token_ids
-            .first()
-            .context("the GGUF names no tokenizer.ggml.eos_token_id")?;
-        let mut tok = Self::from_bytes(m.tokenizer_json.as_bytes(), eos, m.config.pad_id())
-            .context("the tokenizer built from GGUF metadata")?
-            .for_model(&m.config);
-        if let Some(src) = &m.chat_template {
-            tok.chat = Some(ChatTemplate::new(
-                src,
-                m.bos_token.as_deref().unwrap_or(""),
-                m.eos_token.as_deref().unwrap_or(""),
-            )?);
         }
         Ok(tok)
     }
@@ -358,6 +336,16 @@ mod tests {
         TextTokenizer::from_bytes(json.as_bytes(), 2, 0).unwrap()
     }
 
+    /// The built-in model's specials (pad 0, BOS 1, EOS 2) with 16 embedding rows.
+    fn tiny_model() -> ModelTokens {
+        ModelTokens {
+            bos: Some(1),
+            eos: vec![2],
+            pad: 0,
+            vocab_size: 16,
+        }
+    }
+
     #[test]
     fn char_tokenizer_round_trips() {
         let tok = char_tok();
@@ -403,7 +391,7 @@ mod tests {
         v["post_processor"] = serde_json::Value::Null;
         let plain = TextTokenizer::from_bytes(v.to_string().as_bytes(), 2, 0)
             .unwrap()
-            .for_model(&crate::sft::tiny_task_config(12));
+            .for_model(&tiny_model());
         assert_eq!(plain.bos, None);
         assert_eq!(plain.encode_prompt("ab").unwrap(), [4, 5]);
         assert_eq!(plain.tokenizer_config_json()["add_bos_token"], false);
@@ -465,7 +453,7 @@ mod tests {
     #[test]
     fn suppressed_ids_are_the_specials_but_eos() {
         // Char tokenizer: pad 0, BOS 1, EOS 2, unk 3; a model of 16 rows for 12 tokens.
-        let tok = char_tok().for_model(&crate::sft::tiny_task_config(12));
+        let tok = char_tok().for_model(&tiny_model());
         assert_eq!(tok.model_vocab, 16);
         assert_eq!(tok.suppressed_ids(), [0, 1, 3, 12, 13, 14, 15]);
         // GGUF-style: control tokens (0, 1, 2) are special, the user-defined `<u>` is not;

@@ -15,7 +15,7 @@ use super::panels::params_popup::{FormOutcome, ParamsForm};
 use super::panels::pipeline_bar::PipelineBar;
 use super::panels::rank_desk::RankDesk;
 use crate::engine::{Command, Event, LiveParams, LogLine, Stage};
-use crate::io::records::IterationSummary;
+use crate::run::records::IterationSummary;
 
 /// What a key press asks the main loop to do besides redrawing.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,7 +14,7 @@ use super::app::{App, EngineState, View};
 use crate::backend::BackendSpec;
 use crate::config::Config;
 use crate::engine::{self, Command, Event, LiveParams, Stage};
-use crate::io::records::{
+use crate::run::records::{
     EvalFigures, IterationSummary, PairLogps, PairRecord, ResponseLogps, TrainRecord,
 };
 use crate::selm::SelmMetrics;
@@ -125,7 +125,7 @@ pub fn synthetic_app(iterations: usize, steps_per_iteration: usize) -> App {
                 y_ref: "e q r w t y".into(),
                 y_ref_score: 0.5,
                 candidates: vec![],
-                ranker: "oracle".into(),
+                ranker: crate::config::RankerKind::Oracle.name().into(),
             })
             .collect();
         let response = |n: usize| ResponseLogps {

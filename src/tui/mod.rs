@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crate::backend::BackendSpec;
 use crate::config::Config;
 use crate::engine::{self, EngineHandle, Event, LogLine, Start};
-use crate::io::run_dir::RunDir;
+use crate::run::RunDir;
 use app::{Action, App, EngineState};
 
 /// How long the loop waits for a key before looking at the engine again.

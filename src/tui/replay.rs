@@ -8,10 +8,8 @@ use super::app::{App, EngineState};
 use crate::config::Config;
 use crate::engine::Event;
 use crate::io::read_jsonl;
-use crate::io::records::{
-    HISTOGRAM_BINS, HistoryEntry, IterationSummary, MetricsRecord, PairLogps, PairRecord,
-};
-use crate::io::run_dir::RunDir;
+use crate::run::RunDir;
+use crate::run::records::{HISTOGRAM_BINS, HistoryEntry, IterationSummary, MetricsRecord};
 
 pub fn load_run(dir: &Path) -> Result<App> {
     let run = RunDir::open(dir)?;
@@ -40,8 +38,10 @@ pub fn load_run(dir: &Path) -> Result<App> {
         app.pipeline.all_done();
     }
     app.elapsed_s = app.evals.evals.iter().map(|s| s.wall_s).sum();
-    // A run that stopped at a stage boundary it recorded can go on.
-    app.run.resumable = run.read_state().is_ok_and(|s| !s.finished);
+    // An unfinished run can go on (one without a state.json from its start).
+    app.run.resumable = run
+        .read_state()
+        .is_ok_and(|s| s.is_none_or(|s| !s.finished));
     Ok(app)
 }
 
@@ -99,16 +99,12 @@ fn load_metrics(run: &RunDir, config: &Config, app: &mut App) -> Result<()> {
 
 fn load_iterations(run: &RunDir, app: &mut App) -> Result<()> {
     for iteration in 1..=app.run.iterations {
-        let pairs_path = run.iteration_file(iteration, "pairs.jsonl");
-        if !pairs_path.exists() {
+        let Some(pairs) = run.read_pairs(iteration)? else {
             continue;
-        }
-        app.pairs
-            .set_pairs(iteration, read_jsonl::<PairRecord>(&pairs_path)?);
-        let logps_path = run.iteration_file(iteration, "pair_logps.jsonl");
-        if logps_path.exists() {
-            app.pairs
-                .set_logps(iteration, read_jsonl::<PairLogps>(&logps_path)?);
+        };
+        app.pairs.set_pairs(iteration, pairs);
+        if let Some(logps) = run.read_pair_logps(iteration)? {
+            app.pairs.set_logps(iteration, logps);
         }
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 use crate::compare::comparison::{Comparison, Diff, Metric};
 use crate::compare::stats::{PairedDiff, RESPONSES, Stat};
-use crate::io::records::HISTOGRAM_BINS;
+use crate::run::records::HISTOGRAM_BINS;
 
 /// One CSV field: quoted when it holds a comma, quote or line break (group labels have
 /// commas).

@@ -11,7 +11,7 @@ use super::{group_cell, group_color, label_width};
 use crate::compare::app::CompareApp;
 use crate::compare::comparison::{Comparison, Metric};
 use crate::compare::text::{self, NONE};
-use crate::io::records::HISTOGRAM_BINS;
+use crate::run::records::HISTOGRAM_BINS;
 
 pub(super) fn draw_rewards(frame: &mut Frame, app: &CompareApp, area: Rect) {
     let cmp = &app.cmp;

@@ -9,10 +9,10 @@ use rand::rngs::StdRng;
 use std::borrow::Cow;
 
 use crate::engine::pipeline::{Pipeline, Progress};
-use crate::io::records::{Candidate, CandidatesRecord, DatasetLabel};
 use crate::model::CausalLm;
 use crate::model::generate::generate_suppressing;
 use crate::model::sampling::SamplingParams;
+use crate::run::records::{Candidate, CandidatesRecord, DatasetLabel};
 
 impl<B: AutodiffBackend> Pipeline<B> {
     pub(in crate::engine) fn generate_batch(&mut self) -> Result<Progress> {
@@ -121,7 +121,6 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 ranker: ranker.clone(),
             })
             .collect();
-        self.run
-            .write_jsonl(self.iteration, "candidates.jsonl", &rows)
+        self.run.write_candidates(self.iteration, &rows)
     }
 }

@@ -7,11 +7,9 @@
 use anyhow::{Context, Result, bail, ensure};
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::config::RankerKind;
 use crate::engine::messages::{Event, LogLine, RankQuery, Stage, Verdict};
 use crate::engine::pipeline::{Pipeline, Progress};
-
-/// The name human rankings are recorded under.
-pub const HUMAN: &str = "human";
 
 /// The researcher's side of a human rank stage.
 #[derive(Debug, Default)]
@@ -128,7 +126,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             for (c, s) in cands.iter_mut().zip(scores) {
                 c.score = s;
             }
-            self.state.ranked_by[i] = Some(HUMAN.into());
+            self.state.ranked_by[i] = Some(RankerKind::Human.name().into());
         }
         if i + 1 == n {
             if let Some(desk) = self.desk.as_mut() {

@@ -13,8 +13,8 @@ mod update;
 
 pub(super) use human::HumanDesk;
 
-use crate::io::records::Candidate;
 use crate::prompts::Prompt;
+use crate::run::records::Candidate;
 use crate::selm::Triple;
 
 /// What the current iteration has produced so far.

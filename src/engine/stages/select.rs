@@ -10,8 +10,8 @@ use rand::seq::SliceRandom;
 
 use crate::engine::messages::Event;
 use crate::engine::pipeline::{Pipeline, Progress};
-use crate::io::records::{Candidate, PairRecord};
 use crate::ranker::best_and_worst;
+use crate::run::records::{Candidate, PairRecord};
 use crate::selm::Triple;
 use crate::train::CosineWithWarmup;
 
@@ -64,8 +64,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 ranker: (ranked_by.clone()).unwrap_or_else(|| self.ranker.name().to_string()),
             });
         }
-        self.run
-            .write_jsonl(self.iteration, "pairs.jsonl", &records)?;
+        self.run.write_pairs(self.iteration, &records)?;
         emit(Event::Pairs {
             iteration: self.iteration,
             pairs: records,

@@ -8,8 +8,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use crate::engine::messages::{Event, LogLine};
 use crate::engine::pipeline::{Pipeline, Progress};
-use crate::io::records::{PairLogps, ResponseLogps};
 use crate::model::CausalLm;
+use crate::run::records::{PairLogps, ResponseLogps};
 use crate::selm::Triple;
 use crate::selm::logprobs::response_token_logps;
 
@@ -23,8 +23,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             );
         }
         let logps = self.measure_pairs()?;
-        self.run
-            .write_jsonl(self.iteration, "pair_logps.jsonl", &logps)?;
+        self.run.write_pair_logps(self.iteration, &logps)?;
         emit(Event::PairLogps {
             iteration: self.iteration,
             logps,

@@ -6,7 +6,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::engine::messages::{Event, LogLine};
 use crate::engine::pipeline::{Pipeline, Progress};
-use crate::io::records::{MetricsRecord, TrainRecord};
+use crate::run::records::{MetricsRecord, TrainRecord};
 use crate::selm::Triple;
 
 impl<B: AutodiffBackend> Pipeline<B> {

@@ -8,7 +8,7 @@ use ratatui::symbols;
 use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType};
 
 use super::{bounds, format_num};
-use crate::io::records::{EvalFigures, IterationSummary};
+use crate::run::records::{EvalFigures, IterationSummary};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EvalHistory {

@@ -8,7 +8,7 @@ use ratatui::symbols;
 use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, LegendPosition};
 
 use super::{axis_labels, bounds, format_num};
-use crate::io::records::TrainRecord;
+use crate::run::records::TrainRecord;
 
 /// One update step.
 #[derive(Debug, Clone, Copy, PartialEq)]

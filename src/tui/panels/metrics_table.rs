@@ -6,7 +6,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Cell, Row, Table};
 
 use super::format_num;
-use crate::io::records::TrainRecord;
+use crate::run::records::TrainRecord;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricsTable {

@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 
 use super::pair_list::PairRow;
-use crate::io::records::{PairLogps, PairRecord, ResponseLogps};
+use crate::run::records::{PairLogps, PairRecord, ResponseLogps};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairInspector {

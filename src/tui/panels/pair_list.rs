@@ -6,7 +6,7 @@ use ratatui::style::{Style, Stylize};
 use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState};
 use std::collections::BTreeMap;
 
-use crate::io::records::{PairLogps, PairRecord};
+use crate::run::records::{PairLogps, PairRecord};
 
 /// Orders of the pair list, cycled with `o`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use ratatui::style::{Color, Style, Stylize};
 use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState, Wrap};
 
 use crate::engine::{RankQuery, Verdict};
-use crate::io::records::{Candidate, DatasetLabel};
+use crate::run::records::{Candidate, DatasetLabel};
 use crate::tui::keys::Act;
 
 #[derive(Debug, Clone, Default, PartialEq)]

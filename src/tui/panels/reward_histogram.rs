@@ -7,7 +7,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Paragraph};
 
 use super::format_num;
-use crate::io::records::IterationSummary;
+use crate::run::records::IterationSummary;
 
 /// Stateless: it draws whichever evaluation the App selects.
 pub fn render(frame: &mut Frame, area: Rect, summary: Option<&IterationSummary>) {

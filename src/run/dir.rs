@@ -1,19 +1,25 @@
 //! A run's directory: resolved config, per-iteration candidates and pairs, metrics (JSONL and
 //! CSV), parameter-change history, checkpoints. Whole files are replaced atomically and
 //! logs (metrics, history) grow by appended, fsynced lines, so a crash leaves every file valid:
-//! at worst a log's last line is torn, and readers skip it ([`super::read_jsonl`]).
+//! at worst a log's last line is torn, and readers skip it ([`crate::io::read_jsonl`]).
 //! Every path inside a run directory is built here.
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
-use super::records::{HistoryEntry, MetricsRecord, RunState, csv_columns};
-use super::{append_line, atomic_write};
+use super::records::{
+    CandidatesRecord, HistoryEntry, MetricsRecord, PairLogps, PairRecord, RunState, csv_columns,
+};
 use crate::config::Config;
+use crate::io::{append_line, atomic_write, read_jsonl};
 use crate::model::CausalLm;
 use crate::model::load::save_hf_dir;
+
+/// The resolved config: what makes a directory a run directory.
+const CONFIG: &str = "config.toml";
 
 pub struct RunDir {
     pub path: PathBuf,
@@ -31,10 +37,22 @@ impl RunDir {
         }
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         let run = Self { path };
+        run.reset_metrics()?;
+        Ok(run)
+    }
+
+    /// Metrics with no rows: `metrics.csv` with its header, no `metrics.jsonl`.
+    pub fn reset_metrics(&self) -> Result<()> {
+        let jsonl = self.metrics_jsonl();
+        match std::fs::remove_file(&jsonl) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", jsonl.display()));
+            }
+            _ => {}
+        }
         let mut header = csv_columns().join(",");
         header.push('\n');
-        atomic_write(&run.metrics_csv(), header.as_bytes())?;
-        Ok(run)
+        atomic_write(&self.metrics_csv(), header.as_bytes())
     }
 
     /// An existing run directory (one with a `config.toml`).
@@ -42,14 +60,14 @@ impl RunDir {
         let run = Self {
             path: path.to_path_buf(),
         };
-        if !run.config_path().is_file() {
+        if !Self::is_run_dir(path) {
             bail!("{} is not a run directory (no config.toml)", path.display());
         }
         Ok(run)
     }
 
     pub fn config_path(&self) -> PathBuf {
-        self.path.join("config.toml")
+        self.path.join(CONFIG)
     }
 
     pub fn metrics_jsonl(&self) -> PathBuf {
@@ -86,16 +104,14 @@ impl RunDir {
         )
     }
 
-    /// `state.json`; a missing, unreadable or newer-format file is an error naming it.
-    pub fn read_state(&self) -> Result<RunState> {
+    /// `state.json`, or None when there is none: the run stopped before its starting
+    /// evaluation finished. An unreadable or newer-format file is an error naming it.
+    pub fn read_state(&self) -> Result<Option<RunState>> {
         let path = self.state_path();
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading {} (the run stopped before its first evaluation finished, or the \
-                 file was removed)",
-                path.display()
-            )
-        })?;
+        let text = match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            read => read.with_context(|| format!("reading {}", path.display()))?,
+        };
         let state: RunState = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a valid run state", path.display()))?;
         if state.version > RunState::VERSION {
@@ -106,7 +122,12 @@ impl RunDir {
                 RunState::VERSION
             );
         }
-        Ok(state)
+        Ok(Some(state))
+    }
+
+    /// Whether `path` is a run directory (it has a `config.toml`).
+    pub fn is_run_dir(path: &Path) -> bool {
+        path.join(CONFIG).is_file()
     }
 
     /// Current lengths of `metrics.jsonl` and `metrics.csv`.
@@ -141,9 +162,45 @@ impl RunDir {
         self.path.join(format!("iter-{iteration:03}"))
     }
 
-    /// `iter-NNN/<file>`.
-    pub fn iteration_file(&self, iteration: usize, file: &str) -> PathBuf {
-        self.iteration_dir(iteration).join(file)
+    /// `iter-NNN/candidates.jsonl`: every prompt's candidates, scored once ranked.
+    pub fn candidates_path(&self, iteration: usize) -> PathBuf {
+        self.iteration_dir(iteration).join("candidates.jsonl")
+    }
+
+    /// `iter-NNN/pairs.jsonl`: the preference pairs, in TRL's format plus ours.
+    pub fn pairs_path(&self, iteration: usize) -> PathBuf {
+        self.iteration_dir(iteration).join("pairs.jsonl")
+    }
+
+    /// `iter-NNN/pair_logps.jsonl`: the pairs' per-token log-probs after the update.
+    pub fn pair_logps_path(&self, iteration: usize) -> PathBuf {
+        self.iteration_dir(iteration).join("pair_logps.jsonl")
+    }
+
+    pub fn write_candidates(&self, iteration: usize, rows: &[CandidatesRecord]) -> Result<()> {
+        write_jsonl(&self.candidates_path(iteration), rows)
+    }
+
+    pub fn write_pairs(&self, iteration: usize, rows: &[PairRecord]) -> Result<()> {
+        write_jsonl(&self.pairs_path(iteration), rows)
+    }
+
+    pub fn write_pair_logps(&self, iteration: usize, rows: &[PairLogps]) -> Result<()> {
+        write_jsonl(&self.pair_logps_path(iteration), rows)
+    }
+
+    pub fn read_candidates(&self, iteration: usize) -> Result<Vec<CandidatesRecord>> {
+        read_jsonl(&self.candidates_path(iteration))
+    }
+
+    /// The iteration's pairs, or None before its pairs were selected.
+    pub fn read_pairs(&self, iteration: usize) -> Result<Option<Vec<PairRecord>>> {
+        read_if_present(&self.pairs_path(iteration))
+    }
+
+    /// The iteration's pair log-probs, or None before its update was synced.
+    pub fn read_pair_logps(&self, iteration: usize) -> Result<Option<Vec<PairLogps>>> {
+        read_if_present(&self.pair_logps_path(iteration))
     }
 
     pub fn checkpoint_dir(&self, iteration: usize) -> PathBuf {
@@ -171,18 +228,6 @@ impl RunDir {
 
     pub fn write_config(&self, config: &Config) -> Result<()> {
         atomic_write(&self.config_path(), config.to_toml().as_bytes())
-    }
-
-    /// Writes `records` as `iter-NNN/<file>` in JSON lines.
-    pub fn write_jsonl<T: Serialize>(
-        &self,
-        iteration: usize,
-        file: &str,
-        records: &[T],
-    ) -> Result<()> {
-        let dir = self.iteration_dir(iteration);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        atomic_write(&dir.join(file), jsonl(records)?.as_bytes())
     }
 
     pub fn write_summary<T: Serialize>(&self, value: &T) -> Result<()> {
@@ -323,6 +368,21 @@ fn zombie(pid: i32) -> bool {
             after.split_whitespace().next().map(|st| st == "Z")
         })
         .unwrap_or(false)
+}
+
+/// Writes `records` to `path` (in an iteration directory, created if missing) as JSON lines.
+fn write_jsonl<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    atomic_write(path, jsonl(records)?.as_bytes())
+}
+
+fn read_if_present<T: DeserializeOwned>(path: &Path) -> Result<Option<Vec<T>>> {
+    match path.is_file() {
+        true => read_jsonl(path).map(Some),
+        false => Ok(None),
+    }
 }
 
 fn jsonl<T: Serialize>(records: &[T]) -> Result<String> {

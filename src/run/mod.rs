@@ -1,0 +1,11 @@
+//! A run on disk: its directory ([`RunDir`], every path inside it), the records written there
+//! ([`records`], one type each for the writer, replay and compare), and the [`Stage`]s that
+//! `state.json` names. It sits above `model` and `selm` (checkpoints and metrics) and below
+//! the engine and the front ends.
+
+mod dir;
+pub mod records;
+mod stage;
+
+pub use dir::{RunDir, RunLock};
+pub use stage::Stage;
