@@ -9,6 +9,7 @@ pub mod compare;
 pub mod config;
 pub mod engine;
 pub mod export;
+pub mod external;
 pub mod headless;
 pub mod io;
 pub mod model;

@@ -61,6 +61,16 @@ impl Prompt {
 
     /// Token ids: through the chat template when `chat` and the model has one, else the
     /// plain text.
+    /// The prompt as the text [`Self::encode`] tokenizes: the chat template's rendering, or
+    /// the plain text (for a server, which tokenizes it itself).
+    pub fn render(&self, tokenizer: &TextTokenizer, chat: bool) -> Result<String> {
+        if chat && tokenizer.chat.is_some() {
+            tokenizer.chat_text(&self.messages)
+        } else {
+            Ok(self.text.clone())
+        }
+    }
+
     pub fn encode(&self, tokenizer: &TextTokenizer, chat: bool) -> Result<Vec<u32>> {
         if chat && tokenizer.chat.is_some() {
             tokenizer.encode_chat(&self.messages)

@@ -1,7 +1,10 @@
 //! The TOML run configuration. Unknown keys are rejected; every error names its key. Every
 //! key is documented where it is declared here, and checked in [`Config::validate`].
 
+mod server;
 mod validate;
+
+pub use server::{GenerateEngine, Reload, ServerApi, ServerSection};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -101,8 +104,13 @@ pub struct Generate {
     #[serde(default)]
     pub top_k: usize,
     pub max_new_tokens: usize,
-    /// Sequences decoded together.
+    /// Sequences decoded together (with `engine = "server"`: requests per resumable batch).
     pub batch_size: usize,
+    /// `in_process` (Burn, on the run's backend) or `server` (`[generate.server]`).
+    #[serde(default)]
+    pub engine: GenerateEngine,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 
-use super::{Config, RankerKind};
+use super::{Config, GenerateEngine, RankerKind, Reload};
 
 impl Config {
     /// Checks every value; the error names the key and what is wrong.
@@ -133,8 +133,70 @@ impl Config {
                 self.rank.timeout_s
             );
         }
+        self.validate_generation_server()?;
         if self.run.name.is_empty() || self.run.name.contains(['/', '\\']) {
             bail!("key `run.name`: must be a non-empty name without slashes");
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `generate.engine` and `[generate.server]`.
+    fn validate_generation_server(&self) -> Result<()> {
+        let server = match (self.generate.engine, &self.generate.server) {
+            (GenerateEngine::InProcess, _) => return Ok(()),
+            (GenerateEngine::Server, None) => bail!(
+                "key `generate.server`: `generate.engine = \"server\"` needs a \
+                 [generate.server] section with `command` or `url`"
+            ),
+            (GenerateEngine::Server, Some(server)) => server,
+        };
+        match (&server.command, &server.url) {
+            (Some(_), Some(_)) => bail!(
+                "key `generate.server.url`: set either `command` (a server selm-tui runs) or \
+                 `url` (a running one), not both"
+            ),
+            (None, None) => bail!(
+                "key `generate.server.command`: set `command` (a server selm-tui runs, e.g. \
+                 \"vllm serve {{checkpoint}} --port {{port}}\") or `url` (a running one)"
+            ),
+            (Some(command), None) if !command.contains("{checkpoint}") => bail!(
+                "key `generate.server.command`: must name `{{checkpoint}}`, the directory of \
+                 pi_ref the server serves"
+            ),
+            (None, Some(url)) if !url.starts_with("http://") => {
+                bail!("key `generate.server.url`: must be http://host:port, got `{url}`")
+            }
+            (None, Some(_)) if self.run.iterations > 1 && server.reload.is_none() => bail!(
+                "key `generate.server.reload`: a running server must take pi_ref after each \
+                 sync (`sglang`, `vllm` or `command`); without it iteration 2 would sample \
+                 from stale weights"
+            ),
+            _ => {}
+        }
+        if server.reload == Some(Reload::Command)
+            && !server
+                .reload_command
+                .as_deref()
+                .is_some_and(|c| c.contains("{checkpoint}"))
+        {
+            bail!(
+                "key `generate.server.reload_command`: `reload = \"command\"` needs a shell \
+                 command naming `{{checkpoint}}`"
+            );
+        }
+        positive("generate.server.concurrency", server.concurrency)?;
+        for (key, v) in [
+            ("generate.server.timeout_s", server.timeout_s),
+            ("generate.server.ready_timeout_s", server.ready_timeout_s),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                bail!("key `{key}`: must be positive, got {v}");
+            }
+        }
+        if server.raw_logprobs && !server.logprobs {
+            bail!("key `generate.server.raw_logprobs`: needs `logprobs = true`");
         }
         Ok(())
     }
@@ -161,8 +223,8 @@ fn range(key: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
 mod tests {
     use super::*;
     use crate::backend::BackendSpec;
-    use crate::config::RankerKind;
     use crate::config::DEFAULT_TOML;
+    use crate::config::RankerKind;
 
     fn with(replace: &str, by: &str) -> String {
         assert!(DEFAULT_TOML.contains(replace), "{replace}");

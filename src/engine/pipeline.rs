@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use super::messages::{Event, LiveParams, LogLine, Stage, StageSummary};
 use super::stages::{HumanDesk, IterationState};
-use crate::config::{Config, RankerKind};
+use crate::config::{Config, GenerateEngine, RankerKind};
+use crate::external::server::GenerationServer;
 use crate::model::CausalLm;
 use crate::model::load::load_pretrained;
 use crate::prompts::PromptSets;
@@ -42,6 +43,8 @@ pub struct Pipeline<B: AutodiffBackend> {
     pub(super) tokenizer_files: Vec<(String, String)>,
     /// The automatic ranker: `rank.ranker`, or for `human` its fallback.
     pub(super) ranker: Box<dyn Ranker>,
+    /// The generation server (`generate.engine = "server"`).
+    pub(super) server: Option<GenerationServer>,
     /// The researcher's side of a `human` rank stage; None for automatic rankers.
     pub(super) desk: Option<HumanDesk>,
     pub(super) sets: PromptSets,
@@ -123,6 +126,12 @@ impl<B: AutodiffBackend> Pipeline<B> {
         )
         .with_objective(config.train.objective);
         let desk = config.rank.is_human().then(HumanDesk::default);
+        let server = match (config.generate.engine, &config.generate.server) {
+            (GenerateEngine::Server, Some(section)) => {
+                Some(GenerationServer::new(section, run.server_log())?)
+            }
+            _ => None,
+        };
         Ok(Self {
             params: config.live_params(),
             config,
@@ -130,6 +139,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             tokenizer,
             tokenizer_files,
             ranker,
+            server,
             desk,
             sets,
             eval_ids,
@@ -271,6 +281,9 @@ impl<B: AutodiffBackend> Pipeline<B> {
             return Ok(Advance::Unit);
         }
         let (iteration, stage, summary) = (self.iteration, self.stage, self.stage_summary());
+        if stage == Stage::Generate {
+            self.release_server();
+        }
         if stage == Stage::Update {
             // The only stage boundary where pi_theta differs from the last checkpoint.
             self.run.save_policy_state(self.trainer.policy())?;

@@ -90,6 +90,11 @@ impl RunDir {
         self.path.join("state.json")
     }
 
+    /// The output of a generation server the run started (`generate.server.command`).
+    pub fn server_log(&self) -> PathBuf {
+        self.path.join("server.log")
+    }
+
     /// The updated policy between the update and sync stages (the reference is the last
     /// checkpoint), for a resume.
     pub fn policy_state_dir(&self) -> PathBuf {

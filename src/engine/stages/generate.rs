@@ -1,5 +1,6 @@
 //! Stage 2: one decode batch of candidates from pi_ref per unit (K samples per prompt and
-//! the greedy y_ref); the candidates go to disk when the last batch is done.
+//! the greedy y_ref), in-process or on a server ([`super::generate_server`]); the candidates
+//! go to disk after each batch, and whole when the last one is done.
 
 use anyhow::Result;
 use burn::module::AutodiffModule;
@@ -8,6 +9,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::borrow::Cow;
 
+use crate::config::GenerateEngine;
 use crate::engine::pipeline::{Pipeline, Progress};
 use crate::model::CausalLm;
 use crate::model::generate::generate_suppressing;
@@ -18,6 +20,22 @@ impl<B: AutodiffBackend> Pipeline<B> {
     pub(in crate::engine) fn generate_batch(&mut self) -> Result<Progress> {
         let total = self.state.jobs.len();
         let jobs = self.state.jobs[self.cursor].clone();
+        let candidates = match self.config.generate.engine {
+            GenerateEngine::InProcess => self.decode_in_process(&jobs)?,
+            GenerateEngine::Server => self.decode_on_server(&jobs)?,
+        };
+        for ((i, _), candidate) in jobs.iter().zip(candidates) {
+            self.state.candidates[*i].push(candidate);
+        }
+        if self.cursor + 1 == total {
+            self.add_dataset_candidates()?;
+            self.write_candidates()?;
+        }
+        Ok((self.cursor + 1, total))
+    }
+
+    /// One decode batch of `jobs` (prompt index, is y_ref) on the run's backend.
+    fn decode_in_process(&self, jobs: &[(usize, bool)]) -> Result<Vec<Candidate>> {
         let greedy = jobs[0].1;
         let g = &self.config.generate;
         let params = if greedy {
@@ -46,25 +64,24 @@ impl<B: AutodiffBackend> Pipeline<B> {
             &mut rng,
         );
         let from_reference = self.config.train.sync_reference;
-        for ((i, is_ref), out) in jobs.iter().zip(out) {
-            // The ids its text tokenizes back to: what is trained on is what pairs.jsonl says.
-            let (text, tokens) = self.tokenizer.response_text_and_ids(&out.tokens)?;
-            // pi_ref's log-probs hold for exactly the tokens it sampled.
-            let reference_logps = (from_reference && tokens == out.tokens).then_some(out.logps);
-            self.state.candidates[*i].push(Candidate {
-                text,
-                tokens,
-                is_reference: *is_ref,
-                score: None,
-                dataset: None,
-                reference_logps,
-            });
-        }
-        if self.cursor + 1 == total {
-            self.add_dataset_candidates()?;
-            self.write_candidates()?;
-        }
-        Ok((self.cursor + 1, total))
+        jobs.iter()
+            .zip(out)
+            .map(|((_, is_ref), out)| {
+                // The ids its text tokenizes back to: what is trained on is what pairs.jsonl
+                // says.
+                let (text, tokens) = self.tokenizer.response_text_and_ids(&out.tokens)?;
+                // pi_ref's log-probs hold for exactly the tokens it sampled.
+                let reference_logps = (from_reference && tokens == out.tokens).then_some(out.logps);
+                Ok(Candidate {
+                    text,
+                    tokens,
+                    is_reference: *is_ref,
+                    score: None,
+                    dataset: None,
+                    reference_logps,
+                })
+            })
+            .collect()
     }
 
     /// The model candidates are sampled from: pi_ref, which after a sync is the current

@@ -4,6 +4,7 @@
 //! [`Pipeline`]: super::pipeline::Pipeline
 
 mod generate;
+mod generate_server;
 mod human;
 mod rank;
 mod sample;

@@ -1,0 +1,205 @@
+//! Stage 2 with `generate.engine = "server"`: a decode batch is a batch of `/v1/completions`
+//! requests, several in flight at once, to a server that serves pi_ref. The batch is the
+//! resumable unit, as in-process: either all its requests succeed and it is recorded, or the
+//! stage stops with the server's error and a resume asks for the same batch again (each
+//! request carries a seed derived from the run seed, iteration, prompt and sample).
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::AutodiffBackend;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::config::ServerApi;
+use crate::engine::pipeline::Pipeline;
+use crate::external::http::{Completion, CompletionRequest};
+use crate::external::server::GenerationServer;
+use crate::run::records::Candidate;
+
+impl<B: AutodiffBackend> Pipeline<B> {
+    /// One batch of `jobs` (prompt index, is y_ref), each row a request to the server.
+    pub(in crate::engine) fn decode_on_server(
+        &mut self,
+        jobs: &[(usize, bool)],
+    ) -> Result<Vec<Candidate>> {
+        let config = self.config.generate.server.clone().context(
+            "key `generate.server`: `generate.engine = \"server\"` without a server section",
+        )?;
+        let requests = self.requests(jobs, config.api, config.logprobs)?;
+        // pi_ref on disk: the starting model, then the checkpoint of the last sync (with
+        // `train.sync_reference = false` that is the current policy, which is sampled then).
+        let (checkpoint, starting) = match self.iteration {
+            1 => (self.config.model_dir()?, true),
+            n => (self.run.checkpoint_dir(n - 1), false),
+        };
+        let server = self
+            .server
+            .as_mut()
+            .context("a server engine without its server")?;
+        server.serve(&checkpoint, starting)?;
+        let completions = complete_all(server, requests, config.concurrency)?;
+        let trust = config.raw_logprobs && self.config.train.sync_reference;
+        jobs.iter()
+            .zip(completions)
+            .map(|((_, is_ref), c)| {
+                let mut tokens = self.tokenizer.encode(&c.text)?;
+                if c.finished {
+                    tokens.push(self.tokenizer.eos);
+                }
+                // The server's log-probs stand for pi_ref's only when declared raw, and only
+                // for a response whose text gives back as many tokens as it sampled.
+                let reference_logps = c.logprobs.filter(|l| trust && l.len() == tokens.len());
+                Ok(Candidate {
+                    text: c.text,
+                    tokens,
+                    is_reference: *is_ref,
+                    score: None,
+                    dataset: None,
+                    reference_logps,
+                })
+            })
+            .collect()
+    }
+
+    /// Stops a server this run started: after generation it would hold memory (a GPU)
+    /// that the update needs, and the next iteration serves a new checkpoint anyway.
+    pub(in crate::engine) fn release_server(&mut self) {
+        if let Some(server) = self.server.as_mut() {
+            server.stop();
+        }
+    }
+
+    /// The batch's requests: the prompt as text, y_ref greedy, samples seeded per prompt
+    /// and sample, every sampling parameter explicit (servers otherwise start from the
+    /// checkpoint's generation_config.json).
+    fn requests(
+        &self,
+        jobs: &[(usize, bool)],
+        api: ServerApi,
+        logprobs: bool,
+    ) -> Result<Vec<CompletionRequest>> {
+        let g = &self.config.generate;
+        // Which sample of its prompt each row is: count the prompt's sampled rows so far.
+        let mut seen: HashMap<usize, u64> = HashMap::new();
+        for &(i, is_ref) in self.state.jobs[..self.cursor].iter().flatten() {
+            if !is_ref {
+                *seen.entry(i).or_default() += 1;
+            }
+        }
+        jobs.iter()
+            .map(|&(i, is_ref)| {
+                let sample = if is_ref {
+                    0
+                } else {
+                    let k = seen.entry(i).or_default();
+                    *k += 1;
+                    *k
+                };
+                let (temperature, top_p, top_k) = match is_ref {
+                    true => (0.0, 1.0, 0),
+                    false => (g.temperature, g.top_p, g.top_k),
+                };
+                let generation_config = (api == ServerApi::Transformers).then(|| {
+                    let mut c = serde_json::json!({
+                        "do_sample": !is_ref,
+                        "max_new_tokens": g.max_new_tokens,
+                    });
+                    if !is_ref {
+                        c["temperature"] = temperature.into();
+                        c["top_p"] = top_p.into();
+                        c["top_k"] = top_k.into();
+                    }
+                    c.to_string()
+                });
+                Ok(CompletionRequest {
+                    model: String::new(),
+                    prompt: self.state.prompts[i]
+                        .render(&self.tokenizer, self.config.prompts.chat)?,
+                    max_tokens: g.max_new_tokens,
+                    temperature,
+                    top_p,
+                    top_k: (top_k > 0).then_some(top_k),
+                    seed: request_seed(self.config.run.seed, self.iteration, i, sample),
+                    logprobs: logprobs.then_some(1),
+                    generation_config,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A request's seed from (run seed, iteration, prompt, sample): the same request after a
+/// resume. 31 bits, which every server takes.
+fn request_seed(run: u64, iteration: usize, prompt: usize, sample: u64) -> u64 {
+    let mut x = run
+        ^ (iteration as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (prompt as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+        ^ sample.wrapping_mul(0x94d0_49bb_1331_11eb);
+    // splitmix64's finalizer.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (x ^ (x >> 31)) & 0x7fff_ffff
+}
+
+/// Every request answered, in order, with up to `concurrency` in flight; the first failure
+/// (after the client's retries) fails the batch, and no new request starts after it.
+fn complete_all(
+    server: &GenerationServer,
+    requests: Vec<CompletionRequest>,
+    concurrency: usize,
+) -> Result<Vec<Completion>> {
+    let n = requests.len();
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<Completion>>>> =
+        (0..n).map(|_| Mutex::new(None)).collect();
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..concurrency.clamp(1, n.max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let result = server.complete(requests[i].clone());
+                    failed.fetch_or(result.is_err(), Ordering::Relaxed);
+                    *results[i].lock().expect("not poisoned") = Some(result);
+                }
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(n);
+    for (i, slot) in results.into_iter().enumerate() {
+        match slot.into_inner().expect("not poisoned") {
+            Some(result) => out.push(result.with_context(|| {
+                format!(
+                    "generating on {} (request {} of the batch)",
+                    server.url(),
+                    i + 1
+                )
+            })?),
+            None => anyhow::bail!("request {} of the batch never ran", i + 1),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_seeds_differ_by_each_coordinate_and_repeat() {
+        let base = request_seed(0, 1, 2, 3);
+        assert_eq!(base, request_seed(0, 1, 2, 3));
+        for other in [
+            request_seed(1, 1, 2, 3),
+            request_seed(0, 2, 2, 3),
+            request_seed(0, 1, 3, 3),
+            request_seed(0, 1, 2, 4),
+        ] {
+            assert_ne!(base, other);
+        }
+        assert!(base < 1 << 31);
+    }
+}

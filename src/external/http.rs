@@ -1,0 +1,225 @@
+//! A client of the OpenAI-compatible HTTP API that vLLM, SGLang, llama.cpp's server and
+//! `transformers serve` expose: `/v1/models` and `/v1/completions`. Connection errors and
+//! 429 / 503 answers are retried with backoff; any other failure is an error naming the URL,
+//! the HTTP status and the server's own message.
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// One server, by its base URL (`http://host:port`).
+#[derive(Clone)]
+pub struct OpenAiClient {
+    base: String,
+    agent: ureq::Agent,
+    retries: usize,
+}
+
+/// A `/v1/completions` request: one prompt, one completion.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub prompt: String,
+    pub max_tokens: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    /// vLLM's, SGLang's and llama.cpp's extension; absent means no top-k.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    pub seed: u64,
+    /// Per-token log-probs of the sampled tokens (the top-1 alternative is all we ask for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<usize>,
+    /// `transformers serve`'s extension: its sampling settings as a JSON string (it ignores
+    /// `temperature` alone and starts from the checkpoint's generation config).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation_config: Option<String>,
+}
+
+/// What a completion came back as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    /// The server stopped at an end of sequence (`stop`), not at `max_tokens` (`length`).
+    pub finished: bool,
+    /// The sampled tokens' log-probs, when asked for and given.
+    pub logprobs: Option<Vec<f32>>,
+}
+
+#[derive(Deserialize)]
+struct CompletionResponse {
+    choices: Vec<Choice>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    text: String,
+    #[serde(default)]
+    finish_reason: Option<String>,
+    #[serde(default)]
+    logprobs: Option<ChoiceLogprobs>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceLogprobs {
+    #[serde(default)]
+    token_logprobs: Vec<Option<f32>>,
+}
+
+#[derive(Deserialize)]
+struct ModelList {
+    data: Vec<ModelEntry>,
+}
+
+#[derive(Deserialize)]
+struct ModelEntry {
+    id: String,
+}
+
+/// How long the first retry waits; each next one waits twice as long, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(16);
+
+impl OpenAiClient {
+    /// A client of `base` whose requests give up after `timeout` each, retried `retries`
+    /// times on connection errors and 429 / 503.
+    pub fn new(base: &str, timeout: Duration, retries: usize) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            agent,
+            retries,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The model ids `/v1/models` lists (one request, no retry: readiness polls this).
+    pub fn models(&self) -> Result<Vec<String>> {
+        let url = format!("{}/v1/models", self.base);
+        let (status, body) = self.once(&url, None)?;
+        if status != 200 {
+            bail!("{url}: HTTP {status}: {}", server_message(&body));
+        }
+        let list: ModelList =
+            serde_json::from_str(&body).with_context(|| format!("{url}: not a model list"))?;
+        Ok(list.data.into_iter().map(|m| m.id).collect())
+    }
+
+    /// One completion of `request`.
+    pub fn complete(&self, request: &CompletionRequest) -> Result<Completion> {
+        let url = format!("{}/v1/completions", self.base);
+        let body = serde_json::to_value(request)?;
+        let text = self.post_retrying(&url, &body)?;
+        let response: CompletionResponse = serde_json::from_str(&text)
+            .with_context(|| format!("{url}: not a completion: {}", clip(&text)))?;
+        let choice = response
+            .choices
+            .into_iter()
+            .next()
+            .with_context(|| format!("{url}: a completion without choices"))?;
+        let logprobs = choice.logprobs.map(|l| {
+            // A null entry (no log-prob for that token) makes the list unusable as a whole.
+            l.token_logprobs.into_iter().collect::<Option<Vec<f32>>>()
+        });
+        Ok(Completion {
+            text: choice.text,
+            finished: choice.finish_reason.as_deref() == Some("stop"),
+            logprobs: logprobs.flatten(),
+        })
+    }
+
+    /// POSTs `body` (JSON) to `path` under the base URL, retrying as for completions; the
+    /// answer's body. For reload endpoints.
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> Result<String> {
+        self.post_retrying(&format!("{}{path}", self.base), body)
+    }
+
+    fn post_retrying(&self, url: &str, body: &serde_json::Value) -> Result<String> {
+        let mut wait = FIRST_BACKOFF;
+        let mut attempt = 0;
+        loop {
+            let outcome = self.once(url, Some(body));
+            let retryable = match &outcome {
+                Ok((status, _)) => matches!(status, 429 | 503),
+                Err(_) => true,
+            };
+            if !retryable || attempt >= self.retries {
+                let (status, text) = outcome
+                    .with_context(|| format!("{url}: no answer after {} attempts", attempt + 1))?;
+                if status != 200 {
+                    bail!("{url}: HTTP {status}: {}", server_message(&text));
+                }
+                return Ok(text);
+            }
+            attempt += 1;
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One request: the status and the body, or the transport's error.
+    fn once(&self, url: &str, body: Option<&serde_json::Value>) -> Result<(u16, String)> {
+        let response = match body {
+            Some(body) => self.agent.post(url).send_json(body),
+            None => self.agent.get(url).call(),
+        };
+        let mut response = response.map_err(|e| anyhow!("{url}: {e}"))?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| anyhow!("{url}: reading the answer: {e}"))?;
+        Ok((status, text))
+    }
+}
+
+/// The message in an error answer: OpenAI's `{"error": {"message": ...}}`, FastAPI's
+/// `{"detail": ...}`, else the body itself (cut short).
+fn server_message(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let found = [
+        &v["error"]["message"],
+        &v["error"],
+        &v["detail"],
+        &v["message"],
+    ]
+    .into_iter()
+    .find_map(|m| match m {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        other if !other.is_object() => Some(other.to_string()),
+        _ => None,
+    });
+    found.unwrap_or_else(|| clip(body))
+}
+
+fn clip(text: &str) -> String {
+    const MAX: usize = 500;
+    match text.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_messages_are_found_in_the_usual_places() {
+        assert_eq!(
+            server_message(r#"{"error": {"message": "model not found", "type": "x"}}"#),
+            "model not found"
+        );
+        assert_eq!(server_message(r#"{"detail": "Not Found"}"#), "Not Found");
+        assert_eq!(server_message("Bad Gateway"), "Bad Gateway");
+        assert_eq!(server_message(&"x".repeat(600)).len(), 503);
+    }
+}

@@ -1,0 +1,176 @@
+//! Child processes selm-tui owns (a generation server): each runs as `sh -c COMMAND` in a
+//! process group of its own, with its output appended to a log file, and dies with selm-tui
+//! however selm-tui ends. A normal end stops the group (SIGTERM, then SIGKILL after a grace
+//! period). For an abrupt one (a panic that aborts, SIGKILL), a watchdog `sh` waits on a pipe
+//! whose write end only selm-tui holds: when selm-tui is gone the pipe closes, and the
+//! watchdog kills the group, so no orphan server is left holding a GPU.
+
+use anyhow::{Context, Result};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills process group `$1` once its standard input closes.
+// (dash, Debian's sh, takes no `--` before a negative pid.)
+const WATCHDOG: &str = "read _; kill -TERM -$1 2>/dev/null; sleep 5; kill -KILL -$1 2>/dev/null";
+
+/// A command running in its own process group.
+pub struct GroupChild {
+    child: Child,
+    command: String,
+    log: PathBuf,
+    watchdog: Child,
+    /// The watchdog's standard input: closed when selm-tui ends.
+    _lifeline: ChildStdin,
+}
+
+impl GroupChild {
+    /// Starts `command` under `sh -c`, its stdout and stderr appended to `log`.
+    pub fn spawn(command: &str, log: &Path) -> Result<Self> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting `{command}`"))?;
+        let mut watchdog = Command::new("sh")
+            .args(["-c", WATCHDOG, "watchdog"])
+            .arg(child.id().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own group: a Ctrl-C meant for selm-tui must not take the watchdog first.
+            .process_group(0)
+            .spawn()
+            .context("starting the watchdog of a child process")?;
+        let lifeline = watchdog.stdin.take().expect("piped");
+        Ok(Self {
+            child,
+            command: command.to_string(),
+            log: log.to_path_buf(),
+            watchdog,
+            _lifeline: lifeline,
+        })
+    }
+
+    /// The process group's id (the `sh` leader's pid).
+    pub fn pgid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// The exit status, once the command has ended.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last `n` lines of the log, for an error message.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Stops the whole group: SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        // The watchdog is not needed for a stop made here (and must not signal the group
+        // later, when its id may have been reused).
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
+        let pgid = self.pgid() as libc::pid_t;
+        signal_group(pgid, libc::SIGTERM);
+        let start = Instant::now();
+        while group_alive(pgid) && start.elapsed() < grace {
+            let _ = self.child.try_wait();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        signal_group(pgid, libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GroupChild {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(10));
+    }
+}
+
+fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+/// Whether any process of group `pgid` is still running (not a zombie).
+pub fn group_alive(pgid: libc::pid_t) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.filter_map(|e| e.ok()).any(|e| {
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid pgrp ...: comm may hold spaces, so read after its `)`.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_group_leaves_no_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("child.log");
+        // A grandchild too: the group goes, not just the shell.
+        let mut child = GroupChild::spawn("echo started; sleep 300 & sleep 300", &log).unwrap();
+        let pgid = child.pgid() as libc::pid_t;
+        let start = Instant::now();
+        while !child.log_tail(1).contains("started") {
+            assert!(start.elapsed() < Duration::from_secs(10), "never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(group_alive(pgid));
+        child.stop(Duration::from_secs(5));
+        assert!(!group_alive(pgid));
+    }
+
+    #[test]
+    fn the_watchdog_kills_the_group_when_its_lifeline_closes() {
+        // What selm-tui's death does to its children: the write end closes, nothing else.
+        let mut group = Command::new("sh")
+            .args(["-c", "sleep 300 & sleep 300"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = group.id() as libc::pid_t;
+        let mut watchdog = Command::new("sh")
+            .args(["-c", WATCHDOG, "watchdog"])
+            .arg(pgid.to_string())
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(group_alive(pgid));
+        drop(watchdog.stdin.take());
+        watchdog.wait().unwrap();
+        let _ = group.wait();
+        assert!(!group_alive(pgid));
+    }
+}

@@ -1,0 +1,340 @@
+//! `generate.engine = "server"` against a real OpenAI-compatible server on this CPU:
+//! `transformers serve` (pip `transformers[serving]`, torch), serving the built-in model. A
+//! managed server through two iterations (its greedy y_ref equal to the in-process one); a
+//! running server killed mid-generation (a clear error naming the URL, and a resume that
+//! goes on from the last finished batch once it is back); a managed server that never
+//! becomes ready; selm-tui killed with SIGKILL while its server runs.
+
+use selm_tui::config::{Config, GenerateEngine, ServerSection};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::read_jsonl;
+
+fn selm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_selm-tui"))
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `transformers serve` as selm-tui would run it.
+const SERVE: &str = "transformers serve {checkpoint} --port {port} --device cpu";
+
+fn server_section() -> ServerSection {
+    toml::from_str("api = \"transformers\"\nconcurrency = 4\nready_timeout_s = 180").unwrap()
+}
+
+/// The embedded default, small: `iterations` of 8 prompts, 2 samples each plus y_ref, in
+/// decode batches of 6 requests, generated on `server`.
+fn config(dir: &Path, iterations: usize, server: Option<ServerSection>) -> Config {
+    let mut c = Config::embedded_default();
+    c.run.out_dir = dir.join("runs");
+    c.run.iterations = iterations;
+    c.prompts.per_iteration = 8;
+    c.prompts.eval = 8;
+    c.generate.samples = 2;
+    c.generate.max_new_tokens = 10;
+    c.generate.batch_size = 6;
+    if let Some(server) = server {
+        c.generate.engine = GenerateEngine::Server;
+        c.generate.server = Some(server);
+    }
+    c.validate().unwrap();
+    c
+}
+
+fn write(config: &Config, path: &Path) -> PathBuf {
+    std::fs::write(path, config.to_toml()).unwrap();
+    path.to_path_buf()
+}
+
+fn headless(config: &Path) -> Output {
+    selm()
+        .args(["--config", config.to_str().unwrap(), "run", "--headless"])
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn run_dir(dir: &Path) -> PathBuf {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs.pop().unwrap()
+}
+
+/// Processes whose command line holds `needle` (not zombies).
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if cmdline.contains(needle) && !zombie {
+            found.push(cmdline);
+        }
+    }
+    found
+}
+
+/// Waits until no process's command line holds `needle`.
+fn assert_gone(needle: &str, within: Duration) {
+    let start = Instant::now();
+    while !processes_with(needle).is_empty() {
+        assert!(
+            start.elapsed() < within,
+            "still running: {:?}",
+            processes_with(needle)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// y_ref of each prompt of an iteration, from its candidates.
+fn greedy_texts(run: &Path, iteration: usize) -> Vec<(String, String)> {
+    read_jsonl(&run.join(format!("iter-{iteration:03}/candidates.jsonl")))
+        .iter()
+        .map(|row| {
+            let y_ref = row["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["is_reference"] == true)
+                .unwrap();
+            (
+                row["prompt"].as_str().unwrap().to_string(),
+                y_ref["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_iterations_on_a_managed_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = server_section();
+    server.command = Some(SERVE.into());
+    let c = config(&tmp.path().join("server"), 2, Some(server));
+    let stdout = ok(&headless(&write(&c, &tmp.path().join("server.toml"))));
+    assert!(stdout.contains("iter 2 sync + eval"), "{stdout}");
+    let run = run_dir(&tmp.path().join("server"));
+    // Every prompt has its K samples and y_ref, in both iterations; pairs were trained on.
+    for iteration in [1, 2] {
+        let rows = read_jsonl(&run.join(format!("iter-{iteration:03}/candidates.jsonl")));
+        assert_eq!(rows.len(), c.prompts.per_iteration);
+        for row in &rows {
+            let cands = row["candidates"].as_array().unwrap();
+            assert_eq!(cands.len(), c.generate.samples + 1, "{row}");
+            assert!(cands.iter().all(|c| c["score"].is_number()), "{row}");
+        }
+        assert!(
+            run.join(format!("iter-{iteration:03}/pairs.jsonl"))
+                .is_file()
+        );
+    }
+    let metrics = read_jsonl(&run.join("metrics.jsonl"));
+    assert!(metrics.iter().any(|m| m["kind"] == "train"));
+    // The server served the starting model, then iteration 1's checkpoint, and is gone.
+    let log = std::fs::read_to_string(run.join("server.log")).unwrap();
+    let starts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("# selm-tui: starting"))
+        .collect();
+    assert_eq!(starts.len(), 2, "{log}");
+    assert!(starts[1].contains("checkpoints/iter-001"), "{log}");
+    assert_gone(&run.display().to_string(), Duration::from_secs(5));
+    // The checkpoints load.
+    let (_, tok) = selm_tui::model::load::load_pretrained::<burn::backend::Flex>(
+        &run.join("checkpoints/iter-002"),
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(tok.vocab_size() > 0);
+    // The same starting model and prompts in-process: the same greedy y_ref (float32
+    // argmax in both), prompt by prompt.
+    let c = config(&tmp.path().join("local"), 1, None);
+    ok(&headless(&write(&c, &tmp.path().join("local.toml"))));
+    let local = run_dir(&tmp.path().join("local"));
+    assert_eq!(greedy_texts(&run, 1), greedy_texts(&local, 1));
+}
+
+/// A running `transformers serve` of the built-in model on `port`, ready.
+fn start_server(port: u16, log: &Path) -> Child {
+    let model = selm_tui::paths::resolve("builtin:tiny-tasks").unwrap();
+    let out = std::fs::File::create(log).unwrap();
+    let mut child = Command::new("transformers")
+        .args([
+            "serve",
+            model.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--device", "cpu"])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("transformers serve (pip install 'transformers[serving]' torch)");
+    let url = format!("http://127.0.0.1:{port}/v1/models");
+    let client = selm_tui::external::http::OpenAiClient::new(
+        &format!("http://127.0.0.1:{port}"),
+        Duration::from_secs(5),
+        0,
+    );
+    let start = Instant::now();
+    while client.models().is_err() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the server exited: {url}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "{url} never answered"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    child
+}
+
+#[test]
+fn a_server_killed_mid_generation_is_named_and_the_run_resumes_once_it_is_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = server_section();
+    server.url = Some(url.clone());
+    server.retries = 1;
+    server.ready_timeout_s = 5.0;
+    let c = config(tmp.path(), 1, Some(server));
+    let path = write(&c, &tmp.path().join("url.toml"));
+    let mut serving = start_server(port, &tmp.path().join("serve.log"));
+    // Stop before the third decode batch, with two recorded; then the server goes away.
+    let mut child = selm()
+        .args(["--config", path.to_str().unwrap(), "run", "--headless"])
+        .env("SELM_STALL_AT", "1:generate:2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines
+            .map_while(Result::ok)
+            .any(|l| l.contains("SELM_STALL_AT"))
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    serving.kill().unwrap();
+    serving.wait().unwrap();
+    let run = run_dir(tmp.path());
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+    assert_eq!(
+        (state["stage"].as_str(), state["unit"].as_u64()),
+        (Some("generate"), Some(2))
+    );
+    // With the server down: one line naming the URL, and nothing recorded lost.
+    let before = std::fs::read(run.join("iter-001/candidates.jsonl")).unwrap();
+    let out = selm()
+        .args(["resume", run.to_str().unwrap(), "--headless"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&url), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(
+        std::fs::read(run.join("iter-001/candidates.jsonl")).unwrap(),
+        before
+    );
+    // Back: the resume goes on from the third batch and finishes.
+    let mut serving = start_server(port, &tmp.path().join("serve2.log"));
+    let stdout = ok(&selm()
+        .args(["resume", run.to_str().unwrap(), "--headless"])
+        .output()
+        .unwrap());
+    serving.kill().unwrap();
+    serving.wait().unwrap();
+    assert!(
+        stdout.contains("resumed at iteration 1, stage `generate`"),
+        "{stdout}"
+    );
+    let rows = read_jsonl(&run.join("iter-001/candidates.jsonl"));
+    assert_eq!(rows.len(), c.prompts.per_iteration);
+    for row in rows {
+        assert_eq!(
+            row["candidates"].as_array().unwrap().len(),
+            c.generate.samples + 1
+        );
+    }
+}
+
+#[test]
+fn a_managed_server_that_never_answers_is_an_error_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = server_section();
+    // A "server" that never listens; a grandchild too, which must go with its group.
+    let marker = "sleep 600.25";
+    server.command = Some(format!("{marker} & {marker}; echo {{checkpoint}}"));
+    server.ready_timeout_s = 3.0;
+    let c = config(tmp.path(), 1, Some(server));
+    let start = Instant::now();
+    let out = headless(&write(&c, &tmp.path().join("never.toml")));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("did not answer") && stderr.contains("within 3 s"),
+        "{stderr}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(60));
+    assert_gone(marker, Duration::from_secs(5));
+}
+
+#[test]
+fn killing_selm_tui_takes_its_managed_server_along() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = server_section();
+    server.command = Some(SERVE.into());
+    server.port = Some(port);
+    let c = config(tmp.path(), 1, Some(server));
+    let path = write(&c, &tmp.path().join("kill.toml"));
+    let mut child = selm()
+        .args(["--config", path.to_str().unwrap(), "run", "--headless"])
+        .env("SELM_STALL_AT", "1:generate:1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines
+            .map_while(Result::ok)
+            .any(|l| l.contains("SELM_STALL_AT"))
+    );
+    let needle = format!("--port {port}");
+    assert!(!processes_with(&needle).is_empty(), "the server runs");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_gone(&needle, Duration::from_secs(15));
+}
