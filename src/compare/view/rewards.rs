@@ -18,8 +18,12 @@ pub(super) fn draw_rewards(frame: &mut Frame, app: &CompareApp, area: Rect) {
     let table_height = cmp.groups.len() as u16 + 3;
     let [top, shares] =
         Layout::vertical([Constraint::Min(0), Constraint::Length(table_height)]).areas(area);
+    // The bars need a column per group and bin and a gap between bins (ratatui drops the
+    // bins that do not fit, the high-reward end first): the legend gives way down to 20.
+    let needed = (cmp.groups.len().max(1) * HISTOGRAM_BINS + HISTOGRAM_BINS + 1) as u16;
+    let legend_width = top.width.saturating_sub(needed).clamp(20, 36);
     let [bars, legend] =
-        Layout::horizontal([Constraint::Min(0), Constraint::Length(36)]).areas(top);
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(legend_width)]).areas(top);
     draw_histograms(frame, app, bars);
     draw_reward_legend(frame, app, legend);
     draw_high_shares(frame, cmp, shares);
