@@ -59,8 +59,6 @@ impl Prompt {
             .or(self.task.as_ref().map(|t| t.answer.as_str()))
     }
 
-    /// Token ids: through the chat template when `chat` and the model has one, else the
-    /// plain text.
     /// The prompt as the text [`Self::encode`] tokenizes: the chat template's rendering, or
     /// the plain text (for a server, which tokenizes it itself).
     pub fn render(&self, tokenizer: &TextTokenizer, chat: bool) -> Result<String> {
@@ -71,6 +69,8 @@ impl Prompt {
         }
     }
 
+    /// Token ids: through the chat template when `chat` and the model has one, else the
+    /// plain text.
     pub fn encode(&self, tokenizer: &TextTokenizer, chat: bool) -> Result<Vec<u32>> {
         if chat && tokenizer.chat.is_some() {
             tokenizer.encode_chat(&self.messages)

@@ -343,9 +343,10 @@ impl Config {
 fn toml_error(text: &str, e: &serde_path_to_error::Error<toml::de::Error>) -> String {
     let inner = e.inner();
     let place = inner.span().map(|span| {
-        let before = &text[..span.start.min(text.len())];
+        let before = text.get(..span.start).unwrap_or(text);
         let line = before.matches('\n').count() + 1;
-        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
         format!(" (line {line}, column {column})")
     });
     let key = e.path().to_string();

@@ -174,6 +174,9 @@ fn worker<B: AutodiffBackend>(
         let before = mode;
         match pipeline.advance(&mut emit) {
             Ok(Advance::RunDone) => {
+                // Whatever the pipeline holds (a server, the run's lock) goes before the
+                // front end hears of the end and may exit.
+                drop(pipeline);
                 emit(Event::Finished { completed: true });
                 return;
             }
@@ -190,15 +193,17 @@ fn worker<B: AutodiffBackend>(
             }
             Ok(Advance::IterationDone) => {}
             Err(e) => {
+                // A server this run started stops with the failure; a retry starts it again.
+                pipeline.release_server();
                 emit(Event::Error(format!("{e:#}")));
                 mode = Mode::Paused;
             }
         }
         announce(before, mode, &mut emit);
     }
-    emit(Event::Finished {
-        completed: pipeline.is_finished(),
-    });
+    let completed = pipeline.is_finished();
+    drop(pipeline);
+    emit(Event::Finished { completed });
 }
 
 fn apply<B: AutodiffBackend>(

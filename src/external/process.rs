@@ -23,6 +23,7 @@ pub struct GroupChild {
     watchdog: Child,
     /// The watchdog's standard input: closed when selm-tui ends.
     _lifeline: ChildStdin,
+    stopped: bool,
 }
 
 impl GroupChild {
@@ -42,7 +43,7 @@ impl GroupChild {
             .process_group(0)
             .spawn()
             .with_context(|| format!("starting `{command}`"))?;
-        let mut watchdog = Command::new("sh")
+        let watchdog = Command::new("sh")
             .args(["-c", WATCHDOG, "watchdog"])
             .arg(child.id().to_string())
             .stdin(Stdio::piped())
@@ -50,8 +51,16 @@ impl GroupChild {
             .stderr(Stdio::null())
             // Its own group: a Ctrl-C meant for selm-tui must not take the watchdog first.
             .process_group(0)
-            .spawn()
-            .context("starting the watchdog of a child process")?;
+            .spawn();
+        let mut watchdog = match watchdog {
+            Ok(w) => w,
+            Err(e) => {
+                signal_group(child.id() as libc::pid_t, libc::SIGKILL);
+                let mut child = child;
+                let _ = child.wait();
+                return Err(e).context("starting the watchdog of a child process");
+            }
+        };
         let lifeline = watchdog.stdin.take().expect("piped");
         Ok(Self {
             child,
@@ -59,6 +68,7 @@ impl GroupChild {
             log: log.to_path_buf(),
             watchdog,
             _lifeline: lifeline,
+            stopped: false,
         })
     }
 
@@ -83,21 +93,26 @@ impl GroupChild {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// Stops the whole group: SIGTERM, then SIGKILL after `grace`.
+    /// Stops the whole group: SIGTERM, then SIGKILL after `grace`. The leader is reaped
+    /// last, so its id (the group's) cannot be reused while it is signalled; the watchdog
+    /// goes only then, so an exit of selm-tui halfway through still leaves it to finish.
     pub fn stop(&mut self, grace: Duration) {
-        // The watchdog is not needed for a stop made here (and must not signal the group
-        // later, when its id may have been reused).
-        let _ = self.watchdog.kill();
-        let _ = self.watchdog.wait();
+        if self.stopped {
+            return;
+        }
         let pgid = self.pgid() as libc::pid_t;
         signal_group(pgid, libc::SIGTERM);
         let start = Instant::now();
         while group_alive(pgid) && start.elapsed() < grace {
-            let _ = self.child.try_wait();
             std::thread::sleep(Duration::from_millis(50));
         }
-        signal_group(pgid, libc::SIGKILL);
+        if group_alive(pgid) {
+            signal_group(pgid, libc::SIGKILL);
+        }
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
         let _ = self.child.wait();
+        self.stopped = true;
     }
 }
 

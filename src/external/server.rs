@@ -51,13 +51,23 @@ impl GenerationServer {
     /// `starting` says that `checkpoint` is the model the run started from, which a running
     /// server is assumed to serve already.
     pub fn serve(&mut self, checkpoint: &Path, starting: bool) -> Result<()> {
+        // A server that may not share selm-tui's working directory gets absolute paths.
+        let checkpoint = &std::path::absolute(checkpoint)
+            .with_context(|| format!("the absolute path of {}", checkpoint.display()))?;
+        // A started server that has exited since (out of memory, killed) starts again.
+        let died = self.child.as_mut().is_some_and(|c| c.exited().is_some());
+        if died {
+            self.stop();
+        }
         if self.serving.as_deref() == Some(checkpoint) {
             return Ok(());
         }
         match (&self.config.command, self.config.reload) {
             (Some(template), _) => self.restart(template.clone(), checkpoint)?,
-            (None, _) if starting => {}
+            // With a way to reload, even the starting model is loaded: a long-lived server
+            // may still serve another run's weights.
             (None, Some(reload)) => self.reload(reload, checkpoint)?,
+            (None, None) if starting => {}
             (None, None) => bail!(
                 "{} serves the starting model and has no `generate.server.reload` to take {}",
                 self.url(),

@@ -376,8 +376,6 @@ impl ModelConfig {
         Self::llama(128, 64, 160, 2, 4, 2, 16, false)
     }
 
-    /// The id that pads batches: `pad_token_id`, else the first EOS id, else 0. Pad positions
-    /// are masked, so the choice changes no logits.
     /// The special ids and embedding rows the tokenizer needs.
     pub fn tokens(&self) -> ModelTokens {
         ModelTokens {
@@ -388,6 +386,8 @@ impl ModelConfig {
         }
     }
 
+    /// The id that pads batches: `pad_token_id`, else the first EOS id, else 0. Pad positions
+    /// are masked, so the choice changes no logits.
     pub fn pad_id(&self) -> u32 {
         self.pad_token_id
             .or(self.eos_token_ids.first().copied())

@@ -63,7 +63,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
 
     /// Stops a server this run started: after generation it would hold memory (a GPU)
     /// that the update needs, and the next iteration serves a new checkpoint anyway.
-    pub(in crate::engine) fn release_server(&mut self) {
+    pub(crate) fn release_server(&mut self) {
         if let Some(server) = self.server.as_mut() {
             server.stop();
         }
