@@ -179,6 +179,25 @@ fn two_iterations_on_a_managed_server() {
     assert_eq!(greedy_texts(&run, 1), greedy_texts(&local, 1));
 }
 
+/// A headless run of `config` stalled at `at` (ITERATION:STAGE:UNIT), still running.
+fn stalled_run(config: &Path, at: &str) -> Child {
+    let mut child = selm()
+        .args(["--config", config.to_str().unwrap(), "run", "--headless"])
+        .env("SELM_STALL_AT", at)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines
+            .map_while(Result::ok)
+            .any(|l| l.contains("SELM_STALL_AT")),
+        "never stalled at {at}"
+    );
+    child
+}
+
 /// A running `transformers serve` of the built-in model on `port`, ready.
 fn start_server(port: u16, log: &Path) -> Child {
     let model = selm_tui::paths::resolve("builtin:tiny-tasks").unwrap();
@@ -229,19 +248,7 @@ fn a_server_killed_mid_generation_is_named_and_the_run_resumes_once_it_is_back()
     let path = write(&c, &tmp.path().join("url.toml"));
     let mut serving = start_server(port, &tmp.path().join("serve.log"));
     // Stop before the third decode batch, with two recorded; then the server goes away.
-    let mut child = selm()
-        .args(["--config", path.to_str().unwrap(), "run", "--headless"])
-        .env("SELM_STALL_AT", "1:generate:2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(
-        lines
-            .map_while(Result::ok)
-            .any(|l| l.contains("SELM_STALL_AT"))
-    );
+    let mut child = stalled_run(&path, "1:generate:2");
     child.kill().unwrap();
     child.wait().unwrap();
     serving.kill().unwrap();
@@ -319,19 +326,7 @@ fn killing_selm_tui_takes_its_managed_server_along() {
     server.port = Some(port);
     let c = config(tmp.path(), 1, Some(server));
     let path = write(&c, &tmp.path().join("kill.toml"));
-    let mut child = selm()
-        .args(["--config", path.to_str().unwrap(), "run", "--headless"])
-        .env("SELM_STALL_AT", "1:generate:1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(
-        lines
-            .map_while(Result::ok)
-            .any(|l| l.contains("SELM_STALL_AT"))
-    );
+    let mut child = stalled_run(&path, "1:generate:1");
     let needle = format!("--port {port}");
     assert!(!processes_with(&needle).is_empty(), "the server runs");
     child.kill().unwrap();

@@ -36,6 +36,25 @@ pub enum DatasetLabel {
     Rejected,
 }
 
+impl Candidate {
+    /// A response pi_ref generated (in-process or on a server), not yet scored.
+    pub fn generated(
+        text: String,
+        tokens: Vec<u32>,
+        is_reference: bool,
+        reference_logps: Option<Vec<f32>>,
+    ) -> Self {
+        Self {
+            text,
+            tokens,
+            is_reference,
+            score: None,
+            dataset: None,
+            reference_logps,
+        }
+    }
+}
+
 /// One prompt's candidates: a line of `iter-NNN/candidates.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CandidatesRecord {

@@ -72,14 +72,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 let (text, tokens) = self.tokenizer.response_text_and_ids(&out.tokens)?;
                 // pi_ref's log-probs hold for exactly the tokens it sampled.
                 let reference_logps = (from_reference && tokens == out.tokens).then_some(out.logps);
-                Ok(Candidate {
-                    text,
-                    tokens,
-                    is_reference: *is_ref,
-                    score: None,
-                    dataset: None,
-                    reference_logps,
-                })
+                Ok(Candidate::generated(text, tokens, *is_ref, reference_logps))
             })
             .collect()
     }

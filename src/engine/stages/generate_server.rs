@@ -49,14 +49,12 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 // The server's log-probs stand for pi_ref's only when declared raw, and only
                 // for a response whose text gives back as many tokens as it sampled.
                 let reference_logps = c.logprobs.filter(|l| trust && l.len() == tokens.len());
-                Ok(Candidate {
-                    text: c.text,
+                Ok(Candidate::generated(
+                    c.text,
                     tokens,
-                    is_reference: *is_ref,
-                    score: None,
-                    dataset: None,
+                    *is_ref,
                     reference_logps,
-                })
+                ))
             })
             .collect()
     }
