@@ -150,7 +150,7 @@ fn stages_run_in_order_and_write_the_run_dir() {
 
     // The last checkpoint reloads to the policy's logits.
     let back = load_hf_dir::<Flex>(&run.join("checkpoints/iter-002"), &Default::default()).unwrap();
-    assert_eq!(logits(&back), logits(&p.policy().valid()));
+    assert_eq!(logits(&back), logits(&p.policy().unwrap().valid()));
     assert!(run.join("checkpoints/iter-002/tokenizer.json").exists());
     let resolved = Config::from_file(&run.join("config.toml")).unwrap();
     assert_eq!(resolved.prompts.per_iteration, 24);
@@ -478,7 +478,7 @@ fn export_writes_an_hf_directory_that_reloads_to_the_same_logits() {
     assert_eq!(config["architectures"][0], start["architectures"][0]);
     let (back, tok) =
         selm_tui::model::load::load_pretrained::<Flex>(&out, &Default::default()).unwrap();
-    assert_eq!(logits(&back), logits(&p.policy().valid()));
+    assert_eq!(logits(&back), logits(&p.policy().unwrap().valid()));
     assert_eq!(
         tok.encode_prompt("12+34=").unwrap(),
         p.tokenizer().encode_prompt("12+34=").unwrap()

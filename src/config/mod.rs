@@ -4,7 +4,7 @@
 mod server;
 mod validate;
 
-pub use server::{GenerateEngine, Reload, ServerApi, ServerSection};
+pub use server::{GenerateEngine, Reload, ServerApi, ServerSection, TrainEngine};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -263,6 +263,20 @@ pub struct Train {
     pub max_grad_norm: Option<f64>,
     #[serde(default)]
     pub weight_decay: f64,
+    /// `in_process` (Burn, on the run's backend) or `command` (an external trainer such as
+    /// TRL + DeepSpeed, `command`; generation then runs on a server, and selm-tui loads no
+    /// weights).
+    #[serde(default)]
+    pub engine: TrainEngine,
+    /// For `engine = "command"`: a shell command template run once per iteration, e.g.
+    /// `accelerate launch --config_file configs/accelerate/zero3.yaml scripts/selm_trl.py
+    /// --params {params}`. Placeholders: {input} (the pairs, TRL preference JSONL), {model}
+    /// (the policy to start from), {ref_model} (pi_ref), {out} (where the updated policy
+    /// goes, an HF directory), {params} (params.json, everything below and the paths),
+    /// {eval_prompts}, {pair_logps_out}, {eval_samples_out}, {alpha}, {beta}, {lr},
+    /// {batch_size}, {warmup_ratio}, {seed}, {objective}, {iteration}, {run_dir}.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
 }
 
 /// The loss an update minimizes (see the README's Math section).

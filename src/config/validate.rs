@@ -2,7 +2,8 @@
 
 use anyhow::{Result, bail};
 
-use super::{Config, GenerateEngine, RankerKind, Reload};
+use super::{Config, GenerateEngine, RankerKind, Reload, TrainEngine};
+use crate::config::server::{TRAIN_PLACEHOLDERS, placeholders};
 
 impl Config {
     /// Checks every value; the error names the key and what is wrong.
@@ -134,6 +135,7 @@ impl Config {
             );
         }
         self.validate_generation_server()?;
+        self.validate_train_engine()?;
         if self.run.name.is_empty() || self.run.name.contains(['/', '\\']) {
             bail!("key `run.name`: must be a non-empty name without slashes");
         }
@@ -197,6 +199,42 @@ impl Config {
         }
         if server.raw_logprobs && !server.logprobs {
             bail!("key `generate.server.raw_logprobs`: needs `logprobs = true`");
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `train.engine` and `train.command`.
+    fn validate_train_engine(&self) -> Result<()> {
+        let command = match (self.train.engine, self.train.command.as_deref()) {
+            (TrainEngine::InProcess, None) => return Ok(()),
+            (TrainEngine::InProcess, Some(_)) => {
+                bail!("key `train.command`: only read with `train.engine = \"command\"`")
+            }
+            (TrainEngine::Command, None) => bail!(
+                "key `train.command`: `train.engine = \"command\"` needs the trainer's command, \
+                 e.g. \"python3 scripts/selm_trl.py --params {{params}}\""
+            ),
+            (TrainEngine::Command, Some(c)) => c,
+        };
+        if let Some(unknown) = placeholders(command).find(|p| !TRAIN_PLACEHOLDERS.contains(p)) {
+            bail!(
+                "key `train.command`: unknown placeholder `{{{unknown}}}` (known: {})",
+                TRAIN_PLACEHOLDERS.join(", ")
+            );
+        }
+        if !placeholders(command).any(|p| p == "out" || p == "params") {
+            bail!(
+                "key `train.command`: must name `{{out}}` or `{{params}}`, so the trainer knows \
+                 where to write the updated policy"
+            );
+        }
+        if self.generate.engine != GenerateEngine::Server {
+            bail!(
+                "key `generate.engine`: `train.engine = \"command\"` needs `generate.engine = \
+                 \"server\"`: with an external trainer selm-tui loads no weights of its own"
+            );
         }
         Ok(())
     }

@@ -1,17 +1,21 @@
 //! Evaluation on the held-out prompts: `kl` (k1 estimate of KL(pi_theta || pi_ref) on fresh
 //! policy samples), `high_reward_fraction`, `reward/mean` and the reward histogram.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::pipeline::Pipeline;
+use super::stages::generate_server::{Sampling, complete_all, completion_request, request_seed};
+use super::stages::update_command::EVAL_SALT;
+use crate::external::trainer::EvalSamplesRow;
 use crate::model::generate::generate_suppressing;
 use crate::model::load::host;
 use crate::model::sampling::SamplingParams;
 use crate::ranker::{RankRequest, score_checked};
+use crate::run::read_if_present;
 use crate::run::records::{
     EvalFigures, EvalRecord, HISTOGRAM_BINS, IterationSummary, MetricsRecord,
 };
@@ -27,7 +31,10 @@ impl<B: AutodiffBackend> Pipeline<B> {
         pairs: usize,
         mean_loss: f64,
     ) -> Result<IterationSummary> {
-        let (kl_sum, samples) = self.sample_held_out(iteration)?;
+        let (kl_sum, samples) = match self.trainer {
+            Some(_) => self.sample_held_out(iteration)?,
+            None => self.held_out_external(iteration)?,
+        };
         let mut rewards = vec![];
         for (prompt, texts) in self.sets.eval.iter().zip(&samples) {
             let req = RankRequest {
@@ -77,7 +84,8 @@ impl<B: AutodiffBackend> Pipeline<B> {
     /// `eval.samples` policy samples per held-out prompt (decoded, grouped by prompt) and
     /// the sum over them of log pi_theta(y|x) - log pi_ref(y|x).
     fn sample_held_out(&self, iteration: usize) -> Result<(f64, Vec<Vec<String>>)> {
-        let policy = self.trainer.policy().valid();
+        let trainer = self.burn()?;
+        let policy = trainer.policy().valid();
         let e = &self.config.eval;
         let params = SamplingParams {
             temperature: e.temperature,
@@ -113,7 +121,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 let lp = out
                     .iter()
                     .map(|g| g.logps.iter().map(|&x| x as f64).sum::<f64>());
-                let lr = host(sequence_logps(self.trainer.reference(), &rows)).data;
+                let lr = host(sequence_logps(trainer.reference(), &rows)).data;
                 kl_sum += lp.zip(&lr).map(|(a, &b)| a - b as f64).sum::<f64>();
             }
             for (&i, g) in chunk.iter().zip(&out) {
@@ -121,6 +129,83 @@ impl<B: AutodiffBackend> Pipeline<B> {
             }
         }
         Ok((kl_sum, samples))
+    }
+}
+
+impl<B: AutodiffBackend> Pipeline<B> {
+    /// Held-out samples and their kl sum with an external trainer: after an update, those
+    /// the trainer drew from the updated policy and scored under both models
+    /// (`eval_samples.jsonl`); for the starting model, or a trainer that wrote none, samples
+    /// from the generation server serving pi_theta (kl is 0 at the start, else unmeasured).
+    fn held_out_external(&mut self, iteration: usize) -> Result<(f64, Vec<Vec<String>>)> {
+        if iteration > 0
+            && let Some(found) = self.trainer_eval_samples(iteration)?
+        {
+            return Ok(found);
+        }
+        let (checkpoint, starting) = match iteration {
+            0 => (self.config.model_dir()?, true),
+            n => (self.run.checkpoint_dir(n), false),
+        };
+        let config = (self.config.generate.server.clone())
+            .context("an external trainer without a generation server")?;
+        let e = &self.config.eval;
+        let sampling = Sampling {
+            temperature: e.temperature,
+            top_p: 1.0,
+            top_k: 0,
+        };
+        let mut requests = vec![];
+        for (i, prompt) in self.sets.eval.iter().enumerate() {
+            let text = prompt.render(&self.tokenizer, self.config.prompts.chat)?;
+            for s in 0..e.samples {
+                let seed = request_seed(self.config.run.seed ^ EVAL_SALT, iteration, i, s as u64);
+                requests.push(completion_request(
+                    config.api,
+                    text.clone(),
+                    self.config.generate.max_new_tokens,
+                    sampling,
+                    seed,
+                    false,
+                ));
+            }
+        }
+        let server = self.server.as_mut().context("no generation server")?;
+        server.serve(&checkpoint, starting)?;
+        let texts: Vec<String> = complete_all(server, requests, config.concurrency)?
+            .into_iter()
+            .map(|c| c.text)
+            .collect();
+        let samples = texts.chunks(e.samples.max(1)).map(<[_]>::to_vec).collect();
+        Ok((if iteration == 0 { 0.0 } else { f64::NAN }, samples))
+    }
+
+    /// The trainer's held-out samples of `iteration`, decoded, with their kl sum; None when
+    /// it wrote none.
+    fn trainer_eval_samples(&self, iteration: usize) -> Result<Option<(f64, Vec<Vec<String>>)>> {
+        let path = self.run.trainer_dir(iteration).join("eval_samples.jsonl");
+        let Some(rows) = read_if_present::<EvalSamplesRow>(&path)? else {
+            return Ok(None);
+        };
+        if rows.len() != self.sets.eval.len() {
+            bail!(
+                "{}: {} rows for {} held-out prompts",
+                path.display(),
+                rows.len(),
+                self.sets.eval.len()
+            );
+        }
+        let mut kl_sum = 0.0;
+        let mut samples = vec![];
+        for row in rows {
+            let mut texts = vec![];
+            for s in row.samples {
+                kl_sum += s.policy_logp - s.reference_logp;
+                texts.push(self.tokenizer.decode(&s.ids)?);
+            }
+            samples.push(texts);
+        }
+        Ok(Some((kl_sum, samples)))
     }
 }
 

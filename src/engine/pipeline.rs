@@ -9,9 +9,11 @@ use std::time::Instant;
 
 use super::messages::{Event, LiveParams, LogLine, Stage, StageSummary};
 use super::stages::{HumanDesk, IterationState};
-use crate::config::{Config, GenerateEngine, RankerKind};
+use crate::config::{Config, GenerateEngine, RankerKind, TrainEngine};
 use crate::external::server::GenerationServer;
+use crate::external::trainer::RunningTrainer;
 use crate::model::CausalLm;
+use crate::model::ModelConfig;
 use crate::model::load::load_pretrained;
 use crate::prompts::PromptSets;
 use crate::ranker::Ranker;
@@ -37,7 +39,11 @@ pub(super) type Progress = (usize, usize);
 
 pub struct Pipeline<B: AutodiffBackend> {
     pub(super) config: Config,
-    pub(super) trainer: SelmTrainer<B>,
+    /// Policy, reference and optimizer in Burn; None with `train.engine = "command"`, where
+    /// the weights live with the external trainer and the generation server.
+    pub(super) trainer: Option<SelmTrainer<B>>,
+    /// The external trainer while an update runs (`train.engine = "command"`).
+    pub(super) running_trainer: Option<RunningTrainer>,
     pub(super) tokenizer: TextTokenizer,
     /// tokenizer.json and tokenizer_config.json, saved with every checkpoint.
     pub(super) tokenizer_files: Vec<(String, String)>,
@@ -72,13 +78,16 @@ pub struct Pipeline<B: AutodiffBackend> {
 impl<B: AutodiffBackend> Pipeline<B> {
     /// Loads the model (policy and reference), draws the prompt sets, creates the run dir.
     pub fn new(config: Config, device: &B::Device) -> Result<Self> {
-        let (policy, tokenizer): (CausalLm<B>, _) = load_pretrained(&config.model_dir()?, device)?;
-        let reference = policy.valid();
+        let (models, tokenizer) = load_start::<B>(&config, device)?;
+        let models = models.map(|policy| {
+            let reference = policy.valid();
+            (policy, reference)
+        });
         let run = RunDir::create(&config.run.out_dir, &config.run.name)?;
         let lock = RunLock::acquire(&run.path)?;
         run.write_config(&config)?;
         let params = config.live_params();
-        let mut pipeline = Self::assemble(config, run, lock, (policy, reference), tokenizer)?;
+        let mut pipeline = Self::assemble(config, run, lock, models, tokenizer, device)?;
         pipeline.run.push_history(&HistoryEntry::Start {
             time: now(),
             iteration: 1,
@@ -89,13 +98,14 @@ impl<B: AutodiffBackend> Pipeline<B> {
     }
 
     /// The pipeline of `run` at iteration 1, before its first stage, with `models`
-    /// (policy, reference).
+    /// (policy, reference; None for an external trainer).
     pub(super) fn assemble(
         config: Config,
         run: RunDir,
         lock: RunLock,
-        (policy, reference): (CausalLm<B>, CausalLm<B::InnerBackend>),
+        models: Option<(CausalLm<B>, CausalLm<B::InnerBackend>)>,
         tokenizer: TextTokenizer,
+        device: &B::Device,
     ) -> Result<Self> {
         let tokenizer_files = vec![
             ("tokenizer.json".to_string(), tokenizer.to_json()?),
@@ -110,21 +120,22 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .iter()
             .map(|p| p.encode(&tokenizer, config.prompts.chat))
             .collect::<Result<_>>()?;
-        let ranker =
-            crate::ranker::from_config::<B::InnerBackend>(&config.rank, &reference.device())?;
+        let ranker = crate::ranker::from_config::<B::InnerBackend>(&config.rank, device)?;
         let optim = OptimConfig {
             max_grad_norm: config.train.max_grad_norm,
             weight_decay: config.train.weight_decay,
             micro_batch: config.train.micro_batch_size,
             ..OptimConfig::default()
         };
-        let trainer = SelmTrainer::new(
-            policy,
-            reference,
-            optim,
-            CosineWithWarmup::constant(config.train.lr),
-        )
-        .with_objective(config.train.objective);
+        let trainer = models.map(|(policy, reference)| {
+            SelmTrainer::new(
+                policy,
+                reference,
+                optim,
+                CosineWithWarmup::constant(config.train.lr),
+            )
+            .with_objective(config.train.objective)
+        });
         let desk = config.rank.is_human().then(HumanDesk::default);
         let server = match (config.generate.engine, &config.generate.server) {
             (GenerateEngine::Server, Some(section)) => {
@@ -136,6 +147,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             params: config.live_params(),
             config,
             trainer,
+            running_trainer: None,
             tokenizer,
             tokenizer_files,
             ranker,
@@ -189,9 +201,22 @@ impl<B: AutodiffBackend> Pipeline<B> {
         &self.summaries
     }
 
-    /// The current policy pi_theta.
-    pub fn policy(&self) -> &CausalLm<B> {
-        self.trainer.policy()
+    /// The current policy pi_theta, when it is in-process.
+    pub fn policy(&self) -> Option<&CausalLm<B>> {
+        self.trainer.as_ref().map(SelmTrainer::policy)
+    }
+
+    /// The in-process models, which every in-process stage needs.
+    pub(super) fn burn(&self) -> Result<&SelmTrainer<B>> {
+        self.trainer
+            .as_ref()
+            .context("no in-process model with `train.engine = \"command\"`")
+    }
+
+    pub(super) fn burn_mut(&mut self) -> Result<&mut SelmTrainer<B>> {
+        self.trainer
+            .as_mut()
+            .context("no in-process model with `train.engine = \"command\"`")
     }
 
     pub fn is_finished(&self) -> bool {
@@ -211,7 +236,9 @@ impl<B: AutodiffBackend> Pipeline<B> {
             lr: lr.unwrap_or(self.params.lr),
         };
         next.validate()?;
-        self.trainer.set_peak_lr(next.lr);
+        if let Some(trainer) = self.trainer.as_mut() {
+            trainer.set_peak_lr(next.lr);
+        }
         self.run.push_history(&HistoryEntry::Set {
             time: now(),
             iteration: self.iteration,
@@ -284,9 +311,10 @@ impl<B: AutodiffBackend> Pipeline<B> {
         if stage == Stage::Generate {
             self.release_server();
         }
-        if stage == Stage::Update {
-            // The only stage boundary where pi_theta differs from the last checkpoint.
-            self.run.save_policy_state(self.trainer.policy())?;
+        if let (Stage::Update, Some(trainer)) = (stage, &self.trainer) {
+            // The only stage boundary where pi_theta differs from the last checkpoint (an
+            // external trainer's model is in its directory).
+            self.run.save_policy_state(trainer.policy())?;
         }
         self.cursor = 0;
         let advance = match stage.next() {
@@ -337,7 +365,9 @@ impl<B: AutodiffBackend> Pipeline<B> {
             Stage::Generate => self.generate_batch(),
             Stage::Rank => self.rank_chunk(),
             Stage::SelectPairs => self.select_pairs(emit),
+            Stage::Update if self.trainer.is_none() => self.update_with_command(emit),
             Stage::Update => self.update_batch(emit),
+            Stage::SyncEval if self.trainer.is_none() => self.sync_eval_external(emit),
             Stage::SyncEval => self.sync_eval(emit),
         }
     }
@@ -367,6 +397,29 @@ impl<B: AutodiffBackend> Pipeline<B> {
             }
         }
     }
+}
+
+/// The starting model in Burn (None for an external trainer, which loads it itself: only
+/// its tokenizer is read) and its tokenizer.
+pub(super) fn load_start<B: AutodiffBackend>(
+    config: &Config,
+    device: &B::Device,
+) -> Result<(Option<CausalLm<B>>, TextTokenizer)> {
+    let path = config.model_dir()?;
+    if config.train.engine == TrainEngine::InProcess {
+        let (model, tokenizer) = load_pretrained(&path, device)?;
+        return Ok((Some(model), tokenizer));
+    }
+    if !path.join("config.json").is_file() {
+        anyhow::bail!(
+            "key `model.path`: `train.engine = \"command\"` needs an HF model directory (the \
+             trainer and the server load it); {} is not one",
+            path.display()
+        );
+    }
+    let model = ModelConfig::from_file(&path.join("config.json"))?;
+    let tokenizer = TextTokenizer::from_hf_dir(&path, &model.tokens())?;
+    Ok((None, tokenizer))
 }
 
 /// The training and held-out prompts `config` describes.

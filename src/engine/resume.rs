@@ -10,12 +10,12 @@ use burn::tensor::backend::AutodiffBackend;
 use std::path::Path;
 
 use super::messages::{Event, Stage};
-use super::pipeline::{Pipeline, now};
+use super::pipeline::{Pipeline, load_start, now};
 use crate::config::Config;
 use crate::io::read_jsonl;
 use crate::model::CausalLm;
-use crate::model::load::{load_hf_dir, load_pretrained};
-use crate::run::records::{HistoryEntry, IterationSummary, MetricsRecord};
+use crate::model::load::load_hf_dir;
+use crate::run::records::{HistoryEntry, IterationSummary, MetricsRecord, RunState};
 use crate::run::{RunDir, RunLock};
 
 impl<B: AutodiffBackend> Pipeline<B> {
@@ -40,28 +40,19 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 config.run.iterations
             );
         }
-        let (start, tokenizer): (CausalLm<B>, _) = load_pretrained(&config.model_dir()?, device)?;
-        // The checkpoints hold pi_theta; pi_ref is the last one, or the start model when
-        // it is never synced.
-        let last = match state.iteration {
-            1 => start.clone(),
-            n => load_hf_dir::<B>(&run.checkpoint_dir(n - 1), device)?,
-        };
-        let policy = if state.stage == Stage::SyncEval {
-            load_hf_dir::<B>(&run.policy_state_dir(), device)?
-        } else {
-            last.clone()
-        };
-        let reference = match config.train.sync_reference {
-            true => last.valid(),
-            false => start.valid(),
+        let (start, tokenizer) = load_start::<B>(&config, device)?;
+        let models = match start {
+            Some(start) => Some(resumed_models(&config, &run, &state, start, device)?),
+            None => None,
         };
         run.truncate_metrics(state.metrics_jsonl_bytes, state.metrics_csv_bytes)?;
         let params = last_params(&run)?.unwrap_or_else(|| config.live_params());
         let summaries = read_summaries(&run, state.iteration)?;
-        let mut p = Self::assemble(config, run, lock, (policy, reference), tokenizer)?;
+        let mut p = Self::assemble(config, run, lock, models, tokenizer, device)?;
         p.params = params;
-        p.trainer.set_peak_lr(params.lr);
+        if let Some(trainer) = p.trainer.as_mut() {
+            trainer.set_peak_lr(params.lr);
+        }
         p.summaries = summaries;
         p.global_step = state.global_step;
         p.iteration = state.iteration;
@@ -94,13 +85,18 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 found.display()
             );
         }
-        let (policy, tokenizer): (CausalLm<B>, _) = load_pretrained(&config.model_dir()?, device)?;
-        let reference = policy.valid();
+        let (start, tokenizer) = load_start::<B>(&config, device)?;
+        let models = start.map(|policy| {
+            let reference = policy.valid();
+            (policy, reference)
+        });
         run.reset_metrics()?;
         let params = last_params(&run)?.unwrap_or_else(|| config.live_params());
-        let mut p = Self::assemble(config, run, lock, (policy, reference), tokenizer)?;
+        let mut p = Self::assemble(config, run, lock, models, tokenizer, device)?;
         p.params = params;
-        p.trainer.set_peak_lr(params.lr);
+        if let Some(trainer) = p.trainer.as_mut() {
+            trainer.set_peak_lr(params.lr);
+        }
         p.run.push_history(&HistoryEntry::Resume {
             time: now(),
             iteration: 1,
@@ -162,6 +158,31 @@ impl<B: AutodiffBackend> Pipeline<B> {
             rows.into_iter().map(|r| (r.candidates, r.ranker)).unzip();
         Ok(())
     }
+}
+
+/// Policy and reference in Burn where the run stopped: the checkpoints hold pi_theta; pi_ref
+/// is the last one, or the start model when it is never synced.
+fn resumed_models<B: AutodiffBackend>(
+    config: &Config,
+    run: &RunDir,
+    state: &RunState,
+    start: CausalLm<B>,
+    device: &B::Device,
+) -> Result<(CausalLm<B>, CausalLm<B::InnerBackend>)> {
+    let last = match state.iteration {
+        1 => start.clone(),
+        n => load_hf_dir::<B>(&run.checkpoint_dir(n - 1), device)?,
+    };
+    let policy = if state.stage == Stage::SyncEval {
+        load_hf_dir::<B>(&run.policy_state_dir(), device)?
+    } else {
+        last.clone()
+    };
+    let reference = match config.train.sync_reference {
+        true => last.valid(),
+        false => start.valid(),
+    };
+    Ok((policy, reference))
 }
 
 /// The parameters in force when the run stopped: the last history entry.

@@ -1,4 +1,4 @@
-//! Child processes selm-tui owns (a generation server): each runs as `sh -c COMMAND` in a
+//! Child processes selm-tui owns (a generation server, a trainer): each runs as `sh -c COMMAND` in a
 //! process group of its own, with its output appended to a log file, and dies with selm-tui
 //! however selm-tui ends. A normal end stops the group (SIGTERM, then SIGKILL after a grace
 //! period). For an abrupt one (a panic that aborts, SIGKILL), a watchdog `sh` waits on a pipe
@@ -8,7 +8,7 @@
 use anyhow::{Context, Result};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Kills process group `$1` once its standard input closes.
@@ -29,17 +29,25 @@ pub struct GroupChild {
 impl GroupChild {
     /// Starts `command` under `sh -c`, its stdout and stderr appended to `log`.
     pub fn spawn(command: &str, log: &Path) -> Result<Self> {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("opening {}", log.display()))?;
+        let out = open_log(log)?;
+        Self::start(command, log, out.try_clone()?.into())
+    }
+
+    /// Starts `command` with its stdout on a pipe returned to the caller (who keeps it in
+    /// the log), its stderr appended to `log`.
+    pub fn spawn_piped(command: &str, log: &Path) -> Result<(Self, ChildStdout)> {
+        let mut this = Self::start(command, log, Stdio::piped())?;
+        let stdout = this.child.stdout.take().expect("piped");
+        Ok((this, stdout))
+    }
+
+    fn start(command: &str, log: &Path, stdout: Stdio) -> Result<Self> {
         let child = Command::new("sh")
             .arg("-c")
             .arg(command)
             .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
+            .stdout(stdout)
+            .stderr(open_log(log)?)
             .process_group(0)
             .spawn()
             .with_context(|| format!("starting `{command}`"))?;
@@ -122,6 +130,44 @@ impl Drop for GroupChild {
     }
 }
 
+fn open_log(log: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))
+}
+
+/// `template` with each `{name}` replaced by its value, shell-quoted (paths may hold spaces).
+pub fn expand(template: &str, values: &[(&str, String)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in values {
+        out = out.replace(&format!("{{{name}}}"), &shell_quote(value));
+    }
+    out
+}
+
+/// `value` as one word for `sh`: bare when it is plain, else in single quotes.
+fn shell_quote(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=+,@%".contains(c));
+    if plain {
+        value.to_string()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
+}
+
+/// Appends `text` to the log at `path`.
+pub fn append(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    open_log(path)?
+        .write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
     // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
     unsafe {
@@ -148,6 +194,20 @@ pub fn group_alive(pgid: libc::pid_t) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn templates_expand_to_shell_words() {
+        let t = "trainer --in {input} --alpha {alpha} --json '{\"a\": 1}'";
+        let values = [
+            ("input", "runs/my run/x.jsonl".to_string()),
+            ("alpha", "0.001".into()),
+        ];
+        assert_eq!(
+            expand(t, &values),
+            "trainer --in 'runs/my run/x.jsonl' --alpha 0.001 --json '{\"a\": 1}'"
+        );
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
 
     #[test]
     fn a_stopped_group_leaves_no_process() {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::http::{Completion, CompletionRequest, OpenAiClient};
-use super::process::GroupChild;
+use super::process::{GroupChild, append, expand};
 use crate::config::{Reload, ServerSection};
 
 pub struct GenerationServer {
@@ -101,12 +101,13 @@ impl GenerationServer {
             .next()
             .unwrap_or_default()
             .to_string();
-        let command = template
-            .replace(
-                "{checkpoint}",
-                &shell_quote(&checkpoint.display().to_string()),
-            )
-            .replace("{port}", &port);
+        let command = expand(
+            &template,
+            &[
+                ("checkpoint", checkpoint.display().to_string()),
+                ("port", port),
+            ],
+        );
         let header = format!("\n# selm-tui: starting `{command}`\n");
         append(&self.log, &header)?;
         self.child = Some(GroupChild::spawn(&command, &self.log)?);
@@ -134,7 +135,7 @@ impl GenerationServer {
             }
             Reload::Command => {
                 let template = self.config.reload_command.as_deref().unwrap_or_default();
-                let command = template.replace("{checkpoint}", &shell_quote(&path));
+                let command = expand(template, &[("checkpoint", path.clone())]);
                 let status = std::process::Command::new("sh")
                     .args(["-c", &command])
                     .status()
@@ -201,19 +202,4 @@ fn port(config: &ServerSection) -> Result<u16> {
     }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
-}
-
-/// `s` as one shell word.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-fn append(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .with_context(|| format!("writing {}", path.display()))
 }

@@ -14,6 +14,7 @@ use super::records::{
     CandidatesRecord, HistoryEntry, MetricsRecord, PairLogps, PairRecord, RunState, csv_columns,
 };
 use crate::config::Config;
+use crate::external::trainer::{EvalPromptRow, PreferenceRow, TrainerParams};
 use crate::io::{append_line, atomic_write, read_jsonl};
 use crate::model::CausalLm;
 use crate::model::load::save_hf_dir;
@@ -208,6 +209,63 @@ impl RunDir {
         read_if_present(&self.pair_logps_path(iteration))
     }
 
+    /// `iter-NNN/train/`: an external trainer's inputs and outputs (`train.engine =
+    /// "command"`; see [`crate::external::trainer`]).
+    pub fn trainer_dir(&self, iteration: usize) -> PathBuf {
+        self.iteration_dir(iteration).join("train")
+    }
+
+    /// The output of every trainer command the run started.
+    pub fn trainer_log(&self) -> PathBuf {
+        self.path.join("trainer.log")
+    }
+
+    /// Writes a trainer's inputs (`pairs.jsonl`, `eval_prompts.jsonl`, `params.json` at the
+    /// paths `params` names) after clearing what an earlier attempt left, so no stale model
+    /// or measurement is taken for this attempt's. Returns the path of `params.json`.
+    pub fn write_trainer_inputs(
+        &self,
+        params: &TrainerParams,
+        pairs: &[PreferenceRow],
+        eval_prompts: &[EvalPromptRow],
+    ) -> Result<PathBuf> {
+        let dir = self.trainer_dir(params.iteration);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_jsonl(&params.input, pairs)?;
+        write_jsonl(&params.eval_prompts, eval_prompts)?;
+        let path = dir.join("params.json");
+        atomic_write(&path, serde_json::to_string_pretty(params)?.as_bytes())?;
+        Ok(path)
+    }
+
+    /// Makes the trainer's model at `from` the checkpoint of `iteration` (a rename, so it is
+    /// there whole or not at all), with selm-tui's tokenizer files where it lacks them.
+    pub fn adopt_checkpoint(
+        &self,
+        iteration: usize,
+        from: &Path,
+        tokenizer_files: &[(String, String)],
+    ) -> Result<PathBuf> {
+        for (name, contents) in tokenizer_files {
+            if !from.join(name).exists() {
+                atomic_write(&from.join(name), contents.as_bytes())?;
+            }
+        }
+        let dir = self.checkpoint_dir(iteration);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        let parent = dir.parent().expect("checkpoints/");
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::rename(from, &dir)
+            .with_context(|| format!("moving {} to {}", from.display(), dir.display()))?;
+        Ok(dir)
+    }
+
     pub fn checkpoint_dir(&self, iteration: usize) -> PathBuf {
         self.path
             .join("checkpoints")
@@ -383,7 +441,7 @@ fn write_jsonl<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
     atomic_write(path, jsonl(records)?.as_bytes())
 }
 
-fn read_if_present<T: DeserializeOwned>(path: &Path) -> Result<Option<Vec<T>>> {
+pub fn read_if_present<T: DeserializeOwned>(path: &Path) -> Result<Option<Vec<T>>> {
     match path.is_file() {
         true => read_jsonl(path).map(Some),
         false => Ok(None),

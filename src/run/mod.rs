@@ -7,5 +7,5 @@ mod dir;
 pub mod records;
 mod stage;
 
-pub use dir::{RunDir, RunLock};
+pub use dir::{RunDir, RunLock, read_if_present};
 pub use stage::Stage;

@@ -211,6 +211,11 @@ impl TextTokenizer {
     }
 
     /// Text of `ids`, special tokens dropped.
+    /// Every id that ends a response.
+    pub fn eos_ids(&self) -> &[u32] {
+        &self.eos_ids
+    }
+
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
             .decode(ids, true)

@@ -56,7 +56,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .map(|(i, _)| self.state.prompt_ids[*i].clone())
             .collect();
         let out = generate_suppressing(
-            &self.sampler(),
+            &*self.sampler()?,
             &prompts,
             g.max_new_tokens,
             &params,
@@ -80,12 +80,13 @@ impl<B: AutodiffBackend> Pipeline<B> {
     /// The model candidates are sampled from: pi_ref, which after a sync is the current
     /// policy; with `train.sync_reference = false` (pi_ref fixed at the start) the current
     /// policy, as an online loop samples from it.
-    fn sampler(&self) -> Cow<'_, CausalLm<B::InnerBackend>> {
-        if self.config.train.sync_reference {
-            Cow::Borrowed(self.trainer.reference())
+    fn sampler(&self) -> Result<Cow<'_, CausalLm<B::InnerBackend>>> {
+        let trainer = self.burn()?;
+        Ok(if self.config.train.sync_reference {
+            Cow::Borrowed(trainer.reference())
         } else {
-            Cow::Owned(self.trainer.policy().valid())
-        }
+            Cow::Owned(trainer.policy().valid())
+        })
     }
 
     /// Orders each prompt's candidates as K samples, the dataset's responses (when

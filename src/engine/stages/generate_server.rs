@@ -93,42 +93,90 @@ impl<B: AutodiffBackend> Pipeline<B> {
                     *k += 1;
                     *k
                 };
-                let (temperature, top_p, top_k) = match is_ref {
-                    true => (0.0, 1.0, 0),
-                    false => (g.temperature, g.top_p, g.top_k),
+                let sampling = match is_ref {
+                    true => Sampling::GREEDY,
+                    false => Sampling {
+                        temperature: g.temperature,
+                        top_p: g.top_p,
+                        top_k: g.top_k,
+                    },
                 };
-                let generation_config = (api == ServerApi::Transformers).then(|| {
-                    let mut c = serde_json::json!({
-                        "do_sample": !is_ref,
-                        "max_new_tokens": g.max_new_tokens,
-                    });
-                    if !is_ref {
-                        c["temperature"] = temperature.into();
-                        c["top_p"] = top_p.into();
-                        c["top_k"] = top_k.into();
-                    }
-                    c.to_string()
-                });
-                Ok(CompletionRequest {
-                    model: String::new(),
-                    prompt: self.state.prompts[i]
-                        .render(&self.tokenizer, self.config.prompts.chat)?,
-                    max_tokens: g.max_new_tokens,
-                    temperature,
-                    top_p,
-                    top_k: (top_k > 0).then_some(top_k),
-                    seed: request_seed(self.config.run.seed, self.iteration, i, sample),
-                    logprobs: logprobs.then_some(1),
-                    generation_config,
-                })
+                let prompt =
+                    self.state.prompts[i].render(&self.tokenizer, self.config.prompts.chat)?;
+                let seed = request_seed(self.config.run.seed, self.iteration, i, sample);
+                Ok(completion_request(
+                    api,
+                    prompt,
+                    g.max_new_tokens,
+                    sampling,
+                    seed,
+                    logprobs,
+                ))
             })
             .collect()
     }
 }
 
+/// Temperature (0: greedy), top-p and top-k (0: off) of a request.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::engine) struct Sampling {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: usize,
+}
+
+impl Sampling {
+    pub const GREEDY: Self = Self {
+        temperature: 0.0,
+        top_p: 1.0,
+        top_k: 0,
+    };
+}
+
+/// One `/v1/completions` request for `prompt`, every sampling parameter explicit.
+pub(in crate::engine) fn completion_request(
+    api: ServerApi,
+    prompt: String,
+    max_tokens: usize,
+    sampling: Sampling,
+    seed: u64,
+    logprobs: bool,
+) -> CompletionRequest {
+    let greedy = sampling.temperature == 0.0;
+    // `transformers serve` samples only as its own generation_config field says.
+    let generation_config = (api == ServerApi::Transformers).then(|| {
+        let mut c = serde_json::json!({
+            "do_sample": !greedy,
+            "max_new_tokens": max_tokens,
+        });
+        if !greedy {
+            c["temperature"] = sampling.temperature.into();
+            c["top_p"] = sampling.top_p.into();
+            c["top_k"] = sampling.top_k.into();
+        }
+        c.to_string()
+    });
+    CompletionRequest {
+        model: String::new(),
+        prompt,
+        max_tokens,
+        temperature: sampling.temperature,
+        top_p: sampling.top_p,
+        top_k: (sampling.top_k > 0).then_some(sampling.top_k),
+        seed,
+        logprobs: logprobs.then_some(1),
+        generation_config,
+    }
+}
+
 /// A request's seed from (run seed, iteration, prompt, sample): the same request after a
 /// resume. 31 bits, which every server takes.
-fn request_seed(run: u64, iteration: usize, prompt: usize, sample: u64) -> u64 {
+pub(in crate::engine) fn request_seed(
+    run: u64,
+    iteration: usize,
+    prompt: usize,
+    sample: u64,
+) -> u64 {
     let mut x = run
         ^ (iteration as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
         ^ (prompt as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9)
@@ -141,7 +189,7 @@ fn request_seed(run: u64, iteration: usize, prompt: usize, sample: u64) -> u64 {
 
 /// Every request answered, in order, with up to `concurrency` in flight; the first failure
 /// (after the client's retries) fails the batch, and no new request starts after it.
-fn complete_all(
+pub(in crate::engine) fn complete_all(
     server: &GenerationServer,
     requests: Vec<CompletionRequest>,
     concurrency: usize,

@@ -4,13 +4,15 @@
 //! [`Pipeline`]: super::pipeline::Pipeline
 
 mod generate;
-mod generate_server;
+pub(super) mod generate_server;
 mod human;
 mod rank;
 mod sample;
 mod select;
 mod sync_eval;
+mod sync_external;
 mod update;
+pub(super) mod update_command;
 
 pub(super) use human::HumanDesk;
 
@@ -30,6 +32,8 @@ pub(super) struct IterationState {
     /// Decode batches: (prompt index, is y_ref) per row.
     pub jobs: Vec<Vec<(usize, bool)>>,
     pub triples: Vec<Triple>,
+    /// The prompt (index into `prompts`) of each triple.
+    pub triple_prompts: Vec<usize>,
     /// Update mini-batches: indices into `triples`.
     pub batches: Vec<Vec<usize>>,
     pub losses: Vec<f64>,

@@ -22,11 +22,13 @@ impl<B: AutodiffBackend> Pipeline<B> {
     ) -> Result<Progress> {
         let mut records = vec![];
         let mut triples = vec![];
+        let mut triple_prompts = vec![];
         let s = &self.state;
-        for (((prompt, ids), cands), ranked_by) in (s.prompts.iter())
+        for (i, (((prompt, ids), cands), ranked_by)) in (s.prompts.iter())
             .zip(&s.prompt_ids)
             .zip(&s.candidates)
             .zip(&s.ranked_by)
+            .enumerate()
         {
             let scores: Vec<f64> = cands.iter().map(|c| c.score.unwrap_or(f64::NAN)).collect();
             let Some((best, worst)) = best_and_worst(&scores) else {
@@ -36,6 +38,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 .iter()
                 .find(|c| c.is_reference)
                 .expect("y_ref generated");
+            triple_prompts.push(i);
             triples.push(Triple {
                 prompt: ids.clone(),
                 chosen: cands[best].tokens.clone(),
@@ -80,12 +83,15 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .map(<[_]>::to_vec)
             .collect();
         self.state.triples = triples;
+        self.state.triple_prompts = triple_prompts;
         let schedule = CosineWithWarmup::new(
             self.params.lr,
             self.config.train.warmup_ratio,
             self.state.batches.len(),
         );
-        self.trainer.reset_optimizer(schedule);
+        if let Some(trainer) = self.trainer.as_mut() {
+            trainer.reset_optimizer(schedule);
+        }
         Ok((1, 1))
     }
 }

@@ -15,7 +15,7 @@ use crate::selm::logprobs::response_token_logps;
 
 impl<B: AutodiffBackend> Pipeline<B> {
     pub(in crate::engine) fn sync_eval(&mut self, emit: &mut dyn FnMut(Event)) -> Result<Progress> {
-        if !self.trainer.policy_is_finite() {
+        if !self.burn()?.policy_is_finite() {
             bail!(
                 "the policy's weights are not finite after the update: not syncing the \
                  reference or writing a checkpoint (the last good one is iteration {})",
@@ -35,11 +35,11 @@ impl<B: AutodiffBackend> Pipeline<B> {
             self.state.mean_loss(),
         )?;
         if self.config.train.sync_reference {
-            self.trainer.sync_reference();
+            self.burn_mut()?.sync_reference();
         }
         let dir = self.run.save_checkpoint(
             self.iteration,
-            &self.trainer.policy().valid(),
+            &self.burn()?.policy().valid(),
             &self.tokenizer_files,
         )?;
         emit(Event::Log(LogLine::info(format!(
@@ -55,12 +55,13 @@ impl<B: AutodiffBackend> Pipeline<B> {
     /// Per-token log-probs of every pair's chosen, rejected and y_ref under the updated policy
     /// and the reference.
     fn measure_pairs(&self) -> Result<Vec<PairLogps>> {
-        let policy = self.trainer.policy().valid();
-        let reference = self.trainer.reference();
+        let trainer = self.burn()?;
+        let policy = trainer.policy().valid();
+        let reference = trainer.reference();
         let mut out = Vec::with_capacity(self.state.triples.len());
         // At most an update's micro-batch per pass: its memory is what the update was sized to.
         let triples = &self.state.triples;
-        let per_pass = self.trainer.micro_batch(triples);
+        let per_pass = trainer.micro_batch(triples);
         for chunk in triples.chunks(per_pass.min(self.config.train.batch_size)) {
             let rows: Vec<(&[u32], &[u32])> = chunk
                 .iter()

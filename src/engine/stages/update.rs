@@ -7,7 +7,7 @@ use burn::tensor::backend::AutodiffBackend;
 use crate::engine::messages::{Event, LogLine};
 use crate::engine::pipeline::{Pipeline, Progress};
 use crate::run::records::{MetricsRecord, TrainRecord};
-use crate::selm::Triple;
+use crate::selm::{SelmMetrics, Triple};
 
 impl<B: AutodiffBackend> Pipeline<B> {
     pub(in crate::engine) fn update_batch(
@@ -16,32 +16,49 @@ impl<B: AutodiffBackend> Pipeline<B> {
     ) -> Result<Progress> {
         let total = self.state.batches.len();
         if total == 0 {
-            emit(Event::Log(LogLine::warn(format!(
-                "iteration {}: no pairs with a preference; no update",
-                self.iteration
-            ))));
-            return Ok((1, 1));
+            return Ok(self.no_update(emit));
         }
         let batch: Vec<Triple> = self.state.batches[self.cursor]
             .iter()
             .map(|&i| self.state.triples[i].clone())
             .collect();
-        let report = self
-            .trainer
-            .step(&batch, self.params.alpha, self.params.beta)?;
+        let (alpha, beta) = (self.params.alpha, self.params.beta);
+        let report = self.burn_mut()?.step(&batch, alpha, beta)?;
+        self.record_step(report.metrics, report.grad_norm, report.lr, emit)?;
+        Ok((self.cursor + 1, total))
+    }
+
+    /// An iteration whose prompts all lacked a preference: nothing to train on.
+    pub(in crate::engine) fn no_update(&self, emit: &mut dyn FnMut(Event)) -> Progress {
+        emit(Event::Log(LogLine::warn(format!(
+            "iteration {}: no pairs with a preference; no update",
+            self.iteration
+        ))));
+        (1, 1)
+    }
+
+    /// One optimizer step's metrics row, whichever engine took it: appended to the run's
+    /// metrics, and to the front end's panels.
+    pub(in crate::engine) fn record_step(
+        &mut self,
+        metrics: SelmMetrics,
+        grad_norm: f64,
+        lr: f64,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<()> {
         self.global_step += 1;
-        self.state.losses.push(report.metrics.loss);
+        self.state.losses.push(metrics.loss);
         let record = TrainRecord {
             iteration: self.iteration,
             step: self.global_step,
-            batch: self.cursor + 1,
-            metrics: report.metrics,
-            grad_norm: report.grad_norm,
-            lr: report.lr,
+            batch: self.state.losses.len(),
+            metrics,
+            grad_norm,
+            lr,
         };
         self.run
             .push_metrics(&MetricsRecord::Train(record.clone()))?;
         emit(Event::Metrics(record));
-        Ok((self.cursor + 1, total))
+        Ok(())
     }
 }

@@ -1,0 +1,340 @@
+#!/usr/bin/env python3
+"""One SELM update in TRL: selm-tui's external trainer (`train.engine = "command"`).
+
+A subclass of TRL's DPOTrainer (TRL 1.16) that adds SELM's optimism term to the sigmoid DPO
+loss, exactly as the paper (arXiv 2405.19332) and the official code do:
+
+    loss = -logsigmoid(beta * ((pi_c - pi_r) - (ref_c - ref_r)))
+           + alpha * beta * (log pi_theta(y_ref) - log pi_ref(y_ref))
+
+with y_ref the `reference_response` column (alpha = 0 is DPO; objective `xpo` adds
+alpha * log pi_theta(y_ref) instead). It reads selm-tui's file contract (README, "External
+engines"): `params.json` names the pairs (TRL preference JSONL with token ids), the policy and
+reference HF directories, and where to write. It prints one JSON object per optimizer step on
+stdout, with selm-tui's metric names; everything else goes to stderr. It saves the updated
+policy as an HF directory, then measures, for selm-tui's inspector and evaluation, the pairs'
+per-token log-probs and samples of the new policy on the held-out prompts under both models.
+
+Runs alone (`python3 scripts/selm_trl.py --params P`), under `accelerate launch`, and under
+DeepSpeed ZeRO-3 (`accelerate launch --config_file configs/accelerate/zero3.yaml ...`, which
+saves a full 16-bit model). Requirements: scripts/requirements-trl.txt.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+
+
+def redirect_stdout():
+    """The metrics stream is the real stdout; every other print goes to stderr."""
+    metrics = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return metrics
+
+
+METRICS = redirect_stdout()
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from torch.utils.data import SequentialSampler  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from trl import DPOConfig, DPOTrainer  # noqa: E402
+from trl.models.utils import unwrap_model_for_generation  # noqa: E402
+
+BLOCKS = ("chosen", "rejected", "reference")
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def pad_right(rows, value):
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows])
+
+
+class SelmCollator:
+    """Prompt + response rows, padded right: every chosen, then every rejected, then every
+    y_ref, with a mask of the response tokens."""
+
+    def __init__(self, pad_token_id):
+        self.pad = pad_token_id
+
+    def __call__(self, examples):
+        ids, masks = [], []
+        for block in BLOCKS:
+            for ex in examples:
+                prompt, response = ex["prompt_ids"], ex[f"{block}_ids"]
+                ids.append(prompt + response)
+                masks.append([0] * len(prompt) + [1] * len(response))
+        return {
+            "input_ids": pad_right(ids, self.pad),
+            "attention_mask": pad_right([[1] * len(r) for r in ids], 0),
+            "completion_mask": pad_right(masks, 0),
+        }
+
+
+def response_logps(model, input_ids, attention_mask, completion_mask):
+    """Per-token log-probs of the response tokens (zero elsewhere), shape [rows, len - 1],
+    through the fused LM head TRL adds to its models."""
+    labels = input_ids.masked_fill(completion_mask == 0, -100)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        labels=labels,
+        use_cache=False,
+        fused_lm_head=True,
+    )
+    shifted = completion_mask[:, 1:]
+    return out.log_probs[:, -shifted.size(1) :] * shifted
+
+
+class SelmTrainer(DPOTrainer):
+    """DPOTrainer with SELM's optimism term, selm-tui's step order and metric names."""
+
+    def __init__(self, *args, objective, alpha, pairs, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.objective = objective
+        self.alpha = alpha
+        self.pairs = pairs
+        # compute_loss returns the step's mean already (see `_step_share`).
+        self.loss_is_scaled_for_ga = True
+        self._rows = []
+        self._step_lr = None
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        # selm-tui's rows carry the exact token ids it trained on: no re-tokenizing.
+        if "prompt_ids" in dataset.column_names:
+            return dataset
+        raise ValueError("the pairs need prompt_ids, chosen_ids, rejected_ids, reference_ids")
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = [f"{b}_ids" for b in ("prompt",) + BLOCKS]
+
+    def _get_train_sampler(self, *args, **kwargs):
+        # selm-tui wrote the pairs in its mini-batch order.
+        return SequentialSampler(self.train_dataset)
+
+    def _step_share(self, rows_here):
+        """The factor that makes this micro-batch's mean a share of its step's mean."""
+        b = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+        b *= self.accelerator.num_processes
+        done = self.state.global_step * b
+        rows_in_step = min(b, self.pairs - done) / self.accelerator.num_processes
+        return rows_here / max(rows_in_step, 1)
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        args = (inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+        policy = response_logps(model, *args).sum(1)
+        with torch.no_grad():
+            reference = response_logps(self.ref_model, *args).sum(1)
+        pc, pr, py = policy.chunk(3)
+        rc, rr, ry = reference.chunk(3)
+        logits = (pc - pr) - (rc - rr)
+        dpo = -F.logsigmoid(self.beta * logits)
+        if self.objective == "selm":
+            optimism = self.alpha * self.beta * (py - ry)
+        elif self.objective == "xpo":
+            optimism = self.alpha * py
+        else:
+            optimism = torch.zeros_like(dpo)
+        losses = dpo + optimism
+        if self.model.training:
+            self._step_lr = self._get_learning_rate()
+            rows = torch.stack([pc, pr, py, rc, rr, ry, losses, dpo, optimism], 1).detach()
+            self._rows.append(self.accelerator.gather_for_metrics(rows).float().cpu())
+        loss = losses.mean() * self._step_share(losses.size(0))
+        return (loss, None) if return_outputs else loss
+
+    def log(self, logs, start_time=None):
+        if self._rows and "loss" in logs:
+            print_metrics(torch.cat(self._rows), self.alpha, self.beta, logs, self._step_lr)
+            self._rows = []
+        super().log(logs, start_time)
+
+
+def print_metrics(rows, alpha, beta, logs, lr):
+    """One step's metrics, as selm-tui's in-process update computes them."""
+    pc, pr, py, rc, rr, ry, losses, dpo, optimism = rows.double().unbind(1)
+    chosen, rejected = beta * (pc - rc), beta * (pr - rr)
+    line = {
+        "loss": losses.mean().item(),
+        "loss/dpo": dpo.mean().item(),
+        "loss/optimism": optimism.mean().item(),
+        "rewards/chosen": chosen.mean().item(),
+        "rewards/rejected": rejected.mean().item(),
+        "rewards/accuracies": (chosen > rejected).double().mean().item(),
+        "rewards/margins": (chosen - rejected).mean().item(),
+        "logps/chosen": pc.mean().item(),
+        "logps/rejected": pr.mean().item(),
+        "logps/pi_response": py.mean().item(),
+        "logps/ref_response": ry.mean().item(),
+        "alpha": alpha,
+        "beta": beta,
+        "grad_norm": float(logs.get("grad_norm", float("nan"))),
+        "lr": float(lr),
+    }
+    if int(os.environ.get("RANK", "0")) == 0:
+        METRICS.write(json.dumps(line) + "\n")
+
+
+def measure_pairs(trainer, rows, batch):
+    """Per-token log-probs of each pair's chosen, rejected and y_ref under both models."""
+    out = []
+    collate = SelmCollator(trainer.processing_class.pad_token_id)
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        inputs = {k: v.to(trainer.accelerator.device) for k, v in collate(chunk).items()}
+        args = (inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+        with torch.no_grad():
+            both = [response_logps(m, *args) for m in (trainer.model_wrapped, trainer.ref_model)]
+        n = len(chunk)
+        for i, ex in enumerate(chunk):
+            pair = {}
+            for b, block in enumerate(BLOCKS):
+                row = b * n + i
+                start_at, length = len(ex["prompt_ids"]) - 1, len(ex[f"{block}_ids"])
+                pick = slice(start_at, start_at + length)
+                name = "y_ref" if block == "reference" else block
+                pair[name] = {
+                    "policy": both[0][row, pick].float().tolist(),
+                    "reference": both[1][row, pick].float().tolist(),
+                }
+            out.append(pair)
+    return out
+
+
+def sample_held_out(trainer, prompts, p):
+    """`eval_samples` samples of the updated policy per held-out prompt, with their summed
+    log-probs under it and under pi_ref (the k1 estimate of KL is their mean difference)."""
+    eos = p["eos_token_ids"]
+    pad = trainer.processing_class.pad_token_id
+    temperature = p["eval_temperature"]
+    out = []
+    for row in prompts:
+        prompt = torch.tensor([row["prompt_ids"]], device=trainer.accelerator.device)
+        torch.manual_seed(row["seed"])
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
+            generated = model.generate(
+                input_ids=prompt,
+                attention_mask=torch.ones_like(prompt),
+                do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else None,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=p["max_new_tokens"],
+                num_return_sequences=p["eval_samples"],
+                eos_token_id=eos,
+                pad_token_id=pad,
+                suppress_tokens=p["suppress_token_ids"] or None,
+                synced_gpus=trainer.accelerator.num_processes > 1,
+            )
+        samples = []
+        for seq in generated[:, prompt.size(1) :].tolist():
+            ends = [i for i, t in enumerate(seq) if t in eos]
+            samples.append(seq[: ends[0] + 1] if ends else seq)
+        rows = [
+            {"prompt_ids": row["prompt_ids"], "chosen_ids": s, "rejected_ids": s, "reference_ids": s}
+            for s in samples
+        ]
+        logps = measure_pairs(trainer, rows, len(rows))
+        out.append(
+            {
+                "samples": [
+                    {
+                        "ids": s,
+                        "policy_logp": sum(m["chosen"]["policy"]),
+                        "reference_logp": sum(m["chosen"]["reference"]),
+                    }
+                    for s, m in zip(samples, logps)
+                ]
+            }
+        )
+    return out
+
+
+def training_args(p, pairs, world):
+    micro = p["micro_batch_size"] or p["batch_size"]
+    if p["batch_size"] % (micro * world):
+        raise SystemExit(
+            f"batch_size {p['batch_size']} is not a multiple of micro_batch_size {micro} x "
+            f"{world} processes"
+        )
+    steps = math.ceil(pairs / p["batch_size"]) * p["epochs"]
+    cuda = torch.cuda.is_available()
+    return DPOConfig(
+        output_dir=os.path.join(os.path.dirname(p["out"]), "trl"),
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=p["batch_size"] // (micro * world),
+        num_train_epochs=p["epochs"],
+        learning_rate=p["lr"],
+        lr_scheduler_type="cosine",
+        warmup_steps=math.ceil(p["warmup_ratio"] * steps),
+        max_grad_norm=p["max_grad_norm"] or 0.0,
+        weight_decay=p["weight_decay"],
+        beta=p["beta"],
+        seed=p["seed"],
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        remove_unused_columns=False,
+        bf16=cuda,
+        use_cpu=not cuda,
+        activation_checkpointing=cuda,
+        disable_tqdm=True,
+        dataloader_drop_last=False,
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", required=True, help="selm-tui's params.json")
+    args = parser.parse_args()
+    with open(args.params) as f:
+        p = json.load(f)
+    rows = read_jsonl(p["input"])
+    if not rows:
+        raise SystemExit(f"{p['input']}: no pairs")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    config = training_args(p, len(rows), world)
+    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(p["model"])
+    # selm-tui's special ids (a tokenizer.json alone may name none).
+    tokenizer.pad_token = tokenizer.convert_ids_to_tokens(p["pad_token_id"])
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(p["eos_token_ids"][0])
+    model = AutoModelForCausalLM.from_pretrained(p["model"], dtype=dtype)
+    ref_model = AutoModelForCausalLM.from_pretrained(p["ref_model"], dtype=dtype)
+    columns = [f"{b}_ids" for b in ("prompt",) + BLOCKS]
+    dataset = Dataset.from_list([{c: r[c] for c in columns} for r in rows])
+    trainer = SelmTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        data_collator=SelmCollator(tokenizer.pad_token_id),
+        objective=p["objective"],
+        alpha=p["alpha"],
+        pairs=len(rows),
+    )
+    trainer.train()
+    trainer.save_model(p["out"])
+    trainer.model_wrapped.eval()
+    batch = config.per_device_train_batch_size
+    pair_logps = measure_pairs(trainer, rows, batch)
+    eval_samples = sample_held_out(trainer, read_jsonl(p["eval_prompts"]), p)
+    if trainer.accelerator.is_main_process:
+        for path, items in ((p["pair_logps_out"], pair_logps), (p["eval_samples_out"], eval_samples)):
+            with open(path + ".tmp", "w") as f:
+                f.writelines(json.dumps(x) + "\n" for x in items)
+            os.replace(path + ".tmp", path)
+
+
+if __name__ == "__main__":
+    main()

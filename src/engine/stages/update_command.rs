@@ -1,0 +1,164 @@
+//! Stage 5 with `train.engine = "command"`: the iteration's pairs go to an external trainer
+//! (TRL + DeepSpeed, say) through files in `iter-NNN/train/`. A unit waits briefly for the
+//! trainer's next metrics line, so the engine still answers the front end between its steps;
+//! the stage ends when the trainer exits 0 with a model. A trainer that fails leaves the run
+//! at the start of this stage: `resume` launches it again.
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::AutodiffBackend;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::engine::messages::{Event, LogLine};
+use crate::engine::pipeline::{Pipeline, Progress};
+use crate::external::process::expand;
+use crate::external::trainer::{
+    EvalPromptRow, PreferenceRow, RunningTrainer, TrainerParams, TrainerPoll, check_model_dir,
+};
+
+/// How long one unit waits for the trainer.
+const POLL: Duration = Duration::from_millis(250);
+
+impl<B: AutodiffBackend> Pipeline<B> {
+    pub(in crate::engine) fn update_with_command(
+        &mut self,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<Progress> {
+        let total = self.state.batches.len();
+        if total == 0 {
+            return Ok(self.no_update(emit));
+        }
+        if self.running_trainer.is_none() {
+            self.launch_trainer(emit)?;
+        }
+        let trainer = self.running_trainer.as_mut().expect("launched");
+        match trainer.poll(POLL)? {
+            TrainerPoll::Running => {}
+            TrainerPoll::Metrics(m) => self.record_step(m.metrics, m.grad_norm, m.lr, emit)?,
+            TrainerPoll::Finished => {
+                self.running_trainer = None;
+                check_model_dir(&self.trainer_params()?.out)?;
+                return Ok((total, total));
+            }
+        }
+        // Done only when the trainer says so, however many lines it printed.
+        Ok((self.state.losses.len().min(total - 1), total))
+    }
+
+    /// Writes the update's inputs and starts `train.command` on them.
+    fn launch_trainer(&mut self, emit: &mut dyn FnMut(Event)) -> Result<()> {
+        let params = self.trainer_params()?;
+        let pairs = self.preference_rows()?;
+        let eval_prompts = self.eval_prompt_rows()?;
+        let params_path = self
+            .run
+            .write_trainer_inputs(&params, &pairs, &eval_prompts)?;
+        let run_dir = std::path::absolute(&self.run.path)?;
+        let template = self.config.train.command.as_deref().unwrap_or_default();
+        let command = expand(template, &params.placeholders(&run_dir, &params_path));
+        emit(Event::Log(LogLine::info(format!(
+            "iteration {}: trainer `{command}` on {} pairs (its output in trainer.log)",
+            self.iteration,
+            pairs.len()
+        ))));
+        self.running_trainer = Some(RunningTrainer::start(&command, &self.run.trainer_log())?);
+        Ok(())
+    }
+
+    /// The parameters and paths of this iteration's update (absolute: a trainer may run
+    /// elsewhere in the file system, or on another node of a shared one).
+    pub(in crate::engine) fn trainer_params(&self) -> Result<TrainerParams> {
+        let abs = |p: &Path| -> Result<PathBuf> {
+            std::path::absolute(p).with_context(|| format!("the absolute path of {}", p.display()))
+        };
+        let start = abs(&self.config.model_dir()?)?;
+        // The policy starts from pi_theta: the start, then the last checkpoint.
+        let model = match self.iteration {
+            1 => start.clone(),
+            n => abs(&self.run.checkpoint_dir(n - 1))?,
+        };
+        let ref_model = match self.config.train.sync_reference {
+            true => model.clone(),
+            false => start,
+        };
+        let dir = abs(&self.run.trainer_dir(self.iteration))?;
+        let t = &self.config.train;
+        Ok(TrainerParams {
+            iteration: self.iteration,
+            objective: serde_json::to_value(t.objective)?
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            alpha: self.params.alpha,
+            beta: self.params.beta,
+            lr: self.params.lr,
+            epochs: 1,
+            batch_size: t.batch_size,
+            micro_batch_size: t.micro_batch_size,
+            warmup_ratio: t.warmup_ratio,
+            max_grad_norm: t.max_grad_norm,
+            weight_decay: t.weight_decay,
+            seed: self.config.run.seed,
+            model,
+            ref_model,
+            input: dir.join("pairs.jsonl"),
+            out: dir.join("model"),
+            eval_prompts: dir.join("eval_prompts.jsonl"),
+            pair_logps_out: dir.join("pair_logps.jsonl"),
+            eval_samples_out: dir.join("eval_samples.jsonl"),
+            eval_samples: self.config.eval.samples,
+            eval_temperature: self.config.eval.temperature,
+            max_new_tokens: self.config.generate.max_new_tokens,
+            eos_token_ids: self.tokenizer.eos_ids().to_vec(),
+            pad_token_id: self.tokenizer.pad,
+            suppress_token_ids: self.tokenizer.suppressed_ids(),
+        })
+    }
+
+    /// The pairs in the order of the in-process update's mini-batches (seeded per
+    /// iteration), so that a trainer stepping through the file in order takes the same steps.
+    fn preference_rows(&self) -> Result<Vec<PreferenceRow>> {
+        let s = &self.state;
+        s.batches
+            .iter()
+            .flatten()
+            .map(|&t| {
+                let triple = &s.triples[t];
+                let prompt = &s.prompts[s.triple_prompts[t]];
+                let text = |ids: &[u32]| self.tokenizer.decode(ids);
+                Ok(PreferenceRow {
+                    prompt: prompt.render(&self.tokenizer, self.config.prompts.chat)?,
+                    chosen: text(&triple.chosen)?,
+                    rejected: text(&triple.rejected)?,
+                    reference_response: text(&triple.reference_response)?,
+                    prompt_ids: triple.prompt.clone(),
+                    chosen_ids: triple.chosen.clone(),
+                    rejected_ids: triple.rejected.clone(),
+                    reference_ids: triple.reference_response.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The held-out prompts, each with the seed of its samples this iteration.
+    fn eval_prompt_rows(&self) -> Result<Vec<EvalPromptRow>> {
+        (self.sets.eval.iter().zip(&self.eval_ids))
+            .enumerate()
+            .map(|(i, (prompt, ids))| {
+                Ok(EvalPromptRow {
+                    prompt: prompt.render(&self.tokenizer, self.config.prompts.chat)?,
+                    prompt_ids: ids.clone(),
+                    seed: super::generate_server::request_seed(
+                        self.config.run.seed ^ EVAL_SALT,
+                        self.iteration,
+                        i,
+                        0,
+                    ),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Sets the held-out samples' seeds apart from the training candidates'.
+pub(in crate::engine) const EVAL_SALT: u64 = 0xe7a1;
