@@ -7,22 +7,14 @@
 
 use selm_tui::config::{Config, GenerateEngine, ServerSection};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "common/external.rs"]
+mod external;
 use common::read_jsonl;
-
-fn selm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_selm-tui"))
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+use external::*;
 
 /// `transformers serve` as selm-tui would run it.
 const SERVE: &str = "transformers serve {checkpoint} --port {port} --device cpu";
@@ -53,62 +45,6 @@ fn config(dir: &Path, iterations: usize, server: Option<ServerSection>) -> Confi
 fn write(config: &Config, path: &Path) -> PathBuf {
     std::fs::write(path, config.to_toml()).unwrap();
     path.to_path_buf()
-}
-
-fn headless(config: &Path) -> Output {
-    selm()
-        .args(["--config", config.to_str().unwrap(), "run", "--headless"])
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn run_dir(dir: &Path) -> PathBuf {
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    runs.pop().unwrap()
-}
-
-/// Processes whose command line holds `needle` (not zombies).
-fn processes_with(needle: &str) -> Vec<String> {
-    let mut found = vec![];
-    for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
-        if cmdline.contains(needle) && !zombie {
-            found.push(cmdline);
-        }
-    }
-    found
-}
-
-/// Waits until no process's command line holds `needle`.
-fn assert_gone(needle: &str, within: Duration) {
-    let start = Instant::now();
-    while !processes_with(needle).is_empty() {
-        assert!(
-            start.elapsed() < within,
-            "still running: {:?}",
-            processes_with(needle)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// y_ref of each prompt of an iteration, from its candidates.
@@ -177,62 +113,6 @@ fn two_iterations_on_a_managed_server() {
     ok(&headless(&write(&c, &tmp.path().join("local.toml"))));
     let local = run_dir(&tmp.path().join("local"));
     assert_eq!(greedy_texts(&run, 1), greedy_texts(&local, 1));
-}
-
-/// A headless run of `config` stalled at `at` (ITERATION:STAGE:UNIT), still running.
-fn stalled_run(config: &Path, at: &str) -> Child {
-    let mut child = selm()
-        .args(["--config", config.to_str().unwrap(), "run", "--headless"])
-        .env("SELM_STALL_AT", at)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(
-        lines
-            .map_while(Result::ok)
-            .any(|l| l.contains("SELM_STALL_AT")),
-        "never stalled at {at}"
-    );
-    child
-}
-
-/// A running `transformers serve` of the built-in model on `port`, ready.
-fn start_server(port: u16, log: &Path) -> Child {
-    let model = selm_tui::paths::resolve("builtin:tiny-tasks").unwrap();
-    let out = std::fs::File::create(log).unwrap();
-    let mut child = Command::new("transformers")
-        .args([
-            "serve",
-            model.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-        ])
-        .args(["--device", "cpu"])
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("transformers serve (pip install 'transformers[serving]' torch)");
-    let url = format!("http://127.0.0.1:{port}/v1/models");
-    let client = selm_tui::external::http::OpenAiClient::new(
-        &format!("http://127.0.0.1:{port}"),
-        Duration::from_secs(5),
-        0,
-    );
-    let start = Instant::now();
-    while client.models().is_err() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the server exited: {url}"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "{url} never answered"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    child
 }
 
 #[test]

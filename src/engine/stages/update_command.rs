@@ -37,7 +37,12 @@ impl<B: AutodiffBackend> Pipeline<B> {
             TrainerPoll::Metrics(m) => self.record_step(m.metrics, m.grad_norm, m.lr, emit)?,
             TrainerPoll::Finished => {
                 self.running_trainer = None;
-                check_model_dir(&self.trainer_params()?.out)?;
+                check_model_dir(&self.trainer_params()?.out).with_context(|| {
+                    format!(
+                        "the trainer exited 0 (its output in {})",
+                        self.run.trainer_log().display()
+                    )
+                })?;
                 return Ok((total, total));
             }
         }
@@ -45,21 +50,28 @@ impl<B: AutodiffBackend> Pipeline<B> {
         Ok((self.state.losses.len().min(total - 1), total))
     }
 
-    /// Writes the update's inputs and starts `train.command` on them.
-    fn launch_trainer(&mut self, emit: &mut dyn FnMut(Event)) -> Result<()> {
+    /// Writes the files an external trainer gets for this iteration's update (once its pairs
+    /// are selected) and returns the path of their `params.json`. The command engine runs
+    /// its trainer on them; the cross-engine check hands an in-process run's to one.
+    pub fn write_trainer_inputs(&self) -> Result<PathBuf> {
         let params = self.trainer_params()?;
         let pairs = self.preference_rows()?;
         let eval_prompts = self.eval_prompt_rows()?;
-        let params_path = self
-            .run
-            .write_trainer_inputs(&params, &pairs, &eval_prompts)?;
+        self.run
+            .write_trainer_inputs(&params, &pairs, &eval_prompts)
+    }
+
+    /// Writes the update's inputs and starts `train.command` on them.
+    fn launch_trainer(&mut self, emit: &mut dyn FnMut(Event)) -> Result<()> {
+        let params = self.trainer_params()?;
+        let params_path = self.write_trainer_inputs()?;
+        let pairs = self.state.triples.len();
         let run_dir = std::path::absolute(&self.run.path)?;
         let template = self.config.train.command.as_deref().unwrap_or_default();
         let command = expand(template, &params.placeholders(&run_dir, &params_path));
         emit(Event::Log(LogLine::info(format!(
             "iteration {}: trainer `{command}` on {} pairs (its output in trainer.log)",
-            self.iteration,
-            pairs.len()
+            self.iteration, pairs
         ))));
         self.running_trainer = Some(RunningTrainer::start(&command, &self.run.trainer_log())?);
         Ok(())

@@ -1,0 +1,353 @@
+//! `train.engine = "command"` against real software on this CPU: `scripts/selm_trl.py` (TRL
+//! 1.16 on torch's CPU path) as the trainer, `transformers serve` as the generation server.
+//! The same pairs through the in-process update and through TRL (first step within 1e-4);
+//! two iterations on both external engines; trainers that fail, print garbage or leave no
+//! model (a clear error, nothing lost, and a resume that reruns the update); selm-tui
+//! killed with SIGKILL while its trainer runs.
+
+use selm_tui::config::{Config, GenerateEngine, ServerSection, TrainEngine};
+use selm_tui::engine::Stage;
+use selm_tui::engine::pipeline::Pipeline;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
+#[path = "common/external.rs"]
+mod external;
+use common::read_jsonl;
+use external::*;
+
+type B = selm_tui::backend::FlexAutodiff;
+
+const TRAINER: &str = concat!(
+    "python3 ",
+    env!("CARGO_MANIFEST_DIR"),
+    "/scripts/selm_trl.py --params {params}"
+);
+
+/// The embedded default, small: one iteration of 24 prompts, 3 samples each plus y_ref,
+/// updates of 4 pairs.
+fn config(dir: &Path, iterations: usize) -> Config {
+    let mut c = Config::embedded_default();
+    c.run.out_dir = dir.join("runs");
+    c.run.iterations = iterations;
+    c.prompts.per_iteration = 24;
+    c.prompts.eval = 4;
+    c.generate.samples = 3;
+    c.generate.batch_size = 32;
+    c.train.batch_size = 4;
+    c.eval.samples = 2;
+    c.validate().unwrap();
+    c
+}
+
+/// `c` generating on `server` and training with `command`.
+fn external(mut c: Config, server: ServerSection, command: &str) -> Config {
+    c.generate.engine = GenerateEngine::Server;
+    c.generate.server = Some(server);
+    c.train.engine = TrainEngine::Command;
+    c.train.command = Some(command.into());
+    c.validate().unwrap();
+    c
+}
+
+fn server_section(extra: &str) -> ServerSection {
+    toml::from_str(&format!(
+        "api = \"transformers\"\nconcurrency = 4\nready_timeout_s = 180\n{extra}"
+    ))
+    .unwrap()
+}
+
+fn write(config: &Config, path: &Path) -> PathBuf {
+    std::fs::write(path, config.to_toml()).unwrap();
+    path.to_path_buf()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+fn train_rows(run: &Path) -> Vec<Value> {
+    read_jsonl(&run.join("metrics.jsonl"))
+        .into_iter()
+        .filter(|m| m["kind"] == "train")
+        .collect()
+}
+
+/// (chosen, rejected, y_ref) ids -> (policy, reference) log-prob sums of the three.
+type Measured = HashMap<[Vec<u64>; 3], [[f64; 2]; 3]>;
+
+fn ids(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
+fn sums(v: &Value) -> [f64; 2] {
+    ["policy", "reference"].map(|k| v[k].as_array().unwrap().iter().map(f).sum())
+}
+
+/// A run's `pair_logps.jsonl`, keyed by the responses' ids.
+fn run_pair_logps(run: &Path) -> Measured {
+    read_jsonl(&run.join("iter-001/pair_logps.jsonl"))
+        .iter()
+        .map(|p| {
+            let key = ["chosen", "rejected", "y_ref"].map(|r| ids(&p[r]["ids"]));
+            (key, ["chosen", "rejected", "y_ref"].map(|r| sums(&p[r])))
+        })
+        .collect()
+}
+
+/// The trainer's `pair_logps.jsonl`, keyed by its input's ids.
+fn trainer_pair_logps(train: &Path) -> Measured {
+    let inputs = read_jsonl(&train.join("pairs.jsonl"));
+    let measured = read_jsonl(&train.join("pair_logps.jsonl"));
+    assert_eq!(inputs.len(), measured.len());
+    inputs
+        .iter()
+        .zip(&measured)
+        .map(|(i, m)| {
+            let key = ["chosen_ids", "rejected_ids", "reference_ids"].map(|k| ids(&i[k]));
+            (key, ["chosen", "rejected", "y_ref"].map(|r| sums(&m[r])))
+        })
+        .collect()
+}
+
+#[test]
+fn the_trl_update_takes_the_in_process_update_s_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = config(tmp.path(), 1);
+    let mut p = Pipeline::<B>::new(c, &Default::default()).unwrap();
+    p.evaluate_start(&mut |_| {}).unwrap();
+    while p.position() != (1, Stage::Update) {
+        p.advance(&mut |_| {}).unwrap();
+    }
+    // The inputs the command engine would hand its trainer, from this very iteration.
+    let params = p.write_trainer_inputs().unwrap();
+    while !p.is_finished() {
+        p.advance(&mut |_| {}).unwrap();
+    }
+    let run = p.run().path.clone();
+    drop(p);
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/selm_trl.py"))
+        .arg("--params")
+        .arg(&params)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let trl: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ours = train_rows(&run);
+    assert!(ours.len() >= 2, "{} steps", ours.len());
+    assert_eq!(trl.len(), ours.len());
+    // Step 1, before any weight moved: the same pairs, log-probs and loss, to 1e-4 (f32
+    // sums over a few dozen tokens in two implementations differ by about 1e-6). Except
+    // rewards/accuracies: with pi_theta = pi_ref every implicit reward is 0 up to that
+    // rounding, and the fraction with chosen > rejected counts the signs of rounding errors
+    // (in-process, pi_ref's log-probs come from the decode that sampled the response).
+    let mut worst_step1 = 0f64;
+    for (key, want) in ours[0].as_object().unwrap() {
+        let Some(got) = trl[0].get(key) else { continue };
+        if key == "rewards/accuracies" {
+            continue;
+        }
+        let (got, want) = (f(got), f(want));
+        worst_step1 = worst_step1.max((got - want).abs() / want.abs().max(1.0));
+        assert!(
+            (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+            "step 1 {key}: TRL {got}, in-process {want}"
+        );
+    }
+    // Every step: the same learning rate; the same loss to 1e-4 (the policies drift apart by
+    // the float rounding of a few AdamW steps, see below).
+    let mut worst_loss = 0f64;
+    for (step, (t, o)) in trl.iter().zip(&ours).enumerate() {
+        assert!((f(&t["lr"]) - f(&o["lr"])).abs() <= 1e-12, "step {step}");
+        worst_loss = worst_loss.max((f(&t["loss"]) - f(&o["loss"])).abs());
+        assert!(worst_loss <= 1e-4, "step {step}: {t} vs {o}");
+    }
+    // The updated policies' log-probs of every pair: pi_ref's agree to float rounding (1e-4
+    // on sums of f32 log-probs); pi_theta's to 2e-4 per sequence. Why wider: Adam's first
+    // steps move each weight by about lr whatever its gradient's size, so where a gradient
+    // is near zero its last bits decide how far the weight moves (up to lr = 1e-4 here);
+    // a sequence log-prob sums many such moves. Measured here: about 1e-5.
+    let ours = run_pair_logps(&run);
+    let theirs = trainer_pair_logps(&params.parent().unwrap().to_path_buf());
+    assert_eq!(ours.len(), theirs.len());
+    let (mut worst_policy, mut worst_reference) = (0f64, 0f64);
+    for (key, want) in &ours {
+        let got = theirs.get(key).expect("the same pairs");
+        for (g, w) in got.iter().zip(want) {
+            worst_policy = worst_policy.max((g[0] - w[0]).abs());
+            worst_reference = worst_reference.max((g[1] - w[1]).abs());
+        }
+    }
+    eprintln!(
+        "{} steps; largest difference: step 1 metrics {worst_step1:.2e} (relative), loss \
+         {worst_loss:.2e}, updated policy log-probs {worst_policy:.2e}, reference {worst_reference:.2e}",
+        trl.len()
+    );
+    assert!(worst_reference <= 1e-4, "reference {worst_reference}");
+    assert!(worst_policy <= 2e-4, "policy {worst_policy}");
+}
+
+/// `transformers serve` as selm-tui would run it.
+const SERVE: &str = "transformers serve {checkpoint} --port {port} --device cpu";
+
+#[test]
+fn two_iterations_on_a_generation_server_and_trl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server_section(&format!("command = \"{SERVE}\""));
+    let c = external(config(tmp.path(), 2), server, TRAINER);
+    let stdout = ok(&headless(&write(&c, &tmp.path().join("external.toml"))));
+    assert!(stdout.contains("iter 2 sync + eval"), "{stdout}");
+    let run = run_dir(tmp.path());
+    let rows = train_rows(&run);
+    for iteration in [1, 2] {
+        let dir = run.join(format!("iter-{iteration:03}"));
+        let pairs = read_jsonl(&dir.join("pairs.jsonl"));
+        assert!(!pairs.is_empty());
+        // One metrics row per step of the trainer, numbered on from the last iteration's.
+        let steps = pairs.len().div_ceil(c.train.batch_size);
+        let mine: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r["iteration"] == iteration)
+            .collect();
+        assert_eq!(mine.len(), steps, "iteration {iteration}");
+        assert!(mine.iter().all(|r| f(&r["loss"]).is_finite()));
+        // The inspector's log-probs: one row per pair, one value per token.
+        let logps = read_jsonl(&dir.join("pair_logps.jsonl"));
+        assert_eq!(logps.len(), pairs.len());
+        for p in &logps {
+            for r in ["chosen", "rejected", "y_ref"] {
+                let n = p[r]["ids"].as_array().unwrap().len();
+                assert_eq!(p[r]["policy"].as_array().unwrap().len(), n);
+                assert_eq!(p[r]["reference"].as_array().unwrap().len(), n);
+            }
+        }
+        // The checkpoint loads, tokenizer and all.
+        let (_, tok) = selm_tui::model::load::load_pretrained::<burn::backend::Flex>(
+            &run.join(format!("checkpoints/iter-{iteration:03}")),
+            &Default::default(),
+        )
+        .unwrap();
+        assert!(tok.vocab_size() > 0);
+    }
+    let steps: Vec<u64> = rows.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, (1..=rows.len() as u64).collect::<Vec<_>>());
+    // Every evaluation measured: kl from the trainer's samples after each update.
+    let summary: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary.len(), 3);
+    assert_eq!(f(&summary[0]["kl"]), 0.0);
+    assert!(summary[1..].iter().all(|s| f(&s["kl"]).is_finite()));
+    assert!(summary.iter().all(|s| s["eval_samples"] == 8));
+    // The trainer's output is kept; the server is gone.
+    let log = std::fs::read_to_string(run.join("trainer.log")).unwrap();
+    assert_eq!(log.matches("# selm-tui: starting").count(), 2, "{log}");
+    assert_gone(&run.display().to_string(), Duration::from_secs(5));
+}
+
+/// A valid metrics line, for trainers that fail after one.
+const LINE: &str = r#"{"loss": 0.69, "loss/dpo": 0.69, "loss/optimism": 0.0, "rewards/chosen": 0.0, "rewards/rejected": 0.0, "rewards/accuracies": 0.0, "rewards/margins": 0.0, "logps/chosen": -3.0, "logps/rejected": -4.0, "logps/pi_response": -2.0, "logps/ref_response": -2.0, "alpha": 0.001, "beta": 0.1, "grad_norm": 1.5, "lr": 1e-6}"#;
+
+#[test]
+fn failing_trainers_are_named_lose_nothing_and_resume_reruns_the_update() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut serving = start_server(port, &tmp.path().join("serve.log"));
+    let cases = [
+        (
+            "exit",
+            format!("echo '{LINE}'; echo 'CUDA out of memory' >&2; exit 1"),
+            "exited with exit status: 1",
+        ),
+        (
+            "garbage",
+            "echo 'Step 1: loss 0.69'; sleep 60".into(),
+            "not a JSON object",
+        ),
+        ("no-model", "true".into(), "left no model"),
+    ];
+    for (case, failing, expected) in cases {
+        let dir = tmp.path().join(case);
+        std::fs::create_dir_all(&dir).unwrap();
+        // The trainer fails until the test says it is fixed.
+        let fixed = dir.join("fixed");
+        let command = format!(
+            "if [ -e '{}' ]; then {TRAINER}; else {failing}; fi",
+            fixed.display()
+        );
+        let server = server_section(&format!("url = \"{url}\""));
+        let c = external(config(&dir, 1), server, &command);
+        let out = headless(&write(&c, &dir.join("c.toml")));
+        assert!(!out.status.success(), "{case}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{case}: {stderr}");
+        assert!(stderr.contains("trainer.log"), "{case}: {stderr}");
+        let run = run_dir(&dir);
+        let kept = [
+            "iter-001/candidates.jsonl",
+            "iter-001/pairs.jsonl",
+            "summary.json",
+        ]
+        .map(|f| std::fs::read(run.join(f)).unwrap());
+        assert!(!run.join("checkpoints/iter-001").exists(), "{case}");
+        std::fs::write(&fixed, "").unwrap();
+        let stdout = ok(&selm()
+            .args(["resume", run.to_str().unwrap(), "--headless"])
+            .output()
+            .unwrap());
+        assert!(stdout.contains("iter 1 sync + eval"), "{case}: {stdout}");
+        for (file, before) in ["iter-001/candidates.jsonl", "iter-001/pairs.jsonl"]
+            .iter()
+            .zip(&kept)
+        {
+            assert_eq!(
+                &std::fs::read(run.join(file)).unwrap(),
+                before,
+                "{case} {file}"
+            );
+        }
+        // The rerun's steps only: the failed attempt's rows were cut.
+        let pairs = read_jsonl(&run.join("iter-001/pairs.jsonl")).len();
+        let rows = train_rows(&run);
+        assert_eq!(rows.len(), pairs.div_ceil(c.train.batch_size), "{case}");
+        assert!(rows.iter().all(|r| f(&r["loss"]) != 0.69), "{case}");
+        assert!(run.join("checkpoints/iter-001/config.json").is_file());
+    }
+    // selm-tui killed with SIGKILL while its trainer runs: the trainer goes too.
+    let dir = tmp.path().join("kill");
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = "sleep 600.75";
+    let server = server_section(&format!("url = \"{url}\""));
+    let c = external(config(&dir, 1), server, &format!("{marker} # {{params}}"));
+    let mut child = selm()
+        .args(["--config", write(&c, &dir.join("c.toml")).to_str().unwrap()])
+        .args(["run", "--headless"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while processes_with(marker).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no trainer");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_gone(marker, Duration::from_secs(15));
+    serving.kill().unwrap();
+    serving.wait().unwrap();
+}
