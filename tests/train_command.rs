@@ -182,7 +182,7 @@ fn the_trl_update_takes_the_in_process_update_s_steps() {
     // is near zero its last bits decide how far the weight moves (up to lr = 1e-4 here);
     // a sequence log-prob sums many such moves. Measured here: about 1e-5.
     let ours = run_pair_logps(&run);
-    let theirs = trainer_pair_logps(&params.parent().unwrap().to_path_buf());
+    let theirs = trainer_pair_logps(params.parent().unwrap());
     assert_eq!(ours.len(), theirs.len());
     let (mut worst_policy, mut worst_reference) = (0f64, 0f64);
     for (key, want) in &ours {
