@@ -1,6 +1,7 @@
 //! `train.engine = "command"` against real software on this CPU: `scripts/selm_trl.py` (TRL
 //! 1.16 on torch's CPU path) as the trainer, `transformers serve` as the generation server.
-//! The same pairs through the in-process update and through TRL (first step within 1e-4);
+//! The same pairs through the in-process update and through TRL (first step within 1e-4),
+//! alone and under `accelerate launch` with two processes;
 //! two iterations on both external engines; trainers that fail, print garbage or leave no
 //! model (a clear error, nothing lost, and a resume that reruns the update); selm-tui
 //! killed with SIGKILL while its trainer runs.
@@ -134,19 +135,7 @@ fn the_trl_update_takes_the_in_process_update_s_steps() {
     }
     let run = p.run().path.clone();
     drop(p);
-    let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/selm_trl.py"))
-        .arg("--params")
-        .arg(&params)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let trl: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let trl = run_trainer(Command::new("python3"), &params);
     let ours = train_rows(&run);
     assert!(ours.len() >= 2, "{} steps", ours.len());
     assert_eq!(trl.len(), ours.len());
@@ -199,6 +188,55 @@ fn the_trl_update_takes_the_in_process_update_s_steps() {
     );
     assert!(worst_reference <= 1e-4, "reference {worst_reference}");
     assert!(worst_policy <= 2e-4, "policy {worst_policy}");
+
+    // The same update under `accelerate launch`, two processes (gloo on the CPU), each
+    // taking half of every step's pairs: the same steps.
+    let two = two_process_params(&params);
+    let mut launch = Command::new("accelerate");
+    launch.args(["launch", "--config_file"]);
+    launch.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/configs/accelerate/cpu.yaml"
+    ));
+    launch.args(["--main_process_port", &free_port().to_string()]);
+    let parallel = run_trainer(launch, &two);
+    assert_eq!(parallel.len(), trl.len());
+    for (step, (a, b)) in parallel.iter().zip(&trl).enumerate() {
+        let d = (f(&a["loss"]) - f(&b["loss"])).abs();
+        assert!(d <= 1e-5, "step {step}: two processes {a}, one {b}");
+    }
+}
+
+/// Runs `scripts/selm_trl.py --params params` under `launcher`; its metrics lines.
+fn run_trainer(mut launcher: Command, params: &Path) -> Vec<Value> {
+    let out = launcher
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/selm_trl.py"))
+        .arg("--params")
+        .arg(params)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// A copy of `params` for two processes (half a step's pairs each), writing beside it.
+fn two_process_params(params: &Path) -> PathBuf {
+    let mut p: Value = serde_json::from_str(&std::fs::read_to_string(params).unwrap()).unwrap();
+    let dir = params.parent().unwrap().join("two");
+    std::fs::create_dir_all(&dir).unwrap();
+    p["micro_batch_size"] = (p["batch_size"].as_u64().unwrap() / 2).into();
+    for key in ["out", "pair_logps_out", "eval_samples_out"] {
+        let name = Path::new(p[key].as_str().unwrap()).file_name().unwrap();
+        p[key] = dir.join(name).display().to_string().into();
+    }
+    let path = dir.join("params.json");
+    std::fs::write(&path, p.to_string()).unwrap();
+    path
 }
 
 /// `transformers serve` as selm-tui would run it.
