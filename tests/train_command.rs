@@ -389,3 +389,42 @@ fn failing_trainers_are_named_lose_nothing_and_resume_reruns_the_update() {
     serving.kill().unwrap();
     serving.wait().unwrap();
 }
+
+#[test]
+fn the_cluster_recipe_parses_and_its_commands_expand() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let c = Config::from_file(&root.join("configs/cluster/zephyr-7b-selm.toml")).unwrap();
+    assert_eq!(c.generate.engine, GenerateEngine::Server);
+    assert_eq!(c.train.engine, TrainEngine::Command);
+    assert_eq!(
+        (c.train.alpha, c.train.beta, c.train.lr),
+        (0.001, 0.01, 5e-7)
+    );
+    // Every placeholder expands, and what the commands name is in the repository.
+    let train = c.train.command.as_deref().unwrap();
+    let values: Vec<(&str, String)> = selm_tui::config::TRAIN_PLACEHOLDERS
+        .iter()
+        .map(|&p| (p, format!("/shared/runs/x/{p}")))
+        .collect();
+    let expanded = selm_tui::external::process::expand(train, &values);
+    assert!(!expanded.contains('{'), "{expanded}");
+    assert!(
+        expanded.contains("--params /shared/runs/x/params"),
+        "{expanded}"
+    );
+    for word in expanded.split_whitespace().filter(|w| w.contains('/')) {
+        if !word.starts_with("/shared") {
+            assert!(root.join(word).is_file(), "{word} is not in the repository");
+        }
+    }
+    let server = c.generate.server.as_ref().unwrap();
+    let serve = selm_tui::external::process::expand(
+        server.command.as_deref().unwrap(),
+        &[
+            ("checkpoint", "/shared/runs/x/checkpoints/iter-001".into()),
+            ("port", "8000".into()),
+        ],
+    );
+    assert!(serve.starts_with("vllm serve /shared/runs/x/checkpoints/iter-001 --port 8000"));
+    assert!(root.join(&c.rank.command[1]).is_file());
+}

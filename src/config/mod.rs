@@ -4,7 +4,9 @@
 mod server;
 mod validate;
 
-pub use server::{GenerateEngine, Reload, ServerApi, ServerSection, TrainEngine};
+pub use server::{
+    GenerateEngine, Reload, ServerApi, ServerSection, TRAIN_PLACEHOLDERS, TrainEngine, placeholders,
+};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
