@@ -136,15 +136,19 @@ impl<B: AutodiffBackend> Pipeline<B> {
     /// Held-out samples and their kl sum with an external trainer: after an update, those
     /// the trainer drew from the updated policy and scored under both models
     /// (`eval_samples.jsonl`); for the starting model, or a trainer that wrote none, samples
-    /// from the generation server serving pi_theta (kl is 0 at the start, else unmeasured).
+    /// from the generation server serving pi_theta (kl is 0 at the start and after an
+    /// iteration without pairs, else unmeasured).
     fn held_out_external(&mut self, iteration: usize) -> Result<(f64, Vec<Vec<String>>)> {
         if iteration > 0
             && let Some(found) = self.trainer_eval_samples(iteration)?
         {
             return Ok(found);
         }
+        // With no update this iteration, pi_theta is still the model the server had.
+        let unchanged = iteration == 0 || self.state.triples.is_empty();
         let (checkpoint, starting) = match iteration {
-            0 => (self.config.model_dir()?, true),
+            0 | 1 if unchanged => (self.config.model_dir()?, true),
+            n if unchanged => (self.run.checkpoint_dir(n - 1), false),
             n => (self.run.checkpoint_dir(n), false),
         };
         let config = (self.config.generate.server.clone())
@@ -177,7 +181,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .map(|c| c.text)
             .collect();
         let samples = texts.chunks(e.samples.max(1)).map(<[_]>::to_vec).collect();
-        Ok((if iteration == 0 { 0.0 } else { f64::NAN }, samples))
+        Ok((if unchanged { 0.0 } else { f64::NAN }, samples))
     }
 
     /// The trainer's held-out samples of `iteration`, decoded, with their kl sum; None when
