@@ -43,6 +43,7 @@ from datasets import Dataset  # noqa: E402
 from torch.utils.data import SequentialSampler  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from trl import DPOConfig, DPOTrainer  # noqa: E402
+from accelerate.utils import gather_object  # noqa: E402
 from trl.models.utils import unwrap_model_for_generation  # noqa: E402
 
 BLOCKS = ("chosen", "rejected", "reference")
@@ -67,6 +68,7 @@ class SelmCollator:
 
     def __call__(self, examples):
         ids, masks = [], []
+        weight = torch.tensor([float(ex.get("weight", 1.0)) for ex in examples])
         for block in BLOCKS:
             for ex in examples:
                 prompt, response = ex["prompt_ids"], ex[f"{block}_ids"]
@@ -76,6 +78,7 @@ class SelmCollator:
             "input_ids": pad_right(ids, self.pad),
             "attention_mask": pad_right([[1] * len(r) for r in ids], 0),
             "completion_mask": pad_right(masks, 0),
+            "weight": weight,
         }
 
 
@@ -115,22 +118,24 @@ class SelmTrainer(DPOTrainer):
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
-            self._signature_columns = [f"{b}_ids" for b in ("prompt",) + BLOCKS]
+            self._signature_columns = [f"{b}_ids" for b in ("prompt",) + BLOCKS] + ["weight"]
 
     def _get_train_sampler(self, *args, **kwargs):
         # selm-tui wrote the pairs in its mini-batch order.
         return SequentialSampler(self.train_dataset)
 
-    def _step_share(self, rows_here):
-        """The factor that makes this micro-batch's mean a share of its step's mean."""
+    def _step_scale(self):
+        """What a micro-batch's sum of losses is divided by so that the gradients, summed
+        over the step's micro-batches and averaged over processes, are the step's mean: the
+        real pairs in the step (padding rows weigh 0), per process."""
         b = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
         b *= self.accelerator.num_processes
         done = self.state.global_step * b
-        rows_in_step = min(b, self.pairs - done) / self.accelerator.num_processes
-        return rows_here / max(rows_in_step, 1)
+        return max(min(b, self.pairs - done), 1) / self.accelerator.num_processes
 
     def _compute_loss(self, model, inputs, return_outputs):
         args = (inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+        weight = inputs["weight"].to(inputs["input_ids"].device)
         policy = response_logps(model, *args).sum(1)
         with torch.no_grad():
             reference = response_logps(self.ref_model, *args).sum(1)
@@ -147,9 +152,10 @@ class SelmTrainer(DPOTrainer):
         losses = dpo + optimism
         if self.model.training:
             self._step_lr = self._get_learning_rate()
-            rows = torch.stack([pc, pr, py, rc, rr, ry, losses, dpo, optimism], 1).detach()
-            self._rows.append(self.accelerator.gather_for_metrics(rows).float().cpu())
-        loss = losses.mean() * self._step_share(losses.size(0))
+            rows = torch.stack([pc, pr, py, rc, rr, ry, losses, dpo, optimism, weight], 1)
+            rows = self.accelerator.gather(rows.detach()).float().cpu()
+            self._rows.append(rows[rows[:, -1] > 0, :-1])
+        loss = (losses * weight).sum() / self._step_scale()
         return (loss, None) if return_outputs else loss
 
     def log(self, logs, start_time=None):
@@ -180,47 +186,72 @@ def print_metrics(rows, alpha, beta, logs, lr):
         "grad_norm": float(logs.get("grad_norm", float("nan"))),
         "lr": float(lr),
     }
+    # JSON has no NaN or infinity: null, which selm-tui reads as NaN (and stops on).
+    line = {k: (v if math.isfinite(v) else None) for k, v in line.items()}
     if int(os.environ.get("RANK", "0")) == 0:
         METRICS.write(json.dumps(line) + "\n")
 
 
+def share(n, acc):
+    """This process's share of n items (every world-th index), padded with -1 so that every
+    process gets as many (ZeRO-3 runs forward passes in lock-step)."""
+    world = acc.num_processes
+    per_rank = -(-n // world)
+    return [i if i < n else -1 for i in range(acc.process_index, per_rank * world, world)]
+
+
+def gathered(acc, results):
+    """Every process's (index, value) results, in index order, padding dropped."""
+    every = gather_object(results) if acc.num_processes > 1 else results
+    return [v for i, v in sorted(every, key=lambda x: x[0]) if i >= 0]
+
+
 def measure_pairs(trainer, rows, batch):
-    """Per-token log-probs of each pair's chosen, rejected and y_ref under both models."""
-    out = []
+    """Per-token log-probs of each pair's chosen, rejected and y_ref under both models, the
+    batches shared out among the processes."""
+    acc = trainer.accelerator
+    batches = [rows[i : i + batch] for i in range(0, len(rows), batch)]
+    mine = [(i, measure_batch(trainer, batches[max(i, 0)])) for i in share(len(batches), acc)]
+    return [pair for chunk in gathered(acc, mine) for pair in chunk]
+
+
+def measure_batch(trainer, chunk):
     collate = SelmCollator(trainer.processing_class.pad_token_id)
-    for start in range(0, len(rows), batch):
-        chunk = rows[start : start + batch]
-        inputs = {k: v.to(trainer.accelerator.device) for k, v in collate(chunk).items()}
-        args = (inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
-        with torch.no_grad():
-            both = [response_logps(m, *args) for m in (trainer.model_wrapped, trainer.ref_model)]
-        n = len(chunk)
-        for i, ex in enumerate(chunk):
-            pair = {}
-            for b, block in enumerate(BLOCKS):
-                row = b * n + i
-                start_at, length = len(ex["prompt_ids"]) - 1, len(ex[f"{block}_ids"])
-                pick = slice(start_at, start_at + length)
-                name = "y_ref" if block == "reference" else block
-                pair[name] = {
-                    "policy": both[0][row, pick].float().tolist(),
-                    "reference": both[1][row, pick].float().tolist(),
-                }
-            out.append(pair)
+    inputs = {k: v.to(trainer.accelerator.device) for k, v in collate(chunk).items()}
+    args = (inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+    with torch.no_grad():
+        both = [response_logps(m, *args) for m in (trainer.model_wrapped, trainer.ref_model)]
+    n = len(chunk)
+    out = []
+    for i, ex in enumerate(chunk):
+        pair = {}
+        for b, block in enumerate(BLOCKS):
+            row = b * n + i
+            start_at, length = len(ex["prompt_ids"]) - 1, len(ex[f"{block}_ids"])
+            pick = slice(start_at, start_at + length)
+            name = "y_ref" if block == "reference" else block
+            pair[name] = {
+                "policy": both[0][row, pick].float().tolist(),
+                "reference": both[1][row, pick].float().tolist(),
+            }
+        out.append(pair)
     return out
 
 
 def sample_held_out(trainer, prompts, p):
-    """`eval_samples` samples of the updated policy per held-out prompt, with their summed
-    log-probs under it and under pi_ref (the k1 estimate of KL is their mean difference)."""
+    """`eval_samples` samples of the updated policy per held-out prompt (the prompts shared
+    out among the processes), with their summed log-probs under it and under pi_ref (the k1
+    estimate of KL is their mean difference)."""
+    acc = trainer.accelerator
     eos = p["eos_token_ids"]
-    pad = trainer.processing_class.pad_token_id
     temperature = p["eval_temperature"]
-    out = []
-    for row in prompts:
-        prompt = torch.tensor([row["prompt_ids"]], device=trainer.accelerator.device)
-        torch.manual_seed(row["seed"])
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
+    mine = []
+    # One gather of ZeRO-3's shards for all of this process's prompts; generation is then
+    # local, with no collective.
+    with unwrap_model_for_generation(trainer.model_wrapped, acc) as model:
+        for i in (i for i in share(len(prompts), acc) if i >= 0):
+            prompt = torch.tensor([prompts[i]["prompt_ids"]], device=acc.device)
+            torch.manual_seed(prompts[i]["seed"])
             generated = model.generate(
                 input_ids=prompt,
                 attention_mask=torch.ones_like(prompt),
@@ -231,19 +262,24 @@ def sample_held_out(trainer, prompts, p):
                 max_new_tokens=p["max_new_tokens"],
                 num_return_sequences=p["eval_samples"],
                 eos_token_id=eos,
-                pad_token_id=pad,
+                pad_token_id=trainer.processing_class.pad_token_id,
                 suppress_tokens=p["suppress_token_ids"] or None,
-                synced_gpus=trainer.accelerator.num_processes > 1,
             )
-        samples = []
-        for seq in generated[:, prompt.size(1) :].tolist():
-            ends = [i for i, t in enumerate(seq) if t in eos]
-            samples.append(seq[: ends[0] + 1] if ends else seq)
-        rows = [
-            {"prompt_ids": row["prompt_ids"], "chosen_ids": s, "rejected_ids": s, "reference_ids": s}
-            for s in samples
-        ]
-        logps = measure_pairs(trainer, rows, len(rows))
+            samples = []
+            for seq in generated[:, prompt.size(1) :].tolist():
+                ends = [k for k, t in enumerate(seq) if t in eos]
+                samples.append(seq[: ends[0] + 1] if ends else seq)
+            mine.append((i, samples))
+    per_prompt = gathered(acc, mine)
+    rows = [
+        {"prompt_ids": prompts[i]["prompt_ids"], "chosen_ids": s, "rejected_ids": s, "reference_ids": s}
+        for i, samples in enumerate(per_prompt)
+        for s in samples
+    ]
+    logps = iter(measure_pairs(trainer, rows, max(p["eval_samples"], 1)))
+    out = []
+    for samples in per_prompt:
+        measured = [(s, next(logps)) for s in samples]
         out.append(
             {
                 "samples": [
@@ -252,7 +288,7 @@ def sample_held_out(trainer, prompts, p):
                         "policy_logp": sum(m["chosen"]["policy"]),
                         "reference_logp": sum(m["chosen"]["reference"]),
                     }
-                    for s, m in zip(samples, logps)
+                    for s, m in measured
                 ]
             }
         )
@@ -260,11 +296,11 @@ def sample_held_out(trainer, prompts, p):
 
 
 def training_args(p, pairs, world):
-    micro = p["micro_batch_size"] or p["batch_size"]
-    if p["batch_size"] % (micro * world):
+    micro = p["micro_batch_size"] or p["batch_size"] // world
+    if micro == 0 or p["batch_size"] % (micro * world):
         raise SystemExit(
-            f"batch_size {p['batch_size']} is not a multiple of micro_batch_size {micro} x "
-            f"{world} processes"
+            f"train.batch_size {p['batch_size']} must be a multiple of train.micro_batch_size "
+            f"({p['micro_batch_size'] or 'unset'}) x {world} processes"
         )
     steps = math.ceil(pairs / p["batch_size"]) * p["epochs"]
     cuda = torch.cuda.is_available()
@@ -292,6 +328,17 @@ def training_args(p, pairs, world):
     )
 
 
+def padded_rows(rows, config, world):
+    """The pairs, weight 1, then copies of the first with weight 0 up to a multiple of one
+    round of micro-batches over the processes, so that accelerate pads no last round with
+    real pairs (which would train on them twice)."""
+    columns = [f"{b}_ids" for b in ("prompt",) + BLOCKS]
+    out = [{**{c: r[c] for c in columns}, "weight": 1.0} for r in rows]
+    round_ = config.per_device_train_batch_size * world
+    filler = {**out[0], "weight": 0.0}
+    return out + [filler] * (-len(out) % round_)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", required=True, help="selm-tui's params.json")
@@ -303,15 +350,15 @@ def main():
         raise SystemExit(f"{p['input']}: no pairs")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     config = training_args(p, len(rows), world)
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(p["model"])
     # selm-tui's special ids (a tokenizer.json alone may name none).
     tokenizer.pad_token = tokenizer.convert_ids_to_tokens(p["pad_token_id"])
     tokenizer.eos_token = tokenizer.convert_ids_to_tokens(p["eos_token_ids"][0])
-    model = AutoModelForCausalLM.from_pretrained(p["model"], dtype=dtype)
-    ref_model = AutoModelForCausalLM.from_pretrained(p["ref_model"], dtype=dtype)
-    columns = [f"{b}_ids" for b in ("prompt",) + BLOCKS]
-    dataset = Dataset.from_list([{c: r[c] for c in columns} for r in rows])
+    # float32 weights: bf16 runs as autocast (or DeepSpeed's bf16 with float32 masters), as
+    # steps of lr 5e-7 would round away on bf16 weights.
+    model = AutoModelForCausalLM.from_pretrained(p["model"], dtype=torch.float32)
+    ref_model = AutoModelForCausalLM.from_pretrained(p["ref_model"], dtype=torch.float32)
+    dataset = Dataset.from_list(padded_rows(rows, config, world))
     trainer = SelmTrainer(
         model=model,
         ref_model=ref_model,

@@ -1,10 +1,10 @@
 //! `train.engine = "command"` against real software on this CPU: `scripts/selm_trl.py` (TRL
 //! 1.16 on torch's CPU path) as the trainer, `transformers serve` as the generation server.
 //! The same pairs through the in-process update and through TRL (first step within 1e-4),
-//! alone and under `accelerate launch` with two processes;
-//! two iterations on both external engines; trainers that fail, print garbage or leave no
-//! model (a clear error, nothing lost, and a resume that reruns the update); selm-tui
-//! killed with SIGKILL while its trainer runs.
+//! alone and under `accelerate launch` with two processes; two iterations on both external
+//! engines; trainers that fail, print garbage, report a NaN loss or leave no model (a clear
+//! error, nothing lost, and a resume that reruns the update); selm-tui killed with SIGKILL
+//! while its trainer runs.
 
 use selm_tui::config::{Config, GenerateEngine, ServerSection, TrainEngine};
 use selm_tui::engine::Stage;
@@ -317,6 +317,14 @@ fn failing_trainers_are_named_lose_nothing_and_resume_reruns_the_update() {
             "not a JSON object",
         ),
         ("no-model", "true".into(), "left no model"),
+        (
+            "nan",
+            format!(
+                "echo '{}'; sleep 60",
+                LINE.replace("\"loss\": 0.69", "\"loss\": null")
+            ),
+            "reports loss NaN",
+        ),
     ];
     for (case, failing, expected) in cases {
         let dir = tmp.path().join(case);

@@ -5,7 +5,8 @@ mod server;
 mod validate;
 
 pub use server::{
-    GenerateEngine, Reload, ServerApi, ServerSection, TRAIN_PLACEHOLDERS, TrainEngine, placeholders,
+    GenerateEngine, Reload, ServerApi, ServerSection, TRAIN_PLACEHOLDERS, TrainEngine,
+    placeholder_spans, placeholders,
 };
 
 use anyhow::{Context, Result, bail};

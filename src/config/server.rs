@@ -133,13 +133,21 @@ pub const TRAIN_PLACEHOLDERS: &[&str] = &[
     "run_dir",
 ];
 
-/// The `{name}` placeholders of a command template, in order.
-pub fn placeholders(template: &str) -> impl Iterator<Item = &str> {
-    template.split('{').skip(1).filter_map(|rest| {
+/// The `{name}` placeholders of a command template, in order, with the byte range each
+/// spans; the shell's `${NAME}` is not one.
+pub fn placeholder_spans(template: &str) -> impl Iterator<Item = (std::ops::Range<usize>, &str)> {
+    template.match_indices('{').filter_map(|(start, _)| {
+        let rest = &template[start + 1..];
         let (name, _) = rest.split_once('}')?;
         let word = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        word.then_some(name)
+        let shell = template[..start].ends_with('$');
+        (word && !shell).then_some((start..start + name.len() + 2, name))
     })
+}
+
+/// The `{name}` placeholders of a command template, in order.
+pub fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+    placeholder_spans(template).map(|(_, name)| name)
 }
 
 #[cfg(test)]
@@ -148,7 +156,7 @@ mod tests {
 
     #[test]
     fn placeholders_are_braced_words() {
-        let t = "trainer --in {input} --alpha {alpha} --json '{\"a\": 1}' {}";
+        let t = "trainer --in {input} --alpha {alpha} --json '{\"a\": 1}' {} ${HOME}";
         assert_eq!(placeholders(t).collect::<Vec<_>>(), ["input", "alpha"]);
     }
 }

@@ -181,7 +181,11 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .map(|c| c.text)
             .collect();
         let samples = texts.chunks(e.samples.max(1)).map(<[_]>::to_vec).collect();
-        Ok((if unchanged { 0.0 } else { f64::NAN }, samples))
+        // pi_theta = pi_ref when nothing moved, unless pi_ref stays the start while pi_theta
+        // moved on in earlier iterations (`train.sync_reference = false`).
+        let is_reference = unchanged && (iteration <= 1 || self.config.train.sync_reference);
+        let kl = if is_reference { 0.0 } else { f64::NAN };
+        Ok((kl, samples))
     }
 
     /// The trainer's held-out samples of `iteration`, decoded, with their kl sum; None when

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::config::placeholder_spans;
+
 /// Kills process group `$1` once its standard input closes.
 // (dash, Debian's sh, takes no `--` before a negative pid.)
 const WATCHDOG: &str = "read _; kill -TERM -$1 2>/dev/null; sleep 5; kill -KILL -$1 2>/dev/null";
@@ -138,12 +140,19 @@ fn open_log(log: &Path) -> Result<std::fs::File> {
         .with_context(|| format!("opening {}", log.display()))
 }
 
-/// `template` with each `{name}` replaced by its value, shell-quoted (paths may hold spaces).
+/// `template` with each `{name}` of `values` replaced by its value, shell-quoted (paths may
+/// hold spaces), in one pass: a value's own braces are never expanded.
 pub fn expand(template: &str, values: &[(&str, String)]) -> String {
-    let mut out = template.to_string();
-    for (name, value) in values {
-        out = out.replace(&format!("{{{name}}}"), &shell_quote(value));
+    let mut out = String::with_capacity(template.len());
+    let mut at = 0;
+    for (span, name) in placeholder_spans(template) {
+        if let Some((_, value)) = values.iter().find(|(n, _)| *n == name) {
+            out.push_str(&template[at..span.start]);
+            out.push_str(&shell_quote(value));
+            at = span.end;
+        }
     }
+    out.push_str(&template[at..]);
     out
 }
 
@@ -207,6 +216,12 @@ mod tests {
             "trainer --in 'runs/my run/x.jsonl' --alpha 0.001 --json '{\"a\": 1}'"
         );
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        // One pass: a value holding a placeholder's text stays as it is; ${VAR} is the shell's.
+        let values = [("out", "runs/{seed}".to_string()), ("seed", "1".into())];
+        assert_eq!(
+            expand("t {out} {seed} ${HOME}", &values),
+            "t 'runs/{seed}' 1 ${HOME}"
+        );
     }
 
     #[test]

@@ -113,6 +113,23 @@ pub struct TrainerMetrics {
     pub lr: f64,
 }
 
+impl TrainerMetrics {
+    /// One stdout line; `null` (JSON's only way to say NaN or infinity) reads as NaN.
+    pub fn from_line(line: &str) -> Result<Self> {
+        let map: std::collections::BTreeMap<String, Option<f64>> = serde_json::from_str(line)?;
+        let values = map.into_iter().map(|(k, v)| (k, v.unwrap_or(f64::NAN)));
+        let de = serde::de::value::MapDeserializer::<_, serde::de::value::Error>::new(values);
+        Ok(Self::deserialize(de)?)
+    }
+
+    /// Why this step's figures cannot be trained on, if they cannot.
+    pub fn non_finite(&self) -> Option<String> {
+        let (loss, grad) = (self.metrics.loss, self.grad_norm);
+        (!loss.is_finite() || !grad.is_finite())
+            .then(|| format!("loss {loss}, gradient norm {grad}"))
+    }
+}
+
 /// Per-token log-probs of one response under the updated policy and pi_ref.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MeasuredResponse {
@@ -188,7 +205,7 @@ impl RunningTrainer {
     pub fn poll(&mut self, wait: Duration) -> Result<TrainerPoll> {
         match self.lines.recv_timeout(wait) {
             Ok(line) if line.trim().is_empty() => Ok(TrainerPoll::Running),
-            Ok(line) => match serde_json::from_str::<TrainerMetrics>(&line) {
+            Ok(line) => match TrainerMetrics::from_line(&line) {
                 Ok(m) => Ok(TrainerPoll::Metrics(Box::new(m))),
                 Err(e) => {
                     self.child.stop(Duration::from_secs(10));
@@ -220,9 +237,9 @@ impl RunningTrainer {
     }
 
     /// The exit status once stdout has closed (a trainer that closed it and runs on is
-    /// given a minute, then stopped).
+    /// given 10 s, then stopped).
     fn wait_exit(&mut self) -> Option<ExitStatus> {
-        for _ in 0..600 {
+        for _ in 0..100 {
             if let Some(status) = self.child.exited() {
                 return Some(status);
             }
@@ -319,6 +336,21 @@ mod tests {
         let (rows, _dir) = run(r#"echo '{"loss": 0.5}'"#);
         let e = format!("{:#}", rows.unwrap_err());
         assert!(e.contains("missing field"), "{e}");
+    }
+
+    #[test]
+    fn null_metrics_read_as_nan() {
+        let line = LINE.replace("\"loss\": 0.69", "\"loss\": null");
+        let m = TrainerMetrics::from_line(&line).unwrap();
+        assert!(m.metrics.loss.is_nan());
+        assert!(m.non_finite().unwrap().contains("loss NaN"));
+        assert!(
+            TrainerMetrics::from_line(LINE)
+                .unwrap()
+                .non_finite()
+                .is_none()
+        );
+        assert!(TrainerMetrics::from_line("[1, 2]").is_err());
     }
 
     #[test]

@@ -210,12 +210,12 @@ impl TextTokenizer {
         Ok(ids)
     }
 
-    /// Text of `ids`, special tokens dropped.
     /// Every id that ends a response.
     pub fn eos_ids(&self) -> &[u32] {
         &self.eos_ids
     }
 
+    /// Text of `ids`, special tokens dropped.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
             .decode(ids, true)

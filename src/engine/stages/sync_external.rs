@@ -116,13 +116,16 @@ impl<B: AutodiffBackend> Pipeline<B> {
     }
 }
 
-/// Copies the files of model directory `from` into a new directory `to`.
+/// Gives new directory `to` the files of model directory `from`: hard links (a 7B model's
+/// weights are not copied), else copies.
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let entry = entry?;
-        if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name()))
+        let dest = to.join(entry.file_name());
+        if entry.file_type()?.is_file() && !dest.exists() {
+            std::fs::hard_link(entry.path(), &dest)
+                .or_else(|_| std::fs::copy(entry.path(), &dest).map(|_| ()))
                 .with_context(|| format!("copying {}", entry.path().display()))?;
         }
     }

@@ -4,12 +4,12 @@
 //! the stage ends when the trainer exits 0 with a model. A trainer that fails leaves the run
 //! at the start of this stage: `resume` launches it again.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::engine::messages::{Event, LogLine};
+use crate::engine::messages::{Event, LogLine, Stage};
 use crate::engine::pipeline::{Pipeline, Progress};
 use crate::external::process::expand;
 use crate::external::trainer::{
@@ -32,9 +32,24 @@ impl<B: AutodiffBackend> Pipeline<B> {
             self.launch_trainer(emit)?;
         }
         let trainer = self.running_trainer.as_mut().expect("launched");
-        match trainer.poll(POLL)? {
+        // A failed trainer is dropped (its group stopped): a retry launches a new one.
+        let polled = trainer.poll(POLL);
+        let polled = polled.inspect_err(|_| self.running_trainer = None)?;
+        match polled {
             TrainerPoll::Running => {}
-            TrainerPoll::Metrics(m) => self.record_step(m.metrics, m.grad_norm, m.lr, emit)?,
+            TrainerPoll::Metrics(m) => {
+                if let Some(why) = m.non_finite() {
+                    self.running_trainer = None;
+                    bail!(
+                        "the trainer reports {why} at step {} of iteration {}: it is stopped \
+                         and no model of this iteration is taken (its output in {})",
+                        self.state.losses.len() + 1,
+                        self.iteration,
+                        self.run.trainer_log().display()
+                    );
+                }
+                self.record_step(m.metrics, m.grad_norm, m.lr, emit)?;
+            }
             TrainerPoll::Finished => {
                 self.running_trainer = None;
                 check_model_dir(&self.trainer_params()?.out).with_context(|| {
@@ -61,8 +76,18 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .write_trainer_inputs(&params, &pairs, &eval_prompts)
     }
 
-    /// Writes the update's inputs and starts `train.command` on them.
+    /// Writes the update's inputs and starts `train.command` on them, from the stage's start:
+    /// the steps of an earlier attempt (a retry after a failure) are cut from the metrics.
     fn launch_trainer(&mut self, emit: &mut dyn FnMut(Event)) -> Result<()> {
+        if let Some(state) = self.run.read_state()?
+            && state.iteration == self.iteration
+            && state.stage == Stage::Update
+        {
+            self.run
+                .truncate_metrics(state.metrics_jsonl_bytes, state.metrics_csv_bytes)?;
+            self.global_step = state.global_step;
+        }
+        self.state.losses.clear();
         let params = self.trainer_params()?;
         let params_path = self.write_trainer_inputs()?;
         let pairs = self.state.triples.len();
