@@ -7,6 +7,7 @@ use burn::tensor::backend::AutodiffBackend;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use super::messages::Event;
 use super::pipeline::Pipeline;
 use super::stages::generate_server::{Sampling, complete_all, completion_request, request_seed};
 use super::stages::update_command::EVAL_SALT;
@@ -79,6 +80,28 @@ impl<B: AutodiffBackend> Pipeline<B> {
             beta: self.params.beta,
         }))?;
         Ok(summary)
+    }
+
+    /// Evaluates the iteration just updated; its summary row carries the iteration's mean
+    /// candidate score, pairs and mean loss.
+    pub(super) fn evaluate_iteration(&mut self) -> Result<IterationSummary> {
+        let (score, pairs, loss) = (
+            self.state.mean_score(),
+            self.state.triples.len(),
+            self.state.mean_loss(),
+        );
+        self.evaluate(self.iteration, score, pairs, loss)
+    }
+
+    /// An evaluation's summary row: to the front end, then into `summary.json`.
+    pub(super) fn publish_summary(
+        &mut self,
+        summary: IterationSummary,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<()> {
+        emit(Event::Iteration(summary.clone()));
+        self.summaries.push(summary);
+        self.run.write_summary(&self.summaries)
     }
 
     /// `eval.samples` policy samples per held-out prompt (decoded, grouped by prompt) and

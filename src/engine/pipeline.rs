@@ -257,9 +257,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
         self.stall_if_at((0, Stage::SyncEval, 0), emit);
         let summary = self.evaluate(0, f64::NAN, 0, f64::NAN)?;
         self.stall_if_at((0, Stage::SyncEval, 1), emit);
-        emit(Event::Iteration(summary.clone()));
-        self.summaries.push(summary);
-        self.run.write_summary(&self.summaries)?;
+        self.publish_summary(summary, emit)?;
         self.write_state()
     }
 

@@ -28,12 +28,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             iteration: self.iteration,
             logps,
         });
-        let summary = self.evaluate(
-            self.iteration,
-            self.state.mean_score(),
-            self.state.triples.len(),
-            self.state.mean_loss(),
-        )?;
+        let summary = self.evaluate_iteration()?;
         if self.config.train.sync_reference {
             self.burn_mut()?.sync_reference();
         }
@@ -46,9 +41,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             "checkpoint {}",
             dir.display()
         ))));
-        emit(Event::Iteration(summary.clone()));
-        self.summaries.push(summary);
-        self.run.write_summary(&self.summaries)?;
+        self.publish_summary(summary, emit)?;
         Ok((1, 1))
     }
 

@@ -55,15 +55,8 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 params.eval_samples_out.display()
             ))));
         }
-        let summary = self.evaluate(
-            self.iteration,
-            self.state.mean_score(),
-            self.state.triples.len(),
-            self.state.mean_loss(),
-        )?;
-        emit(Event::Iteration(summary.clone()));
-        self.summaries.push(summary);
-        self.run.write_summary(&self.summaries)?;
+        let summary = self.evaluate_iteration()?;
+        self.publish_summary(summary, emit)?;
         Ok((1, 1))
     }
 
