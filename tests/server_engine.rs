@@ -126,13 +126,11 @@ fn a_server_killed_mid_generation_is_named_and_the_run_resumes_once_it_is_back()
     server.ready_timeout_s = 5.0;
     let c = config(tmp.path(), 1, Some(server));
     let path = write(&c, &tmp.path().join("url.toml"));
-    let mut serving = start_server(port, &tmp.path().join("serve.log"));
+    let serving = start_server(port, &tmp.path().join("serve.log"));
     // Stop before the third decode batch, with two recorded; then the server goes away.
-    let mut child = stalled_run(&path, "1:generate:2");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    serving.kill().unwrap();
-    serving.wait().unwrap();
+    let child = stalled_run(&path, "1:generate:2");
+    child.stop();
+    serving.stop();
     let run = run_dir(tmp.path());
     let state: Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
@@ -155,13 +153,12 @@ fn a_server_killed_mid_generation_is_named_and_the_run_resumes_once_it_is_back()
         before
     );
     // Back: the resume goes on from the third batch and finishes.
-    let mut serving = start_server(port, &tmp.path().join("serve2.log"));
+    let serving = start_server(port, &tmp.path().join("serve2.log"));
     let stdout = ok(&selm()
         .args(["resume", run.to_str().unwrap(), "--headless"])
         .output()
         .unwrap());
-    serving.kill().unwrap();
-    serving.wait().unwrap();
+    serving.stop();
     assert!(
         stdout.contains("resumed at iteration 1, stage `generate`"),
         "{stdout}"
@@ -206,10 +203,9 @@ fn killing_selm_tui_takes_its_managed_server_along() {
     server.port = Some(port);
     let c = config(tmp.path(), 1, Some(server));
     let path = write(&c, &tmp.path().join("kill.toml"));
-    let mut child = stalled_run(&path, "1:generate:1");
+    let child = stalled_run(&path, "1:generate:1");
     let needle = format!("--port {port}");
     assert!(!processes_with(&needle).is_empty(), "the server runs");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.stop();
     assert_gone(&needle, Duration::from_secs(15));
 }

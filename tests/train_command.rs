@@ -304,7 +304,7 @@ fn failing_trainers_are_named_lose_nothing_and_resume_reruns_the_update() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut serving = start_server(port, &tmp.path().join("serve.log"));
+    let serving = start_server(port, &tmp.path().join("serve.log"));
     let cases = [
         (
             "exit",
@@ -379,23 +379,23 @@ fn failing_trainers_are_named_lose_nothing_and_resume_reruns_the_update() {
     let marker = "sleep 600.75";
     let server = server_section(&format!("url = \"{url}\""));
     let c = external(config(&dir, 1), server, &format!("{marker} # {{params}}"));
-    let mut child = selm()
-        .args(["--config", write(&c, &dir.join("c.toml")).to_str().unwrap()])
-        .args(["run", "--headless"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Killed(
+        selm()
+            .args(["--config", write(&c, &dir.join("c.toml")).to_str().unwrap()])
+            .args(["run", "--headless"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let start = std::time::Instant::now();
     while processes_with(marker).is_empty() {
         assert!(start.elapsed() < Duration::from_secs(120), "no trainer");
         std::thread::sleep(Duration::from_millis(200));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.stop();
     assert_gone(marker, Duration::from_secs(15));
-    serving.kill().unwrap();
-    serving.wait().unwrap();
+    serving.stop();
 }
 
 #[test]

@@ -6,6 +6,7 @@ pub mod messages;
 pub mod pipeline;
 mod resume;
 mod stages;
+mod start;
 
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;

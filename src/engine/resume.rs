@@ -10,7 +10,8 @@ use burn::tensor::backend::AutodiffBackend;
 use std::path::Path;
 
 use super::messages::{Event, Stage};
-use super::pipeline::{Pipeline, load_start, now};
+use super::pipeline::{Pipeline, now};
+use super::start::load_start;
 use crate::config::Config;
 use crate::io::read_jsonl;
 use crate::model::CausalLm;

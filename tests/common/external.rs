@@ -74,15 +74,17 @@ pub fn assert_gone(needle: &str, within: Duration) {
 }
 
 /// A headless run of `config` stalled at `at` (ITERATION:STAGE:UNIT), still running.
-pub fn stalled_run(config: &Path, at: &str) -> Child {
-    let mut child = selm()
-        .args(["--config", config.to_str().unwrap(), "run", "--headless"])
-        .env("SELM_STALL_AT", at)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+pub fn stalled_run(config: &Path, at: &str) -> Killed {
+    let mut child = Killed(
+        selm()
+            .args(["--config", config.to_str().unwrap(), "run", "--headless"])
+            .env("SELM_STALL_AT", at)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     assert!(
         lines
             .map_while(Result::ok)
@@ -92,22 +94,44 @@ pub fn stalled_run(config: &Path, at: &str) -> Child {
     child
 }
 
+/// A child process (a server, a stalled selm-tui) killed with SIGKILL when dropped, so a
+/// failing test (a panic) leaves nothing running.
+pub struct Killed(pub Child);
+
+impl Killed {
+    /// SIGKILL now, and reap it (the process going away is part of some tests).
+    pub fn stop(self) {}
+
+    fn running(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `transformers serve` of the built-in model on `port`, ready.
-pub fn start_server(port: u16, log: &Path) -> Child {
+pub fn start_server(port: u16, log: &Path) -> Killed {
     let model = selm_tui::paths::resolve("builtin:tiny-tasks").unwrap();
     let out = std::fs::File::create(log).unwrap();
-    let mut child = Command::new("transformers")
-        .args([
-            "serve",
-            model.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-        ])
-        .args(["--device", "cpu"])
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("transformers serve (pip install 'transformers[serving]' torch)");
+    let mut serving = Killed(
+        Command::new("transformers")
+            .args([
+                "serve",
+                model.to_str().unwrap(),
+                "--port",
+                &port.to_string(),
+            ])
+            .args(["--device", "cpu"])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("transformers serve (pip install 'transformers[serving]' torch)"),
+    );
     let url = format!("http://127.0.0.1:{port}/v1/models");
     let client = selm_tui::external::http::OpenAiClient::new(
         &format!("http://127.0.0.1:{port}"),
@@ -116,15 +140,12 @@ pub fn start_server(port: u16, log: &Path) -> Child {
     );
     let start = Instant::now();
     while client.models().is_err() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the server exited: {url}"
-        );
+        assert!(serving.running(), "the server exited: {url}");
         assert!(
             start.elapsed() < Duration::from_secs(180),
             "{url} never answered"
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    child
+    serving
 }
