@@ -9,18 +9,24 @@ use crate::backend::BackendSpec;
 use crate::engine::{self, Command, Event, Level, Stage, Start};
 use crate::run::records::IterationSummary;
 
-/// Runs `what` to its end (or its first error).
-pub fn run(what: Start, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
+/// Runs `what` to its end (or its first error). `paused`: wait after the starting evaluation
+/// for a viewer's commands (`selm-tui attach`), and stay for its retries after an error.
+pub fn run(what: Start, spec: BackendSpec, paused: bool) -> Result<Vec<IterationSummary>> {
     let start = Instant::now();
     let handle = engine::spawn(what, spec)?;
-    // An engine that failed at once has closed its side already; its error is in the event
-    // channel, read below, so a failed send says nothing new.
-    let _ = handle.commands.send(Command::Run);
+    #[cfg(unix)]
+    let handle = crate::control::serve(handle);
+    if !paused {
+        // An engine that failed at once has closed its side already; its error is in the
+        // event channel, read below, so a failed send says nothing new.
+        let _ = handle.commands.send(Command::Run);
+    }
     let mut summaries = vec![];
     let mut error = None;
     // An engine that could not open its run (a refused resume, a model that does not load)
     // errs before Started: that error alone is the outcome, with no table.
     let mut started = false;
+    let mut finished = false;
     // Locked per line, never across a wait: a library printing from the engine thread
     // must not block on a lock this thread holds while it waits for that engine.
     let mut out = std::io::stdout();
@@ -39,7 +45,13 @@ pub fn run(what: Start, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
                     out,
                     "[{t:7.1}s] run {run_dir}: {model} on {backend}, {iterations} iterations, alpha {} beta {} lr {}",
                     params.alpha, params.beta, params.lr
-                )?
+                )?;
+                if paused {
+                    writeln!(
+                        out,
+                        "[{t:7.1}s] paused: waiting for commands from `selm-tui attach {run_dir}`"
+                    )?;
+                }
             }
             Event::StageFinished {
                 iteration,
@@ -76,11 +88,22 @@ pub fn run(what: Start, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
                 writeln!(out, "[{t:7.1}s] {tag}{}", line.text)?
             }
             Event::Error(e) if !started => error = Some(e),
+            // Paused runs are steered by a viewer, which can retry.
+            Event::Error(e) if paused => {
+                writeln!(out, "[{t:7.1}s] error: {e}")?;
+                error = Some(e);
+            }
             Event::Error(e) => {
                 writeln!(out, "[{t:7.1}s] error: {e}")?;
                 error = Some(e);
                 let _ = handle.commands.send(Command::Quit);
             }
+            Event::Resumed if paused => error = None,
+            Event::ParamsChanged(p) => writeln!(
+                out,
+                "[{t:7.1}s] set alpha {} beta {} lr {} (from the next update)",
+                p.alpha, p.beta, p.lr
+            )?,
             Event::RankQuery(_) => {
                 let e = "the `human` ranker asks the researcher in the TUI; headless runs \
                          cannot answer (run without --headless)";
@@ -88,7 +111,10 @@ pub fn run(what: Start, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
                 error = Some(e.to_string());
                 let _ = handle.commands.send(Command::Quit);
             }
-            Event::Finished { .. } => break,
+            Event::Finished { completed } => {
+                finished = completed;
+                break;
+            }
             _ => {}
         }
     }
@@ -103,6 +129,11 @@ pub fn run(what: Start, spec: BackendSpec) -> Result<Vec<IterationSummary>> {
     writeln!(out, "wall time {:.1}s", start.elapsed().as_secs_f64())?;
     if let Some(e) = error {
         bail!("run stopped: {e}");
+    }
+    if !finished {
+        bail!(
+            "the run was stopped before its end (from an attached viewer); `selm-tui resume` continues it"
+        );
     }
     Ok(summaries)
 }

@@ -7,6 +7,8 @@ pub mod chat;
 pub mod cli;
 pub mod compare;
 pub mod config;
+#[cfg(unix)]
+pub mod control;
 pub mod engine;
 pub mod export;
 pub mod external;

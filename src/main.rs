@@ -63,6 +63,9 @@ enum Command {
     Inspect(InspectArgs),
     /// Continue an interrupted run (killed, crashed, quit) from its last stage boundary.
     Resume(ResumeArgs),
+    /// Open the TUI on a live run of another process (headless, a sweep's, a cluster job's)
+    /// through its control socket: watch it, step it, change alpha; `q` detaches.
+    Attach(AttachArgs),
     /// Train the built-in tiny task model from scratch (writes an HF model directory).
     Sft(SftArgs),
     /// Training and decoding throughput on random weights (tiny or smollm2-135m shape).
@@ -82,6 +85,10 @@ struct RunArgs {
     /// Plain progress lines and a final summary table instead of the TUI.
     #[arg(long)]
     headless: bool,
+    /// With --headless: pause after the starting evaluation and wait for commands from
+    /// `selm-tui attach RUN_DIR` (errors then wait for a retry instead of ending the run).
+    #[arg(long, requires = "headless")]
+    paused: bool,
     /// Override `run.iterations` (at least 1).
     #[arg(long, value_parser = cli::at_least_one)]
     iterations: Option<usize>,
@@ -108,6 +115,15 @@ struct ResumeArgs {
     /// Plain progress lines and a final summary table instead of the TUI.
     #[arg(long)]
     headless: bool,
+    /// With --headless: wait paused for commands from `selm-tui attach RUN_DIR`.
+    #[arg(long, requires = "headless")]
+    paused: bool,
+}
+
+#[derive(clap::Args)]
+struct AttachArgs {
+    /// The live run's directory (runs/<name>-<timestamp>).
+    run_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -172,6 +188,10 @@ fn run_command() -> Result<()> {
             Ok(())
         }
         Some(Command::Resume(args)) => resume(runtime, args),
+        #[cfg(unix)]
+        Some(Command::Attach(args)) => selm_tui::tui::attach(&args.run_dir),
+        #[cfg(not(unix))]
+        Some(Command::Attach(_)) => bail!("attach needs Unix domain sockets"),
         Some(Command::BenchUi(args)) => bench_ui(runtime, args),
         Some(Command::Sweep(args)) => selm_tui::sweep::run(runtime.config.as_deref(), args),
         Some(Command::Compare(args)) => selm_tui::compare::run(args),
@@ -197,7 +217,7 @@ fn run(runtime: &Runtime, args: RunArgs) -> Result<()> {
     }
     let start = Start::New(Box::new(config));
     if args.headless {
-        selm_tui::headless::run(start, spec)?;
+        selm_tui::headless::run(start, spec, args.paused)?;
     } else {
         selm_tui::tui::run(start, spec)?;
     }
@@ -225,7 +245,7 @@ fn resume(runtime: &Runtime, args: ResumeArgs) -> Result<()> {
     }
     let start = Start::Resume(args.run_dir);
     if args.headless {
-        selm_tui::headless::run(start, spec)?;
+        selm_tui::headless::run(start, spec, args.paused)?;
     } else {
         selm_tui::tui::run(start, spec)?;
     }

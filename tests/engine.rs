@@ -242,7 +242,8 @@ fn a_diverging_update_stops_and_keeps_the_last_checkpoint() {
     assert!(first.pairs >= 4, "{first:?}");
     let good = p.run().checkpoint_dir(1);
     let before = std::fs::read(good.join("model.safetensors")).unwrap();
-    p.set_params(None, None, Some(1e30)).unwrap();
+    p.set_params(None, None, Some(1e30), selm_tui::engine::Origin::Tui)
+        .unwrap();
     let err = loop {
         match p.advance(&mut sink) {
             Ok(Advance::RunDone) => panic!("a 1e30 learning rate should diverge"),
@@ -329,6 +330,7 @@ fn commands_step_pause_and_change_parameters() {
             alpha: Some(0.5),
             beta: None,
             lr: None,
+            origin: selm_tui::engine::Origin::Tui,
         })
         .unwrap();
     let ev = until(&h, |e| matches!(e, Event::ParamsChanged(_)));
@@ -352,6 +354,7 @@ fn commands_step_pause_and_change_parameters() {
             alpha: None,
             beta: Some(-1.0),
             lr: None,
+            origin: selm_tui::engine::Origin::Tui,
         })
         .unwrap();
     match next_event(&h) {

@@ -29,7 +29,7 @@ fn config(dir: &Path, edit: impl FnOnce(&mut Config)) -> Config {
 /// Runs `config` headless to its end; returns its run directory.
 fn run(config: Config) -> PathBuf {
     let out = config.run.out_dir.clone();
-    selm_tui::headless::run(Start::New(Box::new(config)), BackendSpec::Flex).unwrap();
+    selm_tui::headless::run(Start::New(Box::new(config)), BackendSpec::Flex, false).unwrap();
     let runs: Vec<_> = std::fs::read_dir(out).unwrap().collect();
     assert_eq!(runs.len(), 1);
     runs.into_iter().next().unwrap().unwrap().path()

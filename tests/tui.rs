@@ -103,6 +103,58 @@ fn quit_asks_the_engine_first_and_leaves_on_the_second_press() {
 }
 
 #[test]
+fn an_attached_viewer_detaches_on_q_and_stops_the_run_only_when_asked_twice() {
+    let mut app = synthetic_app(3, 5);
+    // Not attached: S does nothing.
+    app.run.state = EngineState::Paused;
+    assert!(press(&mut app, &[KeyCode::Char('S')]).is_empty());
+    assert_eq!(app.popup, None);
+    app.attach(4242);
+    app.apply(Event::Paused);
+    // S asks; anything but y cancels; y sends Quit.
+    assert!(press(&mut app, &[KeyCode::Char('S')]).is_empty());
+    assert_eq!(app.popup, Some(Popup::ConfirmStop));
+    insta::assert_snapshot!("attached_stop_80x24", render(&app, 80, 24).backend());
+    assert!(press(&mut app, &[KeyCode::Char('n')]).is_empty());
+    assert_eq!(
+        (app.popup.clone(), app.run.state),
+        (None, EngineState::Paused)
+    );
+    assert_eq!(
+        press(&mut app, &[KeyCode::Char('S'), KeyCode::Char('y')]),
+        [Action::Send(Command::Quit)]
+    );
+    assert_eq!(app.run.state, EngineState::Quitting);
+    // q leaves at once, whatever the run does.
+    let mut viewer = synthetic_app(3, 5);
+    viewer.attach(4242);
+    viewer.apply(Event::Resumed);
+    assert_eq!(press(&mut viewer, &[KeyCode::Char('q')]), [Action::Exit]);
+    // A step both in the files and live shows once; auto-pause follows the run.
+    let steps = viewer.loss.steps.len();
+    let last = selm_tui::run::records::TrainRecord {
+        iteration: viewer.loss.steps.last().unwrap().iteration,
+        step: viewer.loss.steps.last().unwrap().step as usize,
+        batch: 1,
+        metrics: selm_tui::selm::SelmMetrics {
+            loss: viewer.loss.steps.last().unwrap().loss,
+            ..Default::default()
+        },
+        grad_norm: 1.0,
+        lr: 1e-4,
+    };
+    viewer.apply(Event::Metrics(last.clone()));
+    assert_eq!(viewer.loss.steps.len(), steps);
+    viewer.apply(Event::Metrics(selm_tui::run::records::TrainRecord {
+        step: last.step + 1,
+        ..last
+    }));
+    assert_eq!(viewer.loss.steps.len(), steps + 1);
+    viewer.apply(Event::AutoPause(true));
+    assert!(viewer.run.auto_pause);
+}
+
+#[test]
 fn read_only_sends_nothing() {
     let mut app = synthetic_app(3, 5);
     app.run.state = EngineState::ReadOnly;
@@ -147,6 +199,7 @@ fn params_popup_validates_and_names_the_field() {
             alpha: Some(0.5),
             beta: Some(0.1),
             lr: Some(1e-4),
+            origin: selm_tui::engine::Origin::Tui,
         })]
     );
     assert_eq!(app.popup, None);

@@ -3,84 +3,12 @@
 //! then opens the stopped run with `inspect`, resumes it with `R` and runs it to the end.
 //! Needs tmux (.ci/run installs it); without it this test fails rather than skips.
 
+#[path = "common/tmux.rs"]
+mod tmux;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
-
-/// A tmux server of its own, killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn new(name: &str, command: &str, width: u16, height: u16) -> Self {
-        let socket = format!("selm-e2e-{name}-{}", std::process::id());
-        let t = Self { socket };
-        t.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "e2e",
-            "-x",
-            &width.to_string(),
-            "-y",
-            &height.to_string(),
-            command,
-        ]);
-        t
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("running tmux (is it installed? .ci/run installs it)");
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        for k in keys {
-            self.run(&["send-keys", "-t", "e2e", k]);
-            // Separate presses: an Esc followed at once by a key reads as Alt+key.
-            std::thread::sleep(Duration::from_millis(150));
-        }
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "e2e"])
-    }
-
-    /// Waits until the screen contains `needle`; returns the screen.
-    fn wait_for(&self, needle: &str, timeout: Duration) -> String {
-        let start = Instant::now();
-        loop {
-            let screen = self.screen();
-            if screen.contains(needle) {
-                return screen;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "waited {timeout:?} for {needle:?}; screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
-    }
-}
+use std::time::Duration;
+use tmux::Tmux;
 
 /// The embedded default, scaled down: 2 iterations of 32 prompts, 16 held-out.
 fn config(dir: &Path) -> PathBuf {

@@ -3,11 +3,16 @@
 pub use crate::config::LiveParams;
 pub use crate::run::Stage;
 use crate::run::records::{
-    Candidate, EvalFigures, IterationSummary, PairLogps, PairRecord, TrainRecord,
+    Candidate, EvalFigures, IterationSummary, PairLogps, PairRecord, TrainRecord, f64_or_nan,
 };
+use serde::{Deserialize, Serialize};
+
+// Every message is serde: viewers in other processes receive the same events and send the
+// same commands over the run's control socket (`crate::control`).
 
 /// Front end -> engine.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     /// Run until the current stage finishes, then pause.
     StepStage,
@@ -23,6 +28,8 @@ pub enum Command {
         alpha: Option<f64>,
         beta: Option<f64>,
         lr: Option<f64>,
+        /// Who asked (history.jsonl records it); the control socket sets it for viewers.
+        origin: Origin,
     },
     /// The researcher's answer to a [`RankQuery`] (`rank.ranker = "human"`).
     Rank(Verdict),
@@ -30,8 +37,27 @@ pub enum Command {
     Quit,
 }
 
+/// Where a parameter change came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// The TUI of the process that runs the engine.
+    Tui,
+    /// A viewer attached through the control socket (`selm-tui attach`), by its process id.
+    Attach { pid: u32 },
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Tui => write!(f, "tui"),
+            Origin::Attach { pid } => write!(f, "attach (pid {pid})"),
+        }
+    }
+}
+
 /// A prompt whose candidates wait for the researcher's ranking.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankQuery {
     pub iteration: usize,
     /// The prompt's position among this iteration's prompts, and their number.
@@ -43,7 +69,8 @@ pub struct RankQuery {
 }
 
 /// What the researcher decided about the prompt a [`RankQuery`] showed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Candidate indices from best to worst, each once; the first is chosen, the last
     /// rejected.
@@ -57,7 +84,8 @@ pub enum Verdict {
 }
 
 /// What a finished stage did, for the front ends to show as they like.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StageSummary {
     SamplePrompts {
         prompts: usize,
@@ -66,6 +94,7 @@ pub enum StageSummary {
         responses: usize,
     },
     Rank {
+        #[serde(deserialize_with = "f64_or_nan")]
         mean_score: f64,
     },
     SelectPairs {
@@ -74,6 +103,7 @@ pub enum StageSummary {
     },
     Update {
         updates: usize,
+        #[serde(deserialize_with = "f64_or_nan")]
         mean_loss: f64,
     },
     SyncEval(EvalFigures),
@@ -106,7 +136,8 @@ impl std::fmt::Display for StageSummary {
 }
 
 /// How much a log line matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Level {
     Info,
     Warn,
@@ -114,7 +145,7 @@ pub enum Level {
 }
 
 /// A line for the log panel (TUI) or stdout (headless).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {
     pub level: Level,
     pub text: String,
@@ -144,7 +175,8 @@ impl LogLine {
 }
 
 /// Engine -> front end.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     Started {
         run_dir: String,
@@ -185,6 +217,8 @@ pub enum Event {
     RankQuery(RankQuery),
     Iteration(IterationSummary),
     ParamsChanged(LiveParams),
+    /// Whether the engine pauses at each iteration's end.
+    AutoPause(bool),
     Paused,
     Resumed,
     Log(LogLine),

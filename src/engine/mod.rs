@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use crate::backend::{BackendSpec, OnBackend, dispatch, on_compute_pool};
 use crate::config::Config;
 pub use messages::{
-    Command, Event, Level, LiveParams, LogLine, RankQuery, Stage, StageSummary, Verdict,
+    Command, Event, Level, LiveParams, LogLine, Origin, RankQuery, Stage, StageSummary, Verdict,
 };
 use pipeline::{Advance, Pipeline};
 use std::path::PathBuf;
@@ -221,14 +221,20 @@ fn apply<B: AutodiffBackend>(
         Command::Pause => Mode::Paused,
         Command::SetAutoPause(on) => {
             *auto_pause = on;
+            emit(Event::AutoPause(on));
             emit(Event::Log(LogLine::info(format!(
                 "auto-pause between iterations {}",
                 if on { "on" } else { "off" }
             ))));
             mode
         }
-        Command::SetParams { alpha, beta, lr } => {
-            match pipeline.set_params(alpha, beta, lr) {
+        Command::SetParams {
+            alpha,
+            beta,
+            lr,
+            origin,
+        } => {
+            match pipeline.set_params(alpha, beta, lr, origin) {
                 Ok(p) => emit(Event::ParamsChanged(p)),
                 Err(e) => emit(Event::Error(format!("{e:#}"))),
             }

@@ -7,7 +7,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use std::time::Instant;
 
-use super::messages::{Event, LiveParams, LogLine, Stage, StageSummary};
+use super::messages::{Event, LiveParams, LogLine, Origin, Stage, StageSummary};
 use super::stages::{HumanDesk, IterationState};
 use super::start::{load_start, prompt_sets};
 use crate::config::{Config, GenerateEngine};
@@ -228,6 +228,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
         alpha: Option<f64>,
         beta: Option<f64>,
         lr: Option<f64>,
+        origin: Origin,
     ) -> Result<LiveParams> {
         let next = LiveParams {
             alpha: alpha.unwrap_or(self.params.alpha),
@@ -244,6 +245,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             step: self.global_step,
             old: self.params,
             new: next,
+            source: Some(origin.to_string()),
         })?;
         self.params = next;
         Ok(next)

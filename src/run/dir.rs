@@ -377,9 +377,11 @@ impl RunLock {
                     let holder = std::fs::read_to_string(&path).unwrap_or_default();
                     match holder.trim().parse::<u32>() {
                         Ok(pid) if process_alive(pid) => bail!(
-                            "{} is in use by another selm-tui (pid {pid}; lock file {})",
+                            "{} is in use by another selm-tui (pid {pid}; lock file {}); \
+                             `selm-tui attach {}` opens it while it runs",
                             run.display(),
-                            path.display()
+                            path.display(),
+                            run.display()
                         ),
                         // Stale (its process is gone) or unreadable: take it over.
                         _ => {

@@ -349,6 +349,10 @@ pub enum HistoryEntry {
         step: usize,
         old: LiveParams,
         new: LiveParams,
+        /// Who made the change: `tui`, or `attach (pid N)` for a viewer on the control
+        /// socket. Absent in runs written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
     },
     /// `selm-tui resume` continued the run from this stage.
     Resume {

@@ -22,6 +22,8 @@ struct Job {
     bar: ProgressBar,
     started: Instant,
     last_error: Option<String>,
+    /// Whether its run directory has been announced (it exists once the run has started).
+    dir_shown: bool,
 }
 
 /// Units of progress in one run: the starting evaluation, then six stages per iteration.
@@ -77,6 +79,7 @@ pub fn drive(
                 follow(&mut running, &overall, i, &line);
             }
         }
+        show_run_dirs(state, points, &mut running, &mp);
         let done: Vec<usize> = running
             .iter_mut()
             .filter_map(|(&i, job)| job.child.try_wait().ok().flatten().map(|_| i))
@@ -94,6 +97,32 @@ pub fn drive(
         count(RunStatus::Finished),
         count(RunStatus::Failed)
     ))
+}
+
+/// Each running run's directory, once it exists: a line to `selm-tui attach` it by, and its
+/// bar's message.
+fn show_run_dirs(
+    state: &SweepState,
+    points: &[Point],
+    running: &mut HashMap<usize, Job>,
+    mp: &MultiProgress,
+) {
+    for (&i, job) in running.iter_mut().filter(|(_, j)| !j.dir_shown) {
+        let Some(dir) = state.run_dir(&points[i].name) else {
+            continue;
+        };
+        job.dir_shown = true;
+        job.bar.set_message(dir.display().to_string());
+        say(
+            mp,
+            format!(
+                "{:>28}: running in {} (selm-tui attach {})",
+                points[i].name,
+                dir.display(),
+                dir.display()
+            ),
+        );
+    }
 }
 
 fn style(counts: &str) -> ProgressStyle {
@@ -170,6 +199,7 @@ fn start(
         bar,
         started: Instant::now(),
         last_error: None,
+        dir_shown: false,
     })
 }
 

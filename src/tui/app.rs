@@ -69,6 +69,8 @@ pub enum EngineState {
 pub enum Popup {
     Help,
     Params(ParamsForm),
+    /// `S` in a viewer: stop the run? (`y` confirms.)
+    ConfirmStop,
 }
 
 /// What the engine reported about the run as a whole.
@@ -85,6 +87,8 @@ pub struct RunInfo {
     pub last_error: Option<String>,
     /// Read-only on a run that stopped before its end: `R` resumes it.
     pub resumable: bool,
+    /// A viewer attached to the run of this process id (`selm-tui attach`): `q` detaches.
+    pub attached: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +127,7 @@ impl App {
                 auto_pause,
                 last_error: None,
                 resumable: false,
+                attached: None,
             },
             view: View::Dashboard,
             popup: None,
@@ -141,6 +146,19 @@ impl App {
             inspector: PairInspector::default(),
             desk: RankDesk::default(),
         }
+    }
+
+    /// This state (the run's files so far, replayed) becomes a viewer's of the live run of
+    /// process `pid`: live events follow, and `q` detaches.
+    pub fn attach(&mut self, pid: u32) {
+        self.run.state = EngineState::Loading;
+        self.run.attached = Some(pid);
+        self.run.resumable = false;
+        self.follow = true;
+        self.log = LogPanel::default();
+        self.log.info(format!(
+            "attached to the run of pid {pid}: q detaches (the run goes on), S stops it"
+        ));
     }
 
     pub fn read_only(&self) -> bool {
@@ -197,6 +215,9 @@ impl App {
                     stage.label()
                 ));
             }
+            // A viewer read the run's files after attaching: a step both there and live
+            // shows once.
+            Event::Metrics(record) if self.run.attached.is_some() && self.loss.has(&record) => {}
             Event::Metrics(record) => {
                 self.loss.push(&record);
                 self.metrics.push(&record);
@@ -224,6 +245,7 @@ impl App {
                 ));
                 self.run.params = p;
             }
+            Event::AutoPause(on) => self.run.auto_pause = on,
             Event::Paused => self.set_state(EngineState::Paused),
             Event::Resumed => {
                 self.set_state(EngineState::Running);
@@ -336,6 +358,17 @@ impl App {
                 }
                 return vec![];
             }
+            Some(Popup::ConfirmStop) => {
+                self.popup = None;
+                return if key.code == crossterm::event::KeyCode::Char('y') && self.live() {
+                    self.run.state = EngineState::Quitting;
+                    self.log
+                        .info("stopping the run after its current unit of work");
+                    vec![Action::Send(Command::Quit)]
+                } else {
+                    vec![]
+                };
+            }
             Some(Popup::Params(form)) => {
                 return match form.key(key.code) {
                     FormOutcome::Editing => vec![],
@@ -422,6 +455,10 @@ impl App {
             Act::Sort => self.pairs.cycle_sort(),
             Act::Resume if self.read_only() && self.run.resumable => return vec![Action::Resume],
             Act::Resume => {}
+            Act::StopRun if live && self.run.attached.is_some() => {
+                self.popup = Some(Popup::ConfirmStop)
+            }
+            Act::StopRun => {}
             Act::Back if inspecting => self.inspector.close(),
             Act::Back if self.view != View::Dashboard => self.view = View::Dashboard,
             Act::Back => {}
@@ -439,7 +476,11 @@ impl App {
 
     /// First `q`: ask the engine to stop after its current unit. Second: leave at once
     /// (every file is written atomically, so abandoning loses nothing already written).
+    /// A viewer detaches at once, whatever the run does.
     fn quit(&mut self) -> Vec<Action> {
+        if self.run.attached.is_some() {
+            return vec![Action::Exit];
+        }
         if self.live() {
             self.run.state = EngineState::Quitting;
             self.log

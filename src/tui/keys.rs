@@ -37,6 +37,7 @@ pub enum Act {
     PrevPair,
     Back,
     Resume,
+    StopRun,
     Ranking,
     MakeBest,
     MakeWorst,
@@ -71,6 +72,8 @@ pub enum Footer {
     Inspector,
     /// Added to `ReadOnly` for a run that can be resumed.
     Resumable,
+    /// Added to `Live` in a viewer attached to a run in another process.
+    Attached,
     /// A prompt waits for the researcher's ranking.
     Ranking,
 }
@@ -283,11 +286,16 @@ pub const BINDINGS: &[Binding] = &[
         ],
     },
     Binding {
-        label: "q / Ctrl-C",
-        help: "quit (again: leave now)",
+        label: "q Ctrl-C / S",
+        help: "quit (again: leave now) / attach: stop run",
         context: Context::Any,
-        keys: &[(ch('q'), Act::Quit), (Key::Ctrl('c'), Act::Quit)],
+        keys: &[
+            (ch('q'), Act::Quit),
+            (Key::Ctrl('c'), Act::Quit),
+            (ch('S'), Act::StopRun),
+        ],
         footer: &[
+            (Footer::Attached, "S", "stop run"),
             (Live, "q", "quit"),
             (Ro, "q", "quit"),
             (In, "q", "quit"),

@@ -172,9 +172,43 @@ pub fn run(start: Start, spec: BackendSpec) -> Result<()> {
     // Started once output is captured, so nothing it prints reaches the screen.
     let ui = with_terminal(|terminal, output| {
         let handle = engine::spawn(start, spec)?;
+        #[cfg(unix)]
+        let handle = crate::control::serve(handle);
         event_loop(Ui::new(terminal, app, Some(handle)).with_output(output))
     })?;
     report(&ui.app);
+    Ok(())
+}
+
+/// `selm-tui attach`: the TUI of a run that lives in another process, through its control
+/// socket. The run's files so far, then its live events; `q` detaches.
+#[cfg(unix)]
+pub fn attach(dir: &Path) -> Result<()> {
+    require_terminal()?;
+    let remote = crate::control::viewer::attach(dir)?;
+    // Read after the run's hello: every event not queued for this viewer is in the files.
+    let mut app = replay::load_run(dir)?;
+    app.attach(remote.pid);
+    let ui = with_terminal(|terminal, output| {
+        event_loop(Ui::new(terminal, app, Some(remote.handle)).with_output(output))
+    })?;
+    match ui.app.run.state {
+        EngineState::Finished { completed: true } => println!("the run finished"),
+        EngineState::Finished { completed: false } | EngineState::Quitting => {
+            println!(
+                "the run stopped (`selm-tui resume {}` continues it)",
+                dir.display()
+            )
+        }
+        _ => println!(
+            "detached; the run goes on (pid {}): `selm-tui attach {}`",
+            remote.pid,
+            dir.display()
+        ),
+    }
+    if let Some(e) = &ui.app.run.last_error {
+        eprintln!("error: {e}");
+    }
     Ok(())
 }
 
@@ -182,6 +216,10 @@ pub fn run(start: Start, spec: BackendSpec) -> Result<()> {
 pub fn inspect(dir: &Path) -> Result<()> {
     // Read first: a wrong path or a corrupt file is the error shown, terminal or not.
     let app = replay::load_run(dir)?;
+    #[cfg(unix)]
+    if offer_attach(dir)? {
+        return attach(dir);
+    }
     require_terminal()?;
     let ui = with_terminal(|terminal, output| {
         event_loop(Ui::new(terminal, app, None).with_output(output))
@@ -191,6 +229,30 @@ pub fn inspect(dir: &Path) -> Result<()> {
         return run(Start::Resume(dir.to_path_buf()), config.backend()?);
     }
     Ok(())
+}
+
+/// A live run is not opened read-only without asking: the researcher may want to steer it.
+/// True to attach instead.
+#[cfg(unix)]
+fn offer_attach(dir: &Path) -> Result<bool> {
+    use std::io::BufRead;
+    let crate::control::Probe::Live(_) = crate::control::probe(dir) else {
+        return Ok(false);
+    };
+    let live = format!(
+        "{} is a live run (its process answers on {}/{})",
+        dir.display(),
+        dir.display(),
+        crate::control::socket::SOCKET
+    );
+    if !std::io::stdin().is_terminal() {
+        bail!("{live}; `selm-tui attach {}` opens it", dir.display());
+    }
+    print!("{live}.\nAttach to it (watch and steer it live) instead of reading its files? [Y/n] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(!answer.trim().to_lowercase().starts_with('n'))
 }
 
 pub(crate) fn require_terminal() -> Result<()> {

@@ -5,7 +5,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Tabs, Wrap};
+use ratatui::widgets::{Block, Paragraph, Tabs, Wrap};
 
 use super::app::{App, EngineState, Popup, View};
 use super::keys::{Footer, footer_hints};
@@ -46,6 +46,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     match &app.popup {
         Some(Popup::Help) => help::render(frame, area),
         Some(Popup::Params(form)) => form.render(frame, area),
+        Some(Popup::ConfirmStop) => draw_confirm_stop(frame, app, area),
         None => {}
     }
 }
@@ -132,12 +133,16 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
             "iter {}/{}",
             app.pipeline.iteration, run.iterations
         )),
-        sep,
+        sep.clone(),
         Span::from(format!(
             "auto-pause {}",
             if run.auto_pause { "on" } else { "off" }
         )),
     ];
+    let mut spans = spans;
+    if let Some(pid) = run.attached {
+        spans.extend([sep, Span::from(format!("attached to pid {pid}")).green()]);
+    }
     frame.render_widget(Line::from(spans).on_dark_gray().white(), area);
 }
 
@@ -155,12 +160,40 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
         .then(|| footer_hints(Footer::Resumable))
         .into_iter()
         .flatten();
+    let attached = app.run.attached.is_some();
+    let stop = (attached && footer == Footer::Live)
+        .then(|| footer_hints(Footer::Attached))
+        .into_iter()
+        .flatten();
     let mut spans = vec![];
-    for (key, what) in resume.chain(footer_hints(footer)) {
+    for (key, what) in resume.chain(footer_hints(footer)).chain(stop) {
+        // A viewer's `q` leaves the run going.
+        let what = if attached && key == "q" {
+            "detach"
+        } else {
+            what
+        };
         spans.push(Span::from(key).reversed());
         spans.push(Span::from(format!(" {what} ")));
     }
     frame.render_widget(Line::from(spans), area);
+}
+
+fn draw_confirm_stop(frame: &mut Frame, app: &App, area: Rect) {
+    let rect = super::panels::centered(area, 64, 7);
+    let pid = app.run.attached.unwrap_or_default();
+    let lines = vec![
+        Line::from(format!("Stop the run of pid {pid}?")).bold(),
+        Line::from("It ends after its current unit of work; its files stay valid"),
+        Line::from("and `selm-tui resume` continues it. (q only detaches.)"),
+        Line::default(),
+        Line::from("y stop · any other key cancel").dark_gray(),
+    ];
+    frame.render_widget(ratatui::widgets::Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title("stop the run")),
+        rect,
+    );
 }
 
 fn draw_dashboard(frame: &mut Frame, app: &App, area: Rect) {

@@ -26,6 +26,15 @@ pub struct LossChart {
 }
 
 impl LossChart {
+    /// Whether this exact step is already charted (recent steps only: duplicates are).
+    pub fn has(&self, r: &TrainRecord) -> bool {
+        self.steps.iter().rev().take(4096).any(|p| {
+            p.step == r.step as f64
+                && p.iteration == r.iteration
+                && p.loss.to_bits() == r.metrics.loss.to_bits()
+        })
+    }
+
     pub fn push(&mut self, r: &TrainRecord) {
         self.steps.push(StepPoint {
             step: r.step as f64,

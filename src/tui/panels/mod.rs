@@ -53,7 +53,7 @@ pub fn format_num(v: f64) -> String {
 }
 
 /// A `width` x `height` rectangle in the middle of `area`.
-fn centered(area: Rect, width: u16, height: u16) -> Rect {
+pub(crate) fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let w = width.min(area.width);
     let h = height.min(area.height);
     Rect::new(

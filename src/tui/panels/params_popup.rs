@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
 use super::centered;
-use crate::engine::{Command, LiveParams};
+use crate::engine::{Command, LiveParams, Origin};
 
 /// What a key did to the form.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +55,7 @@ impl ParamsForm {
             alpha: Some(alpha),
             beta: Some(beta),
             lr: Some(lr),
+            origin: Origin::Tui,
         })
     }
 

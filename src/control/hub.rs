@@ -1,0 +1,555 @@
+//! The run's side of the control socket. A hub thread stands between the engine and the
+//! run's own front end: it forwards every event to that front end and to each attached
+//! viewer, and viewers' commands go straight into the engine's command channel. A viewer
+//! that disconnects, hangs or sends garbage is dropped; nothing the hub does waits on one.
+
+use std::collections::VecDeque;
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::protocol::{self, ClientMsg, PROTOCOL, ServerMsg};
+use super::socket::{self, SocketFile};
+use crate::engine::{Command, EngineHandle, Event, LogLine, Origin, Stage};
+
+/// Messages queued for one viewer; a viewer this far behind is not reading and is dropped.
+const QUEUE: usize = 20_000;
+/// A viewer has this long to say hello, and a write to it this long to go through.
+const HANDSHAKE: Duration = Duration::from_secs(5);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Log lines a newly attached viewer gets from before it came.
+const LOG_TAIL: usize = 500;
+
+/// Puts the control socket between `engine` and the front end that called: the returned
+/// handle's events are the engine's, all of them, in order.
+pub fn serve(engine: EngineHandle) -> EngineHandle {
+    let (local_tx, local_rx) = std::sync::mpsc::channel();
+    let (notes_tx, notes_rx) = std::sync::mpsc::channel();
+    let hub = Hub {
+        commands: engine.commands.clone(),
+        local: local_tx,
+        notes: notes_tx,
+        viewers: vec![],
+        catch_up: CatchUp::default(),
+        socket: None,
+    };
+    let events = engine.events;
+    std::thread::Builder::new()
+        .name("selm-control".into())
+        .spawn(move || hub.run(events, notes_rx))
+        .expect("spawning the control thread");
+    EngineHandle {
+        commands: engine.commands,
+        events: local_rx,
+        thread: engine.thread,
+    }
+}
+
+/// What a connection's threads tell the hub.
+enum Note {
+    Joined(Viewer),
+    Left { id: u64, why: String },
+}
+
+struct Viewer {
+    id: u64,
+    pid: u32,
+    run_dir: String,
+    queue: SyncSender<Arc<str>>,
+    stream: UnixStream,
+    writer: JoinHandle<()>,
+}
+
+/// The bound socket and its accepting thread.
+struct Listening {
+    /// Held for its drop, which removes the socket file.
+    _file: SocketFile,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Hub {
+    commands: Sender<Command>,
+    local: Sender<Event>,
+    notes: Sender<Note>,
+    viewers: Vec<Viewer>,
+    catch_up: CatchUp,
+    socket: Option<Listening>,
+}
+
+impl Hub {
+    fn run(mut self, events: Receiver<Event>, notes: Receiver<Note>) {
+        loop {
+            for note in notes.try_iter() {
+                self.note(note);
+            }
+            match events.recv_timeout(Duration::from_millis(50)) {
+                Ok(Event::Finished { completed }) => {
+                    self.finish(Event::Finished { completed });
+                    return;
+                }
+                Ok(event) => {
+                    if let Event::Started { run_dir, .. } = &event {
+                        self.listen(Path::new(run_dir));
+                    }
+                    self.publish(event);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.socket = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Binds the run's socket; without one the run goes on, unreachable, and says why.
+    fn listen(&mut self, run_dir: &Path) {
+        match socket::bind(run_dir) {
+            Ok((listener, file)) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let accept = Acceptor {
+                    commands: self.commands.clone(),
+                    notes: self.notes.clone(),
+                    run_dir: run_dir.to_path_buf(),
+                    stop: stop.clone(),
+                };
+                std::thread::Builder::new()
+                    .name("selm-control-accept".into())
+                    .spawn(move || accept.run(listener))
+                    .expect("spawning the control socket's thread");
+                self.socket = Some(Listening { _file: file, stop });
+            }
+            Err(e) => {
+                let _ = self.local.send(Event::Log(LogLine::warn(format!(
+                    "no control socket, `selm-tui attach` cannot reach this run: {e:#}"
+                ))));
+            }
+        }
+    }
+
+    fn note(&mut self, note: Note) {
+        match note {
+            Note::Joined(viewer) => {
+                let pid = viewer.pid;
+                // The hello goes out here, after every event not in the viewer's queue: a
+                // viewer reads the run directory once it has the hello, and finds them there.
+                let hello = ServerMsg::Hello {
+                    protocol: PROTOCOL,
+                    server: protocol::software(),
+                    pid: std::process::id(),
+                    run_dir: viewer.run_dir.clone(),
+                };
+                let _ = viewer
+                    .queue
+                    .try_send(serde_json::to_string(&hello).expect("a hello").into());
+                for event in &self.catch_up.events {
+                    // A new queue holds the whole catch-up (it is capped well below QUEUE).
+                    let _ = viewer.queue.try_send(encode(event));
+                }
+                self.viewers.push(viewer);
+                self.publish(Event::Log(LogLine::info(format!(
+                    "viewer attached (pid {pid})"
+                ))));
+            }
+            Note::Left { id, why } => {
+                if let Some(i) = self.viewers.iter().position(|v| v.id == id) {
+                    let v = self.viewers.swap_remove(i);
+                    let _ = v.stream.shutdown(std::net::Shutdown::Both);
+                    self.publish(Event::Log(LogLine::info(format!(
+                        "viewer detached (pid {}){why}",
+                        v.pid
+                    ))));
+                }
+            }
+        }
+    }
+
+    /// To the front end and every viewer; a viewer that cannot take it is dropped.
+    fn publish(&mut self, event: Event) {
+        self.catch_up.observe(&event);
+        if !self.viewers.is_empty() {
+            let line = encode(&event);
+            let mut dropped = vec![];
+            self.viewers
+                .retain(|v| match v.queue.try_send(line.clone()) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => {
+                        let _ = v.stream.shutdown(std::net::Shutdown::Both);
+                        dropped.push(v.pid);
+                        false
+                    }
+                    Err(TrySendError::Disconnected(_)) => false,
+                });
+            for pid in dropped {
+                let line = LogLine::warn(format!(
+                    "viewer pid {pid} fell {QUEUE} events behind (not reading): disconnected"
+                ));
+                self.catch_up.observe(&Event::Log(line.clone()));
+                let _ = self.local.send(Event::Log(line));
+            }
+        }
+        // A front end that has gone (the TUI left at once) leaves the viewers watching.
+        let _ = self.local.send(event);
+    }
+
+    /// The run ended: the socket goes first (no viewer may mistake it for live), viewers get
+    /// the end and a moment to read it, then the front end hears of it.
+    fn finish(&mut self, finished: Event) {
+        self.socket = None;
+        let line = encode(&finished);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for v in std::mem::take(&mut self.viewers) {
+            let _ = v.queue.try_send(line.clone());
+            drop(v.queue);
+            while !v.writer.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = v.stream.shutdown(std::net::Shutdown::Both);
+        }
+        let _ = self.local.send(finished);
+    }
+}
+
+fn encode(event: &Event) -> Arc<str> {
+    let msg = ServerMsg::Event(event.clone());
+    serde_json::to_string(&msg)
+        .unwrap_or_else(|e| {
+            serde_json::to_string(&ServerMsg::Error(format!("an event not sent: {e}")))
+                .expect("a string serializes")
+        })
+        .into()
+}
+
+/// Accepts connections until the run ends; each gets its own thread for the handshake and
+/// its commands, and one that writes its events.
+struct Acceptor {
+    commands: Sender<Command>,
+    notes: Sender<Note>,
+    run_dir: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl Acceptor {
+    fn run(self, listener: UnixListener) {
+        // Non-blocking, so the thread notices the run's end.
+        if listener.set_nonblocking(true).is_err() {
+            return;
+        }
+        let mut next_id = 0;
+        while !self.stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    next_id += 1;
+                    let conn = Connection {
+                        id: next_id,
+                        commands: self.commands.clone(),
+                        notes: self.notes.clone(),
+                        run_dir: self.run_dir.display().to_string(),
+                    };
+                    let _ = std::thread::Builder::new()
+                        .name("selm-control-viewer".into())
+                        .spawn(move || conn.run(stream));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+struct Connection {
+    id: u64,
+    commands: Sender<Command>,
+    notes: Sender<Note>,
+    run_dir: String,
+}
+
+impl Connection {
+    fn run(self, stream: UnixStream) {
+        let _ = stream.set_nonblocking(false);
+        let Ok(mut reader) = stream.try_clone().map(BufReader::new) else {
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(HANDSHAKE));
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let pid = match self.handshake(&mut reader) {
+            Ok(pid) => pid,
+            Err(msg) => {
+                reply(&stream, &msg);
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+        };
+        let _ = stream.set_read_timeout(None);
+        let (queue, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let Ok(out) = stream.try_clone() else { return };
+        let writer = std::thread::spawn(move || write_all(out, rx));
+        let errors = queue.clone();
+        let Ok(handle) = stream.try_clone() else {
+            return;
+        };
+        let viewer = Viewer {
+            id: self.id,
+            pid,
+            run_dir: self.run_dir.clone(),
+            queue,
+            stream: handle,
+            writer,
+        };
+        if self.notes.send(Note::Joined(viewer)).is_err() {
+            return;
+        }
+        let why = self.commands_from(&mut reader, pid, &errors);
+        let _ = self.notes.send(Note::Left { id: self.id, why });
+    }
+
+    /// The viewer's hello: its pid, or the answer that refuses it.
+    fn handshake(&self, reader: &mut BufReader<UnixStream>) -> Result<u32, Box<ServerMsg>> {
+        let error = |why: String| Box::new(ServerMsg::Error(why));
+        let line = match protocol::read_line(reader) {
+            Ok(Some(line)) => line,
+            Ok(None) => return Err(error("closed before its hello".into())),
+            Err(e) => return Err(error(format!("no hello: {e}"))),
+        };
+        match serde_json::from_str::<ClientMsg>(&line) {
+            Ok(ClientMsg::Hello { protocol, pid, .. }) if protocol == PROTOCOL => Ok(pid),
+            Ok(ClientMsg::Hello {
+                protocol, client, ..
+            }) => {
+                let reason = format!(
+                    "this run ({}) speaks control protocol {PROTOCOL}; the viewer ({client}) \
+                     speaks {protocol}",
+                    protocol::software()
+                );
+                Err(Box::new(ServerMsg::Refused {
+                    protocol: PROTOCOL,
+                    reason,
+                }))
+            }
+            Ok(ClientMsg::Command(_)) => Err(error("a command before its hello".into())),
+            Err(e) => Err(error(format!("not a hello ({e}): {}", clip(&line)))),
+        }
+    }
+
+    /// Forwards the viewer's commands to the engine until it leaves; says how it left.
+    fn commands_from(
+        &self,
+        reader: &mut BufReader<UnixStream>,
+        pid: u32,
+        errors: &SyncSender<Arc<str>>,
+    ) -> String {
+        loop {
+            let line = match protocol::read_line(reader) {
+                Ok(Some(line)) => line,
+                Ok(None) => return String::new(),
+                Err(e) => return format!(": {e}"),
+            };
+            let cmd = match serde_json::from_str::<ClientMsg>(&line) {
+                Ok(ClientMsg::Command(cmd)) => cmd,
+                Ok(ClientMsg::Hello { .. }) => continue,
+                Err(e) => {
+                    let why = format!("not a command ({e}): {}", clip(&line));
+                    let msg = serde_json::to_string(&ServerMsg::Error(why.clone()))
+                        .expect("a string serializes");
+                    let _ = errors.try_send(msg.into());
+                    return format!(", for sending {why}");
+                }
+            };
+            let cmd = match cmd {
+                // The run records who changed what: the socket says, not the viewer.
+                Command::SetParams {
+                    alpha, beta, lr, ..
+                } => Command::SetParams {
+                    alpha,
+                    beta,
+                    lr,
+                    origin: Origin::Attach { pid },
+                },
+                cmd => cmd,
+            };
+            if self.commands.send(cmd).is_err() {
+                return ": the engine has stopped".into();
+            }
+        }
+    }
+}
+
+fn reply(stream: &UnixStream, msg: &ServerMsg) {
+    let mut out = stream;
+    let line = serde_json::to_string(msg).expect("a message serializes");
+    let _ = writeln!(out, "{line}");
+}
+
+/// Writes queued lines, flushing whenever the queue runs dry.
+fn write_all(stream: UnixStream, rx: Receiver<Arc<str>>) {
+    let mut out = BufWriter::with_capacity(1 << 16, &stream);
+    'outer: while let Ok(line) = rx.recv() {
+        let mut next = Some(line);
+        while let Some(line) = next {
+            if out
+                .write_all(line.as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
+                .is_err()
+            {
+                break 'outer;
+            }
+            next = rx.try_recv().ok();
+        }
+        if out.flush().is_err() {
+            break;
+        }
+    }
+    drop(out);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+fn clip(line: &str) -> String {
+    let mut end = line.len().min(80);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}", &line[..end])
+}
+
+/// The events a viewer attaching now needs besides the run directory's files: the run's
+/// description, the current iteration's stages, the state (paused, parameters, auto-pause,
+/// a pending ranking) and the recent log. Whatever files hold (metrics, pairs, log-probs,
+/// summaries) the viewer reads from them.
+#[derive(Default)]
+struct CatchUp {
+    events: VecDeque<Event>,
+}
+
+impl CatchUp {
+    fn observe(&mut self, event: &Event) {
+        let same = |f: fn(&Event) -> bool| move |e: &Event| !f(e);
+        match event {
+            Event::Metrics(_) | Event::Pairs { .. } | Event::PairLogps { .. } => return,
+            Event::Iteration(_) => return,
+            Event::Progress { .. } => self
+                .events
+                .retain(same(|e| matches!(e, Event::Progress { .. }))),
+            Event::Paused | Event::Resumed => self
+                .events
+                .retain(same(|e| matches!(e, Event::Paused | Event::Resumed))),
+            Event::ParamsChanged(_) => self
+                .events
+                .retain(same(|e| matches!(e, Event::ParamsChanged(_)))),
+            Event::AutoPause(_) => self
+                .events
+                .retain(same(|e| matches!(e, Event::AutoPause(_)))),
+            Event::RankQuery(_) => self
+                .events
+                .retain(same(|e| matches!(e, Event::RankQuery(_)))),
+            Event::StageStarted { iteration, .. } => {
+                let now = *iteration;
+                self.events.retain(|e| match e {
+                    Event::StageStarted { iteration, .. }
+                    | Event::StageFinished { iteration, .. } => *iteration >= now,
+                    _ => true,
+                });
+            }
+            Event::StageFinished {
+                stage: Stage::Rank, ..
+            } => self
+                .events
+                .retain(same(|e| matches!(e, Event::RankQuery(_)))),
+            Event::Log(_) | Event::Error(_) => {
+                let logs = |e: &Event| matches!(e, Event::Log(_) | Event::Error(_));
+                if self.events.iter().filter(|e| logs(e)).count() >= LOG_TAIL
+                    && let Some(i) = self.events.iter().position(logs)
+                {
+                    self.events.remove(i);
+                }
+            }
+            Event::Started { .. } | Event::StageFinished { .. } | Event::Finished { .. } => {}
+        }
+        self.events.push_back(event.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::LiveParams;
+
+    #[test]
+    fn catch_up_keeps_state_not_history() {
+        let mut c = CatchUp::default();
+        let p = |alpha| {
+            Event::ParamsChanged(LiveParams {
+                alpha,
+                beta: 0.1,
+                lr: 1e-6,
+            })
+        };
+        for e in [
+            Event::StageStarted {
+                iteration: 1,
+                stage: Stage::Generate,
+            },
+            p(0.1),
+            Event::Resumed,
+            Event::Progress {
+                iteration: 1,
+                stage: Stage::Generate,
+                done: 1,
+                total: 4,
+            },
+            Event::Progress {
+                iteration: 1,
+                stage: Stage::Generate,
+                done: 2,
+                total: 4,
+            },
+            Event::Paused,
+            p(0.2),
+            Event::StageStarted {
+                iteration: 2,
+                stage: Stage::SamplePrompts,
+            },
+        ] {
+            c.observe(&e);
+        }
+        let kept: Vec<_> = c.events.iter().cloned().collect();
+        assert_eq!(
+            kept,
+            vec![
+                Event::Progress {
+                    iteration: 1,
+                    stage: Stage::Generate,
+                    done: 2,
+                    total: 4,
+                },
+                Event::Paused,
+                p(0.2),
+                Event::StageStarted {
+                    iteration: 2,
+                    stage: Stage::SamplePrompts,
+                },
+            ]
+        );
+        for i in 0..LOG_TAIL + 10 {
+            c.observe(&Event::Log(LogLine::info(format!("line {i}"))));
+        }
+        let logs = c
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Log(_)))
+            .count();
+        assert_eq!(logs, LOG_TAIL);
+    }
+}
