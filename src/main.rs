@@ -78,6 +78,10 @@ enum Command {
     Compare(selm_tui::compare::CompareArgs),
     /// List the backends compiled into this binary.
     Backends,
+    /// One task of a `sweep --launcher slurm` array job: runs (or resumes) point INDEX of the
+    /// sweep in DIR.
+    #[command(hide = true)]
+    SweepTask { dir: PathBuf, index: usize },
 }
 
 #[derive(clap::Args, Default)]
@@ -195,6 +199,7 @@ fn run_command() -> Result<()> {
         Some(Command::BenchUi(args)) => bench_ui(runtime, args),
         Some(Command::Sweep(args)) => selm_tui::sweep::run(runtime.config.as_deref(), args),
         Some(Command::Compare(args)) => selm_tui::compare::run(args),
+        Some(Command::SweepTask { dir, index }) => selm_tui::sweep::run_task(&dir, index),
         Some(Command::Backends) => {
             println!("{}", backend::compiled_in().join("\n"));
             Ok(())

@@ -36,7 +36,9 @@ pub fn attach(run_dir: &Path) -> Result<Attached> {
         ),
         Probe::Stale => bail!(
             "no run is live in {dir}: {sock} was left by a run that was killed (nothing \
-             answers on it); `selm-tui resume {dir}` continues the run and replaces it",
+             answers on it); `selm-tui resume {dir}` continues the run and replaces it. (A \
+             socket answers only on the machine its run is on: for a run on a cluster node, \
+             attach there, e.g. `srun --jobid=JOB --overlap --pty selm-tui attach {dir}`.)",
             dir = run_dir.display(),
             sock = socket::SOCKET
         ),

@@ -7,12 +7,14 @@
 mod grid;
 mod progress;
 mod results;
+mod slurm;
 mod state;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
 pub use grid::{Axis, Point, parse_axis};
+pub use slurm::run_task;
 pub use state::{RunEntry, RunStatus, SweepState};
 
 /// The default grid: the paper's alpha range and five seeds.
@@ -33,12 +35,30 @@ pub struct SweepArgs {
     /// A value for every run, KEY=VALUE (e.g. train.beta=0.05); repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Runs at once [default: one per core, each on one thread].
+    /// Runs at once [default: one per core, each on one thread]. With Slurm: tasks of the
+    /// array job running at once (`--array=...%N`) [default: as many as Slurm allows].
     #[arg(long, value_parser = crate::cli::at_least_one)]
     pub jobs: Option<usize>,
+    /// Where the runs go: child processes here, or one Slurm array job (a task per point).
+    #[arg(long, value_enum, default_value_t = Launcher::Local)]
+    pub launcher: Launcher,
+    /// With --launcher slurm: options for sbatch, as one shell-quoted string
+    /// (e.g. "--partition=gpu --gres=gpu:1 --time=4:00:00 --cpus-per-task=8").
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub sbatch_args: Option<String>,
     /// The sweep directory [default: <run.out_dir>/sweep-<run.name>].
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// Where a sweep's runs go.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Launcher {
+    /// Child processes of this one, `--jobs` at a time.
+    #[default]
+    Local,
+    /// A Slurm array job, submitted with sbatch and followed until its tasks end.
+    Slurm,
 }
 
 /// Runs the sweep `args` describes over `config` (the embedded default when None).
@@ -71,16 +91,37 @@ pub fn run(config: Option<&Path>, args: SweepArgs) -> Result<()> {
             .out_dir
             .join(format!("sweep-{}", base_config.run.name)),
     };
-    let points = grid::expand(&base, &axes, &absolute(&dir)?)?;
+    let sbatch_args = match (&args.sbatch_args, args.launcher) {
+        (Some(_), Launcher::Local) => bail!("--sbatch-args needs --launcher slurm"),
+        (Some(s), Launcher::Slurm) => shell_words::split(s)
+            .with_context(|| format!("--sbatch-args `{s}`: not shell words"))?,
+        (None, _) => vec![],
+    };
+    // Absolute: Slurm tasks start elsewhere, and `sweep-task` finds the sweep by it.
+    let dir = absolute(&dir)?;
+    let points = grid::expand(&base, &axes, &dir)?;
     let mut state = SweepState::open_or_create(&dir, &base_name, &axes, &args.sets, &points)?;
-    let jobs = args.jobs.unwrap_or_else(default_jobs);
-    let threads = (cores() / jobs).max(1);
-    let summary = progress::drive(&mut state, &points, jobs, threads)?;
+    let summary = match args.launcher {
+        Launcher::Local => {
+            let jobs = args.jobs.unwrap_or_else(default_jobs);
+            let threads = (cores() / jobs).max(1);
+            progress::drive(&mut state, &points, jobs, threads)?
+        }
+        Launcher::Slurm => slurm::drive(&mut state, &points, args.jobs, &sbatch_args)?,
+    };
     results::write_csv(&dir, &state, &axes)?;
     println!("{summary}");
     println!("sweep directory: {}", dir.display());
-    if state.runs.iter().any(|r| r.status == RunStatus::Failed) {
+    let count = |s| state.runs.iter().filter(|r| r.status == s).count();
+    if count(RunStatus::Failed) > 0 {
         bail!("some runs failed (their errors are in sweep.json and each run's sweep.log)");
+    }
+    if count(RunStatus::Interrupted) > 0 {
+        bail!(
+            "{} runs were interrupted (cancelled, preempted or out of time); the same sweep \
+             command resumes them",
+            count(RunStatus::Interrupted)
+        );
     }
     Ok(())
 }

@@ -27,7 +27,7 @@ struct Job {
 }
 
 /// Units of progress in one run: the starting evaluation, then six stages per iteration.
-fn units(p: &Point) -> u64 {
+pub(super) fn units(p: &Point) -> u64 {
     1 + 6 * p.config.run.iterations as u64
 }
 
@@ -125,7 +125,7 @@ fn show_run_dirs(
     }
 }
 
-fn style(counts: &str) -> ProgressStyle {
+pub(super) fn style(counts: &str) -> ProgressStyle {
     ProgressStyle::with_template(&format!(
         "{{prefix:>28}} [{{bar:30}}] {counts} {{elapsed}} ETA {{eta}} {{msg}}"
     ))
@@ -134,12 +134,40 @@ fn style(counts: &str) -> ProgressStyle {
 }
 
 /// Prints a line above the bars (or plainly, without a terminal).
-fn say(mp: &MultiProgress, line: String) {
+pub(super) fn say(mp: &MultiProgress, line: String) {
     if mp.is_hidden() {
         println!("{line}");
     } else {
         let _ = mp.println(line);
     }
+}
+
+/// Writes the config a new run of `point` starts from (`runs/<name>/sweep-config.toml`).
+pub(super) fn prepare(state: &SweepState, point: &Point) -> Result<()> {
+    let home = state.dir.join("runs").join(&point.name);
+    std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+    if state.run_dir(&point.name).is_none() {
+        let config = home.join(POINT_CONFIG);
+        crate::io::atomic_write(&config, point.config.to_toml().as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The config [`prepare`] writes, in the point's directory.
+const POINT_CONFIG: &str = "sweep-config.toml";
+
+/// How point `name` runs, decided when it starts: a `resume` of its run directory when one
+/// exists (interrupted, cancelled, requeued), else a new headless run of its config.
+pub(super) fn point_command(state: &SweepState, name: &str, exe: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    match state.run_dir(name) {
+        Some(dir) => cmd.arg("resume").arg(dir).arg("--headless"),
+        None => {
+            let config = state.dir.join("runs").join(name).join(POINT_CONFIG);
+            cmd.arg("--config").arg(config).args(["run", "--headless"])
+        }
+    };
+    cmd
 }
 
 /// Starts `point`: resumes its run directory when one exists, else a new run.
@@ -151,19 +179,9 @@ fn start(
     tx: &Sender<(usize, String)>,
     mp: &MultiProgress,
 ) -> Result<Job> {
-    let home = state.dir.join("runs").join(&point.name);
-    std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+    prepare(state, point)?;
     let exe = running_exe()?;
-    let mut cmd = Command::new(&exe);
-    match state.run_dir(&point.name) {
-        Some(dir) => cmd.arg("resume").arg(dir).arg("--headless"),
-        None => {
-            let config = home.join("sweep-config.toml");
-            crate::io::atomic_write(&config, point.config.to_toml().as_bytes())?;
-            cmd.arg("--config").arg(config).args(["run", "--headless"])
-        }
-    };
-    let mut child = cmd
+    let mut child = point_command(state, &point.name, &exe)
         .env("RAYON_NUM_THREADS", threads.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -180,7 +198,7 @@ fn start(
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(home.join("sweep.log"))
+        .open(state.dir.join("runs").join(&point.name).join("sweep.log"))
         .context("opening the run's sweep.log")?;
     let log = std::sync::Arc::new(std::sync::Mutex::new(log));
     let out = child.stdout.take().expect("piped");
@@ -250,7 +268,7 @@ fn follow(running: &mut HashMap<usize, Job>, overall: &ProgressBar, i: usize, li
 }
 
 /// `[  12.3s] iter 2 update ...` -> the units done once that stage finished.
-fn units_done(line: &str) -> Option<u64> {
+pub(super) fn units_done(line: &str) -> Option<u64> {
     let rest = line.split_once("] iter ")?.1;
     let (n, rest) = rest.split_once(' ')?;
     let n: u64 = n.parse().ok()?;
@@ -264,7 +282,7 @@ fn units_done(line: &str) -> Option<u64> {
 }
 
 /// The message of an `error: ...` line (headless) or `Error: ...` (the process's exit).
-fn error_text(line: &str) -> Option<String> {
+pub(super) fn error_text(line: &str) -> Option<String> {
     let at = line
         .find("error: ")
         .map(|i| i + 7)

@@ -28,6 +28,9 @@ pub struct RunEntry {
     pub status: RunStatus,
     pub error: Option<String>,
     pub wall_s: Option<f64>,
+    /// `sweep --launcher slurm`: the array task that last ran it (`JOBID_INDEX`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +92,17 @@ impl SweepState {
         Ok(state)
     }
 
+    /// The sweep in `dir` as its `sweep.json` stands (a Slurm task reads which point it is).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("sweep.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut state: SweepState = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a sweep.json", path.display()))?;
+        state.dir = dir.to_path_buf();
+        Ok(state)
+    }
+
     pub fn save(&self) -> Result<()> {
         let json = serde_json::to_string_pretty(self)?;
         crate::io::atomic_write(&self.dir.join("sweep.json"), json.as_bytes())
@@ -116,6 +130,7 @@ fn entry(p: &Point) -> RunEntry {
         status: RunStatus::Pending,
         error: None,
         wall_s: None,
+        slurm: None,
     }
 }
 
