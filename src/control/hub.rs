@@ -485,6 +485,144 @@ impl CatchUp {
 mod tests {
     use super::*;
     use crate::engine::LiveParams;
+    use std::io::BufRead;
+
+    /// A hub in front of a stand-in engine: its event sender and command receiver.
+    fn hub_on(dir: &Path) -> (Sender<Event>, Receiver<Command>, EngineHandle) {
+        let (evt_tx, evt_rx) = std::sync::mpsc::channel();
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+        let engine = EngineHandle {
+            commands: cmd_tx,
+            events: evt_rx,
+            thread: std::thread::spawn(|| {}),
+        };
+        let front = serve(engine);
+        evt_tx
+            .send(Event::Started {
+                run_dir: dir.display().to_string(),
+                backend: "flex".into(),
+                model: "m".into(),
+                iterations: 1,
+                params: LiveParams {
+                    alpha: 0.1,
+                    beta: 0.1,
+                    lr: 1e-6,
+                },
+            })
+            .unwrap();
+        assert!(matches!(
+            front.events.recv().unwrap(),
+            Event::Started { .. }
+        ));
+        (evt_tx, cmd_rx, front)
+    }
+
+    fn hello(dir: &Path, pid: u32) -> (UnixStream, BufReader<UnixStream>) {
+        let stream = socket::connect(dir).unwrap();
+        let msg = format!(r#"{{"hello":{{"protocol":{PROTOCOL},"client":"test","pid":{pid}}}}}"#);
+        writeln!(&stream, "{msg}").unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut first = String::new();
+        reader.read_line(&mut first).unwrap();
+        assert!(first.starts_with(r#"{"hello""#), "{first}");
+        (stream, reader)
+    }
+
+    fn until(front: &EngineHandle, f: impl Fn(&Event) -> bool) {
+        loop {
+            let e = front
+                .events
+                .recv_timeout(Duration::from_secs(10))
+                .expect("an event within 10 s");
+            if f(&e) {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn a_viewer_that_does_not_read_is_dropped_and_blocks_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (events, _commands, front) = hub_on(dir.path());
+        let (_stream, _reader) = hello(dir.path(), 77);
+        until(
+            &front,
+            |e| matches!(e, Event::Log(l) if l.text.contains("pid 77")),
+        );
+        // Far more than the socket buffer and the queue hold; the viewer reads none of it.
+        let line = "x".repeat(1000);
+        let start = Instant::now();
+        for i in 0..QUEUE + 5000 {
+            events
+                .send(Event::Log(LogLine::info(format!("{i} {line}"))))
+                .unwrap();
+        }
+        let last = format!("{} ", QUEUE + 4999);
+        let mut dropped = false;
+        loop {
+            let Ok(Event::Log(l)) = front.events.recv_timeout(Duration::from_secs(10)) else {
+                panic!("the front end stopped receiving");
+            };
+            dropped |= l.text.contains("viewer pid 77 fell");
+            if l.text.starts_with(&last) {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(dropped, "the hung viewer was not dropped");
+        // Others still attach.
+        let (_other, _r) = hello(dir.path(), 78);
+        until(
+            &front,
+            |e| matches!(e, Event::Log(l) if l.text.contains("pid 78")),
+        );
+        events.send(Event::Finished { completed: true }).unwrap();
+        until(&front, |e| matches!(e, Event::Finished { .. }));
+        assert!(!socket::socket_path(dir.path()).exists());
+    }
+
+    #[test]
+    fn commands_reach_the_engine_with_the_viewer_as_their_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let (events, commands, front) = hub_on(dir.path());
+        let (stream, mut reader) = hello(dir.path(), 4321);
+        let set =
+            r#"{"command":{"set_params":{"alpha":0.5,"beta":null,"lr":null,"origin":"tui"}}}"#;
+        writeln!(&stream, "{set}").unwrap();
+        writeln!(&stream, r#"{{"command":"step_batch"}}"#).unwrap();
+        let got = commands.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            got,
+            Command::SetParams {
+                alpha: Some(0.5),
+                beta: None,
+                lr: None,
+                origin: Origin::Attach { pid: 4321 },
+            }
+        );
+        assert_eq!(
+            commands.recv_timeout(Duration::from_secs(10)).unwrap(),
+            Command::StepBatch
+        );
+        // The viewer sees the run's events; the catch-up came first (Started).
+        events.send(Event::Paused).unwrap();
+        let mut seen = vec![];
+        for _ in 0..3 {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            seen.push(line);
+        }
+        assert!(seen[0].contains("started"), "{seen:?}");
+        assert!(
+            seen.iter().any(|l| l.contains(r#""event":"paused""#)),
+            "{seen:?}"
+        );
+        drop(front);
+    }
 
     #[test]
     fn catch_up_keeps_state_not_history() {
