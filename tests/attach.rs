@@ -252,7 +252,8 @@ fn a_socket_left_by_a_killed_run_is_not_taken_for_a_live_one() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    println!("attach to a killed run (no terminal): {err}");
+    assert!(err.contains("left by a run that was killed"), "{err}");
+    println!("attach to a killed run: {err}");
     let a = viewer("stale", &dir);
     let screen = a.wait_for("EXITED: 1", LONG);
     assert!(screen.contains("left by a run that was killed"), "{screen}");

@@ -24,8 +24,8 @@ pub struct Attached {
 }
 
 /// Connects to the run in `run_dir`; an error says why it is not live (and what to do).
-pub fn attach(run_dir: &Path) -> Result<Attached> {
-    let stream = match socket::probe(run_dir) {
+pub fn connect(run_dir: &Path) -> Result<UnixStream> {
+    Ok(match socket::probe(run_dir) {
         Probe::Live(stream) => stream,
         Probe::Absent => bail!(
             "no run is live in {dir} (no {sock}): it finished, was never started there, or \
@@ -42,7 +42,11 @@ pub fn attach(run_dir: &Path) -> Result<Attached> {
             dir = run_dir.display(),
             sock = socket::SOCKET
         ),
-    };
+    })
+}
+
+/// Attaches on `stream` (from [`connect`]): the hello, then events and commands flow.
+pub fn attach(stream: UnixStream, run_dir: &Path) -> Result<Attached> {
     let (mut reader, pid) =
         hello(&stream).with_context(|| format!("attaching to the run in {}", run_dir.display()))?;
     let (cmd_tx, cmd_rx) = channel();

@@ -44,18 +44,26 @@ pub struct Ui<Bk: Backend> {
     /// The user asked to resume the inspected run.
     pub resume_requested: bool,
     started: Instant,
+    /// Run time before this TUI started (a viewer attaching to a run under way).
+    elapsed_before: f64,
     dirty: bool,
     last_draw: Instant,
 }
 
 impl<Bk: Backend> Ui<Bk> {
     pub fn new(terminal: Terminal<Bk>, app: App, engine: Option<EngineHandle>) -> Self {
+        let elapsed_before = if app.run.attached.is_some() {
+            app.elapsed_s
+        } else {
+            0.0
+        };
         Self {
             terminal,
             app,
             engine,
             output: None,
             resume_requested: false,
+            elapsed_before,
             started: Instant::now(),
             dirty: true,
             last_draw: Instant::now(),
@@ -102,7 +110,7 @@ impl<Bk: Backend> Ui<Bk> {
             _ => {}
         }
         if !self.app.read_only() && !matches!(self.app.run.state, EngineState::Finished { .. }) {
-            self.app.elapsed_s = self.started.elapsed().as_secs_f64();
+            self.app.elapsed_s = self.elapsed_before + self.started.elapsed().as_secs_f64();
         }
         if self.dirty || self.last_draw.elapsed() >= Duration::from_secs(1) {
             self.draw()?;
@@ -184,8 +192,10 @@ pub fn run(start: Start, spec: BackendSpec) -> Result<()> {
 /// socket. The run's files so far, then its live events; `q` detaches.
 #[cfg(unix)]
 pub fn attach(dir: &Path) -> Result<()> {
+    // Whether the run is live is the first thing to say, terminal or not.
+    let stream = crate::control::viewer::connect(dir)?;
     require_terminal()?;
-    let remote = crate::control::viewer::attach(dir)?;
+    let remote = crate::control::viewer::attach(stream, dir)?;
     // Read after the run's hello: every event not queued for this viewer is in the files.
     let mut app = replay::load_run(dir)?;
     app.attach(remote.pid);
