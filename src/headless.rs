@@ -104,6 +104,12 @@ pub fn run(what: Start, spec: BackendSpec, paused: bool) -> Result<Vec<Iteration
                 "[{t:7.1}s] set alpha {} beta {} lr {} (from the next update)",
                 p.alpha, p.beta, p.lr
             )?,
+            Event::RankQuery(q) if paused => writeln!(
+                out,
+                "[{t:7.1}s] prompt {} of {} waits for a ranking from an attached viewer",
+                q.index + 1,
+                q.total
+            )?,
             Event::RankQuery(_) => {
                 let e = "the `human` ranker asks the researcher in the TUI; headless runs \
                          cannot answer (run without --headless)";

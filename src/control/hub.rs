@@ -4,24 +4,21 @@
 //! that disconnects, hangs or sends garbage is dropped; nothing the hub does waits on one.
 
 use std::collections::VecDeque;
-use std::io::{BufReader, BufWriter, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::protocol::{self, ClientMsg, PROTOCOL, ServerMsg};
+use super::connection::Acceptor;
+use super::protocol::{self, PROTOCOL, ServerMsg};
 use super::socket::{self, SocketFile};
-use crate::engine::{Command, EngineHandle, Event, LogLine, Origin, Stage};
+use crate::engine::{Command, EngineHandle, Event, LogLine, Stage};
 
 /// Messages queued for one viewer; a viewer this far behind is not reading and is dropped.
-const QUEUE: usize = 20_000;
-/// A viewer has this long to say hello, and a write to it this long to go through.
-const HANDSHAKE: Duration = Duration::from_secs(5);
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const QUEUE: usize = 20_000;
 /// Log lines a newly attached viewer gets from before it came.
 const LOG_TAIL: usize = 500;
 
@@ -51,18 +48,18 @@ pub fn serve(engine: EngineHandle) -> EngineHandle {
 }
 
 /// What a connection's threads tell the hub.
-enum Note {
+pub(super) enum Note {
     Joined(Viewer),
     Left { id: u64, why: String },
 }
 
-struct Viewer {
-    id: u64,
-    pid: u32,
-    run_dir: String,
-    queue: SyncSender<Arc<str>>,
-    stream: UnixStream,
-    writer: JoinHandle<()>,
+pub(super) struct Viewer {
+    pub(super) id: u64,
+    pub(super) pid: u32,
+    pub(super) run_dir: String,
+    pub(super) queue: SyncSender<Arc<str>>,
+    pub(super) stream: UnixStream,
+    pub(super) writer: JoinHandle<()>,
 }
 
 /// The bound socket and its accepting thread.
@@ -106,7 +103,7 @@ impl Hub {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.socket = None;
+                    self.finish(Event::Finished { completed: false });
                     return;
                 }
             }
@@ -211,6 +208,9 @@ impl Hub {
         let deadline = Instant::now() + Duration::from_secs(1);
         for v in std::mem::take(&mut self.viewers) {
             let _ = v.queue.try_send(line.clone());
+            // The connection's reader holds a sender too: ending its read lets the queue
+            // close, so the writer stops once the end is written.
+            let _ = v.stream.shutdown(std::net::Shutdown::Read);
             drop(v.queue);
             while !v.writer.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
@@ -229,199 +229,6 @@ fn encode(event: &Event) -> Arc<str> {
                 .expect("a string serializes")
         })
         .into()
-}
-
-/// Accepts connections until the run ends; each gets its own thread for the handshake and
-/// its commands, and one that writes its events.
-struct Acceptor {
-    commands: Sender<Command>,
-    notes: Sender<Note>,
-    run_dir: PathBuf,
-    stop: Arc<AtomicBool>,
-}
-
-impl Acceptor {
-    fn run(self, listener: UnixListener) {
-        // Non-blocking, so the thread notices the run's end.
-        if listener.set_nonblocking(true).is_err() {
-            return;
-        }
-        let mut next_id = 0;
-        while !self.stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    next_id += 1;
-                    let conn = Connection {
-                        id: next_id,
-                        commands: self.commands.clone(),
-                        notes: self.notes.clone(),
-                        run_dir: self.run_dir.display().to_string(),
-                    };
-                    let _ = std::thread::Builder::new()
-                        .name("selm-control-viewer".into())
-                        .spawn(move || conn.run(stream));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-    }
-}
-
-struct Connection {
-    id: u64,
-    commands: Sender<Command>,
-    notes: Sender<Note>,
-    run_dir: String,
-}
-
-impl Connection {
-    fn run(self, stream: UnixStream) {
-        let _ = stream.set_nonblocking(false);
-        let Ok(mut reader) = stream.try_clone().map(BufReader::new) else {
-            return;
-        };
-        let _ = stream.set_read_timeout(Some(HANDSHAKE));
-        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-        let pid = match self.handshake(&mut reader) {
-            Ok(pid) => pid,
-            Err(msg) => {
-                reply(&stream, &msg);
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-                return;
-            }
-        };
-        let _ = stream.set_read_timeout(None);
-        let (queue, rx) = std::sync::mpsc::sync_channel(QUEUE);
-        let Ok(out) = stream.try_clone() else { return };
-        let writer = std::thread::spawn(move || write_all(out, rx));
-        let errors = queue.clone();
-        let Ok(handle) = stream.try_clone() else {
-            return;
-        };
-        let viewer = Viewer {
-            id: self.id,
-            pid,
-            run_dir: self.run_dir.clone(),
-            queue,
-            stream: handle,
-            writer,
-        };
-        if self.notes.send(Note::Joined(viewer)).is_err() {
-            return;
-        }
-        let why = self.commands_from(&mut reader, pid, &errors);
-        let _ = self.notes.send(Note::Left { id: self.id, why });
-    }
-
-    /// The viewer's hello: its pid, or the answer that refuses it.
-    fn handshake(&self, reader: &mut BufReader<UnixStream>) -> Result<u32, Box<ServerMsg>> {
-        let error = |why: String| Box::new(ServerMsg::Error(why));
-        let line = match protocol::read_line(reader) {
-            Ok(Some(line)) => line,
-            Ok(None) => return Err(error("closed before its hello".into())),
-            Err(e) => return Err(error(format!("no hello: {e}"))),
-        };
-        match serde_json::from_str::<ClientMsg>(&line) {
-            Ok(ClientMsg::Hello { protocol, pid, .. }) if protocol == PROTOCOL => Ok(pid),
-            Ok(ClientMsg::Hello {
-                protocol, client, ..
-            }) => {
-                let reason = format!(
-                    "this run ({}) speaks control protocol {PROTOCOL}; the viewer ({client}) \
-                     speaks {protocol}",
-                    protocol::software()
-                );
-                Err(Box::new(ServerMsg::Refused {
-                    protocol: PROTOCOL,
-                    reason,
-                }))
-            }
-            Ok(ClientMsg::Command(_)) => Err(error("a command before its hello".into())),
-            Err(e) => Err(error(format!("not a hello ({e}): {}", clip(&line)))),
-        }
-    }
-
-    /// Forwards the viewer's commands to the engine until it leaves; says how it left.
-    fn commands_from(
-        &self,
-        reader: &mut BufReader<UnixStream>,
-        pid: u32,
-        errors: &SyncSender<Arc<str>>,
-    ) -> String {
-        loop {
-            let line = match protocol::read_line(reader) {
-                Ok(Some(line)) => line,
-                Ok(None) => return String::new(),
-                Err(e) => return format!(": {e}"),
-            };
-            let cmd = match serde_json::from_str::<ClientMsg>(&line) {
-                Ok(ClientMsg::Command(cmd)) => cmd,
-                Ok(ClientMsg::Hello { .. }) => continue,
-                Err(e) => {
-                    let why = format!("not a command ({e}): {}", clip(&line));
-                    let msg = serde_json::to_string(&ServerMsg::Error(why.clone()))
-                        .expect("a string serializes");
-                    let _ = errors.try_send(msg.into());
-                    return format!(", for sending {why}");
-                }
-            };
-            let cmd = match cmd {
-                // The run records who changed what: the socket says, not the viewer.
-                Command::SetParams {
-                    alpha, beta, lr, ..
-                } => Command::SetParams {
-                    alpha,
-                    beta,
-                    lr,
-                    origin: Origin::Attach { pid },
-                },
-                cmd => cmd,
-            };
-            if self.commands.send(cmd).is_err() {
-                return ": the engine has stopped".into();
-            }
-        }
-    }
-}
-
-fn reply(stream: &UnixStream, msg: &ServerMsg) {
-    let mut out = stream;
-    let line = serde_json::to_string(msg).expect("a message serializes");
-    let _ = writeln!(out, "{line}");
-}
-
-/// Writes queued lines, flushing whenever the queue runs dry.
-fn write_all(stream: UnixStream, rx: Receiver<Arc<str>>) {
-    let mut out = BufWriter::with_capacity(1 << 16, &stream);
-    'outer: while let Ok(line) = rx.recv() {
-        let mut next = Some(line);
-        while let Some(line) = next {
-            if out
-                .write_all(line.as_bytes())
-                .and_then(|()| out.write_all(b"\n"))
-                .is_err()
-            {
-                break 'outer;
-            }
-            next = rx.try_recv().ok();
-        }
-        if out.flush().is_err() {
-            break;
-        }
-    }
-    drop(out);
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-}
-
-fn clip(line: &str) -> String {
-    let mut end = line.len().min(80);
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}", &line[..end])
 }
 
 /// The events a viewer attaching now needs besides the run directory's files: the run's
@@ -485,7 +292,8 @@ impl CatchUp {
 mod tests {
     use super::*;
     use crate::engine::LiveParams;
-    use std::io::BufRead;
+    use crate::engine::Origin;
+    use std::io::{BufRead, BufReader, Write};
 
     /// A hub in front of a stand-in engine: its event sender and command receiver.
     fn hub_on(dir: &Path) -> (Sender<Event>, Receiver<Command>, EngineHandle) {

@@ -124,6 +124,27 @@ mod tests {
             }) => assert!(mean_loss.is_nan()),
             other => panic!("{other:?}"),
         }
+        // A diverging step reaches viewers as NaN, not as an event they cannot read.
+        let step = crate::run::records::TrainRecord {
+            iteration: 1,
+            step: 3,
+            batch: 3,
+            metrics: crate::selm::SelmMetrics {
+                loss: f64::NAN,
+                rewards_margins: f64::INFINITY,
+                ..Default::default()
+            },
+            grad_norm: f64::NAN,
+            lr: 1e-6,
+        };
+        let line = serde_json::to_string(&ServerMsg::Event(Event::Metrics(step))).unwrap();
+        match serde_json::from_str::<ServerMsg>(&line).unwrap() {
+            ServerMsg::Event(Event::Metrics(r)) => {
+                assert!(r.metrics.loss.is_nan() && r.grad_norm.is_nan());
+                assert!(r.metrics.rewards_margins.is_nan());
+            }
+            other => panic!("{other:?}"),
+        }
         let p = LiveParams {
             alpha: 0.1,
             beta: 0.2,

@@ -47,6 +47,8 @@ pub enum Probe {
     Absent,
     /// A socket nobody answers on: left by a run that was killed.
     Stale,
+    /// A socket this process may not use (another user's), or another error.
+    Unreachable(std::io::Error),
     Live(UnixStream),
 }
 
@@ -54,7 +56,8 @@ pub fn probe(run_dir: &Path) -> Probe {
     match connect(run_dir) {
         Ok(stream) => Probe::Live(stream),
         Err(e) if e.kind() == ErrorKind::NotFound => Probe::Absent,
-        Err(_) => Probe::Stale,
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Probe::Stale,
+        Err(e) => Probe::Unreachable(e),
     }
 }
 
@@ -93,6 +96,7 @@ pub fn bind(run_dir: &Path) -> Result<(UnixListener, SocketFile)> {
             "{} answers: another process serves this run",
             path.display()
         ),
+        Probe::Unreachable(e) => bail!("{} is there but cannot be used: {e}", path.display()),
     }
     // Bound under a private name, made 0600, then renamed into place: no viewer can
     // connect before the mode is set.

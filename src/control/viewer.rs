@@ -34,6 +34,10 @@ pub fn connect(run_dir: &Path) -> Result<UnixStream> {
             dir = run_dir.display(),
             sock = socket::SOCKET
         ),
+        Probe::Unreachable(e) => bail!(
+            "cannot connect to {}: {e}",
+            socket::socket_path(run_dir).display()
+        ),
         Probe::Stale => bail!(
             "no run is live in {dir}: {sock} was left by a run that was killed (nothing \
              answers on it); `selm-tui resume {dir}` continues the run and replaces it. (A \

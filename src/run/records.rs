@@ -201,6 +201,7 @@ pub struct TrainRecord {
     #[serde(flatten)]
     pub metrics: SelmMetrics,
     /// Global gradient norm before clipping.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub grad_norm: f64,
     pub lr: f64,
 }

@@ -93,29 +93,33 @@ pub fn selm_loss<B: Backend>(l: &TripleLogps<B>, alpha: f64, beta: f64) -> SelmL
     }
 }
 
+// A diverging step's NaN is written as null (serde_json): read back as NaN.
+use crate::run::records::f64_or_nan;
+
 /// One step's metrics under the names TRL and the official trainer log.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SelmMetrics {
+    #[serde(deserialize_with = "f64_or_nan")]
     pub loss: f64,
-    #[serde(rename = "loss/dpo")]
+    #[serde(rename = "loss/dpo", deserialize_with = "f64_or_nan")]
     pub loss_dpo: f64,
-    #[serde(rename = "loss/optimism")]
+    #[serde(rename = "loss/optimism", deserialize_with = "f64_or_nan")]
     pub loss_optimism: f64,
-    #[serde(rename = "rewards/chosen")]
+    #[serde(rename = "rewards/chosen", deserialize_with = "f64_or_nan")]
     pub rewards_chosen: f64,
-    #[serde(rename = "rewards/rejected")]
+    #[serde(rename = "rewards/rejected", deserialize_with = "f64_or_nan")]
     pub rewards_rejected: f64,
-    #[serde(rename = "rewards/accuracies")]
+    #[serde(rename = "rewards/accuracies", deserialize_with = "f64_or_nan")]
     pub rewards_accuracies: f64,
-    #[serde(rename = "rewards/margins")]
+    #[serde(rename = "rewards/margins", deserialize_with = "f64_or_nan")]
     pub rewards_margins: f64,
-    #[serde(rename = "logps/chosen")]
+    #[serde(rename = "logps/chosen", deserialize_with = "f64_or_nan")]
     pub logps_chosen: f64,
-    #[serde(rename = "logps/rejected")]
+    #[serde(rename = "logps/rejected", deserialize_with = "f64_or_nan")]
     pub logps_rejected: f64,
-    #[serde(rename = "logps/pi_response")]
+    #[serde(rename = "logps/pi_response", deserialize_with = "f64_or_nan")]
     pub logps_pi_response: f64,
-    #[serde(rename = "logps/ref_response")]
+    #[serde(rename = "logps/ref_response", deserialize_with = "f64_or_nan")]
     pub logps_ref_response: f64,
     pub alpha: f64,
     pub beta: f64,

@@ -21,6 +21,9 @@ use super::state::{RunStatus, SweepState};
 /// How often Slurm is asked about the tasks.
 const POLL: Duration = Duration::from_secs(2);
 
+/// Consecutive squeue failures tolerated (with pauses of 5 polls) before following stops.
+const SQUEUE_RETRIES: u32 = 30;
+
 /// Where the array job's script and its tasks' output go, in the sweep directory.
 const SLURM_DIR: &str = "slurm";
 
@@ -100,11 +103,34 @@ pub fn drive(
         .map(|&i| (i, task(state, &points[i], i, &mp)))
         .collect();
     let started = Instant::now();
+    let mut failures = 0;
     while !tasks.is_empty() {
-        let queued = queued_tasks()?;
+        // A busy controller may time out now and then: the tasks run on regardless.
+        let queued = match queued_tasks() {
+            Ok(q) => {
+                failures = 0;
+                q
+            }
+            Err(e) if failures < SQUEUE_RETRIES => {
+                failures += 1;
+                say(&mp, format!("squeue failed ({failures}/{SQUEUE_RETRIES}), retrying: {e:#}"));
+                std::thread::sleep(POLL * 5);
+                continue;
+            }
+            Err(e) => return Err(e.context("following the sweep's tasks (they go on in Slurm; the same sweep command follows them again)")),
+        };
         let mut ended = vec![];
         for (&i, t) in tasks.iter_mut() {
-            match queued.get(&t.id).map(String::as_str) {
+            // squeue can miss a task scontrol still has queued (a requeue in flight).
+            let listed = queued.get(&t.id).cloned().or_else(|| {
+                job_state(&t.id).filter(|s| {
+                    matches!(
+                        s.as_str(),
+                        "PENDING" | "RUNNING" | "REQUEUED" | "CONFIGURING" | "COMPLETING"
+                    )
+                })
+            });
+            match listed.as_deref() {
                 Some("RUNNING" | "COMPLETING") if t.started.is_none() => {
                     t.started = Some(Instant::now());
                     state.runs[i].status = RunStatus::Running;
@@ -194,9 +220,19 @@ fn submit_array(
     if let Some(n) = jobs {
         array.push_str(&format!("%{n}"));
     }
+    // `%` in the directory would read as one of Slurm's patterns.
+    let tasks_out = slurm.join("%A_%a.out");
+    if slurm.display().to_string().contains('%') {
+        bail!(
+            "{}: Slurm's --output cannot name a path with `%`",
+            slurm.display()
+        );
+    }
     let out = Command::new("sbatch")
         .arg("--parsable")
         .arg(format!("--array={array}"))
+        .arg("--output")
+        .arg(&tasks_out)
         .args(sbatch_args)
         .arg(&script)
         .output()
@@ -224,14 +260,13 @@ fn job_script(exe: &Path, dir: &Path) -> String {
         "#!/bin/bash\n\
          # selm-tui sweep: task i of this array job runs grid point i of sweep.json, or resumes\n\
          # it when its run directory exists (an interrupted, cancelled or requeued task).\n\
+         # sbatch gets --output=DIR/slurm/%A_%a.out on its command line.\n\
          #SBATCH --job-name=selm-sweep\n\
-         #SBATCH --output={out}/%A_%a.out\n\
          #SBATCH --open-mode=append\n\
          set -euo pipefail\n\
          # Flex's threads follow the CPUs Slurm gave the task (--cpus-per-task), 1 by default.\n\
          export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"\n\
          exec {exe} sweep-task {dir} \"$SLURM_ARRAY_TASK_ID\"\n",
-        out = dir.join(SLURM_DIR).display(),
         exe = q(exe),
         dir = q(dir),
     )
@@ -405,7 +440,6 @@ mod tests {
             Path::new("/scratch/sw"),
         );
         assert!(s.starts_with("#!/bin/bash\n"));
-        assert!(s.contains("#SBATCH --output=/scratch/sw/slurm/%A_%a.out\n"));
         assert!(s.contains(
             "exec '/opt/selm tui/selm-tui' sweep-task /scratch/sw \"$SLURM_ARRAY_TASK_ID\"\n"
         ));
