@@ -4,7 +4,7 @@
 # test starts from an empty queue.
 #
 #   scripts/slurm_single_node.sh start STATE_DIR   # munged (if not running), slurmctld, slurmd
-#   scripts/slurm_single_node.sh stop STATE_DIR    # slurmctld and slurmd (munged stays)
+#   scripts/slurm_single_node.sh stop STATE_DIR    # the daemons `start` started, munged too
 #
 # `start` rewrites /etc/slurm/slurm.conf and stops any slurmctld / slurmd already running:
 # do not run this on a machine whose Slurm matters.
@@ -14,7 +14,7 @@ cmd=${1:?usage: $0 start|stop STATE_DIR}
 state=$(realpath -m "${2:?usage: $0 start|stop STATE_DIR}")
 
 stop() {
-    for d in slurmd slurmctld; do
+    for d in slurmd slurmctld munged; do
         if [[ -f $state/$d.pid ]]; then
             pid=$(cat "$state/$d.pid")
             kill "$pid" 2>/dev/null || true
@@ -33,6 +33,8 @@ start_munge() {
     chmod 0400 /etc/munge/munge.key
     runuser -u munge -- /usr/sbin/munged
     munge -n | unmunge >/dev/null
+    # Ours to stop (a munged that was already running is left alone).
+    cp /run/munge/munged.pid "$state/munged.pid"
 }
 
 write_conf() {

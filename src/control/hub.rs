@@ -3,7 +3,6 @@
 //! viewer, and viewers' commands go straight into the engine's command channel. A viewer
 //! that disconnects, hangs or sends garbage is dropped; nothing the hub does waits on one.
 
-use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
@@ -12,15 +11,14 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendErr
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::catch_up::CatchUp;
 use super::connection::Acceptor;
 use super::protocol::{self, PROTOCOL, ServerMsg};
 use super::socket::{self, SocketFile};
-use crate::engine::{Command, EngineHandle, Event, LogLine, Stage};
+use crate::engine::{Command, EngineHandle, Event, LogLine};
 
 /// Messages queued for one viewer; a viewer this far behind is not reading and is dropped.
 pub(super) const QUEUE: usize = 20_000;
-/// Log lines a newly attached viewer gets from before it came.
-const LOG_TAIL: usize = 500;
 
 /// Puts the control socket between `engine` and the front end that called: the returned
 /// handle's events are the engine's, all of them, in order.
@@ -231,63 +229,6 @@ fn encode(event: &Event) -> Arc<str> {
         .into()
 }
 
-/// The events a viewer attaching now needs besides the run directory's files: the run's
-/// description, the current iteration's stages, the state (paused, parameters, auto-pause,
-/// a pending ranking) and the recent log. Whatever files hold (metrics, pairs, log-probs,
-/// summaries) the viewer reads from them.
-#[derive(Default)]
-struct CatchUp {
-    events: VecDeque<Event>,
-}
-
-impl CatchUp {
-    fn observe(&mut self, event: &Event) {
-        let same = |f: fn(&Event) -> bool| move |e: &Event| !f(e);
-        match event {
-            Event::Metrics(_) | Event::Pairs { .. } | Event::PairLogps { .. } => return,
-            Event::Iteration(_) => return,
-            Event::Progress { .. } => self
-                .events
-                .retain(same(|e| matches!(e, Event::Progress { .. }))),
-            Event::Paused | Event::Resumed => self
-                .events
-                .retain(same(|e| matches!(e, Event::Paused | Event::Resumed))),
-            Event::ParamsChanged(_) => self
-                .events
-                .retain(same(|e| matches!(e, Event::ParamsChanged(_)))),
-            Event::AutoPause(_) => self
-                .events
-                .retain(same(|e| matches!(e, Event::AutoPause(_)))),
-            Event::RankQuery(_) => self
-                .events
-                .retain(same(|e| matches!(e, Event::RankQuery(_)))),
-            Event::StageStarted { iteration, .. } => {
-                let now = *iteration;
-                self.events.retain(|e| match e {
-                    Event::StageStarted { iteration, .. }
-                    | Event::StageFinished { iteration, .. } => *iteration >= now,
-                    _ => true,
-                });
-            }
-            Event::StageFinished {
-                stage: Stage::Rank, ..
-            } => self
-                .events
-                .retain(same(|e| matches!(e, Event::RankQuery(_)))),
-            Event::Log(_) | Event::Error(_) => {
-                let logs = |e: &Event| matches!(e, Event::Log(_) | Event::Error(_));
-                if self.events.iter().filter(|e| logs(e)).count() >= LOG_TAIL
-                    && let Some(i) = self.events.iter().position(logs)
-                {
-                    self.events.remove(i);
-                }
-            }
-            Event::Started { .. } | Event::StageFinished { .. } | Event::Finished { .. } => {}
-        }
-        self.events.push_back(event.clone());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,72 +371,5 @@ mod tests {
             "{seen:?}"
         );
         drop(front);
-    }
-
-    #[test]
-    fn catch_up_keeps_state_not_history() {
-        let mut c = CatchUp::default();
-        let p = |alpha| {
-            Event::ParamsChanged(LiveParams {
-                alpha,
-                beta: 0.1,
-                lr: 1e-6,
-            })
-        };
-        for e in [
-            Event::StageStarted {
-                iteration: 1,
-                stage: Stage::Generate,
-            },
-            p(0.1),
-            Event::Resumed,
-            Event::Progress {
-                iteration: 1,
-                stage: Stage::Generate,
-                done: 1,
-                total: 4,
-            },
-            Event::Progress {
-                iteration: 1,
-                stage: Stage::Generate,
-                done: 2,
-                total: 4,
-            },
-            Event::Paused,
-            p(0.2),
-            Event::StageStarted {
-                iteration: 2,
-                stage: Stage::SamplePrompts,
-            },
-        ] {
-            c.observe(&e);
-        }
-        let kept: Vec<_> = c.events.iter().cloned().collect();
-        assert_eq!(
-            kept,
-            vec![
-                Event::Progress {
-                    iteration: 1,
-                    stage: Stage::Generate,
-                    done: 2,
-                    total: 4,
-                },
-                Event::Paused,
-                p(0.2),
-                Event::StageStarted {
-                    iteration: 2,
-                    stage: Stage::SamplePrompts,
-                },
-            ]
-        );
-        for i in 0..LOG_TAIL + 10 {
-            c.observe(&Event::Log(LogLine::info(format!("line {i}"))));
-        }
-        let logs = c
-            .events
-            .iter()
-            .filter(|e| matches!(e, Event::Log(_)))
-            .count();
-        assert_eq!(logs, LOG_TAIL);
     }
 }

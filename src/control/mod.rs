@@ -2,6 +2,7 @@
 //! attach` (a TUI in another process, over ssh, on a cluster node) can watch and steer it.
 //! The run's side is [`hub::serve`], the viewer's [`viewer::attach`].
 
+mod catch_up;
 mod connection;
 pub mod hub;
 pub mod protocol;

@@ -90,13 +90,19 @@ pub fn drive(
         }
     }
     overall.finish_and_clear();
+    Ok(summary(state, started))
+}
+
+/// The sweep's last line: how long, and how its runs stand.
+pub(super) fn summary(state: &SweepState, started: Instant) -> String {
     let count = |s| state.runs.iter().filter(|r| r.status == s).count();
-    Ok(format!(
-        "sweep done in {:.0} s: {} finished, {} failed",
+    format!(
+        "sweep done in {:.0} s: {} finished, {} failed, {} interrupted",
         started.elapsed().as_secs_f64(),
         count(RunStatus::Finished),
-        count(RunStatus::Failed)
-    ))
+        count(RunStatus::Failed),
+        count(RunStatus::Interrupted)
+    )
 }
 
 /// Each running run's directory, once it exists: a line to `selm-tui attach` it by, and its

@@ -165,14 +165,7 @@ pub fn drive(
         }
     }
     overall.finish_and_clear();
-    let count = |s| state.runs.iter().filter(|r| r.status == s).count();
-    Ok(format!(
-        "sweep done in {:.0} s: {} finished, {} failed, {} interrupted",
-        started.elapsed().as_secs_f64(),
-        count(RunStatus::Finished),
-        count(RunStatus::Failed),
-        count(RunStatus::Interrupted)
-    ))
+    Ok(super::progress::summary(state, started))
 }
 
 fn task(state: &SweepState, point: &Point, i: usize, mp: &MultiProgress) -> Task {

@@ -8,6 +8,7 @@ mod capture;
 pub mod keys;
 pub mod panels;
 pub mod replay;
+mod state;
 pub mod view;
 
 use anyhow::{Result, bail};
