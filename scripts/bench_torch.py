@@ -136,6 +136,8 @@ def bench_torch(args):
         "preset": args.preset,
         "reference_forward": not args.carried_reference,
         "backend": f"torch {torch.__version__} eager, {args.threads} threads",
+        # ATEN_CPU_CAPABILITY=avx2 in the environment runs torch's AVX2 kernels on an AVX-512 CPU.
+        "kernels": torch.backends.cpu.get_cpu_capability(),
         "params": params,
         "batch": args.batch,
         "seq": args.seq,
@@ -218,7 +220,10 @@ def main():
         for field, label, _ in ROWS:
             print(f"{label:>18}: {torch_[field]:.1f}")
         return
-    print(f"{args.preset}: {selm['backend']} vs {torch_['backend']}")
+    print(
+        f"{args.preset}: {selm['backend']} ({selm.get('kernels', '?')} kernels) "
+        f"vs {torch_['backend']} ({torch_['kernels']} kernels)"
+    )
     ref = "carried" if args.carried_reference else "a forward pass per update"
     print(
         f"update {args.batch} triples x {args.seq} tokens (reference log-probs: {ref}); "

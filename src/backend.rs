@@ -167,6 +167,50 @@ pub fn on_compute_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// The SIMD kernel set flex's matrix products run with on this machine: the widest the CPU
+/// has among those compiled in (the `avx512` cargo feature adds gemm's AVX-512 kernels; a
+/// build without it runs the AVX2 path on any x86-64 CPU, which is how that path is measured
+/// on an AVX-512 machine). [`crate::model::decode_matmul`] dispatches on the same choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuKernels {
+    Avx512,
+    Avx2,
+    /// What the compiler targets by default (SSE2 on x86-64, NEON on aarch64).
+    Baseline,
+}
+
+impl CpuKernels {
+    pub fn detect() -> Self {
+        static DETECTED: std::sync::OnceLock<CpuKernels> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
+                    return Self::Avx512;
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    return Self::Avx2;
+                }
+            }
+            Self::Baseline
+        })
+    }
+}
+
+impl fmt::Display for CpuKernels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Avx512 => "AVX-512",
+            Self::Avx2 => "AVX2+FMA",
+            Self::Baseline if cfg!(target_arch = "aarch64") => "NEON",
+            Self::Baseline if cfg!(target_arch = "x86_64") => "SSE2",
+            Self::Baseline => "portable",
+        })
+    }
+}
+
 /// The backends this binary was built with.
 pub fn compiled_in() -> Vec<&'static str> {
     let mut out = vec![];

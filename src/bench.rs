@@ -110,6 +110,9 @@ struct Bench {
 pub struct BenchReport {
     pub preset: String,
     pub backend: String,
+    /// The SIMD kernel set the CPU backend ran with (`AVX-512`, `AVX2+FMA`, ...), or `device`
+    /// on a GPU backend.
+    pub kernels: String,
     pub params: usize,
     pub batch: usize,
     pub seq: usize,
@@ -197,6 +200,10 @@ impl OnBackend for Bench {
         Ok(BenchReport {
             preset: label,
             backend: spec.to_string(),
+            kernels: match spec {
+                BackendSpec::Flex => backend::CpuKernels::detect().to_string(),
+                _ => "device".into(),
+            },
             params,
             batch: args.batch,
             seq: args.seq,
@@ -259,9 +266,10 @@ pub fn peak_rss_mib() -> f64 {
 impl BenchReport {
     pub fn print(&self) {
         println!(
-            "preset {} on {} ({:.1}M params)",
+            "preset {} on {} ({} kernels, {:.1}M params)",
             self.preset,
             self.backend,
+            self.kernels,
             self.params as f64 / 1e6
         );
         println!(

@@ -37,6 +37,61 @@ fn bench_checks_seq_and_steps() {
     fails_naming(&selm(&["bench", "--preset", "huge"]), "--preset");
 }
 
+/// The kernel set this CPU runs flex's products with, as `bench` should name it.
+fn expected_kernels() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "AVX2+FMA";
+        }
+        "SSE2"
+    }
+    #[cfg(target_arch = "aarch64")]
+    return "NEON";
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    return "portable";
+}
+
+#[test]
+fn bench_reports_its_kernel_set_and_figures() {
+    let args = [
+        "bench",
+        "--steps",
+        "1",
+        "--batch",
+        "1",
+        "--seq",
+        "4",
+        "--decode-batch",
+        "3",
+        "--new-tokens",
+        "2",
+    ];
+    let out = selm(&[&args[..], &["--json"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["kernels"], expected_kernels(), "{report}");
+    assert_eq!(report["decode_batch"], 3);
+    for figure in ["train_ms_per_step", "decode_tokens_per_s", "prefill_ms"] {
+        let v = report[figure].as_f64().unwrap();
+        assert!(v.is_finite() && v > 0.0, "{figure} = {v}");
+    }
+    let table = selm(&args);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains(&format!("{} kernels", expected_kernels())),
+        "{text}"
+    );
+}
+
 #[test]
 fn bench_names_a_missing_model() {
     let tmp = tempfile::tempdir().unwrap();
