@@ -16,6 +16,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 pub use super::attention::AttentionPlan;
 use super::cache::{KvCache, LayerCache};
 use super::config::ModelConfig;
+use super::decode_matmul;
 use super::softmax::softmax_last;
 
 /// `y = x W + b` with `W: [in, out]`.
@@ -39,13 +40,29 @@ impl<B: Backend> Linear<B> {
     /// gradient per batch row before summing them.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, i] = x.dims();
-        let y = burn::tensor::module::linear(
+        let y = linear(
             x.reshape([b * t, i]),
             self.weight.val(),
             self.bias.as_ref().map(|b| b.val()),
         );
         let o = y.dims()[1];
         y.reshape([b, t, o])
+    }
+}
+
+/// `x W + b` for `x: [rows, in]`: decoding's few rows stream the weights once
+/// ([`decode_matmul`]), the rest is burn's `linear`.
+fn linear<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, 2> {
+    match decode_matmul::streamed(&x, &weight) {
+        Some(y) => match bias {
+            Some(b) => y + b.unsqueeze(),
+            None => y,
+        },
+        None => burn::tensor::module::linear(x, weight, bias),
     }
 }
 
@@ -300,12 +317,12 @@ impl<B: Backend> CausalLm<B> {
     /// the embedding matrix transposed, a strided view (no copy).
     pub fn head_rows(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
         match &self.lm_head {
-            Some(head) => burn::tensor::module::linear(
+            Some(head) => linear(
                 hidden,
                 head.weight.val(),
                 head.bias.as_ref().map(|b| b.val()),
             ),
-            None => hidden.matmul(self.model.embed_tokens.weight.val().transpose()),
+            None => decode_matmul::matmul(hidden, self.model.embed_tokens.weight.val().transpose()),
         }
     }
 

@@ -6,6 +6,7 @@ pub mod bert;
 pub mod cache;
 pub mod classifier;
 pub mod config;
+pub mod decode_matmul;
 pub mod generate;
 pub mod gguf;
 pub mod llama;
