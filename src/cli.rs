@@ -40,9 +40,29 @@ pub fn positive(s: &str) -> Result<f64, String> {
     Ok(x)
 }
 
+/// A screen size `WIDTHxHEIGHT` in cells, at least the TUI's minimum.
+pub fn screen_size(s: &str) -> Result<(u16, u16), String> {
+    use crate::tui::view::{MIN_HEIGHT, MIN_WIDTH};
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .and_then(|(w, h)| Some((w.parse::<u16>().ok()?, h.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("`{s}` is not WIDTHxHEIGHT (e.g. 110x34)"))?;
+    if w < MIN_WIDTH || h < MIN_HEIGHT {
+        return Err(format!("must be at least {MIN_WIDTH}x{MIN_HEIGHT}"));
+    }
+    Ok((w, h))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn screen_sizes() {
+        assert_eq!(screen_size("110x34"), Ok((110, 34)));
+        assert!(screen_size("110").unwrap_err().contains("WIDTHxHEIGHT"));
+        assert!(screen_size("20x10").unwrap_err().contains("at least"));
+    }
 
     #[test]
     fn checks_ranges() {

@@ -12,6 +12,7 @@ use selm_tui::config::Config;
 use selm_tui::engine::Start;
 use selm_tui::run::RunDir;
 use selm_tui::sft::SftArgs;
+use selm_tui::tui::screenshot::{Shot, ShotView};
 
 #[derive(Parser)]
 #[command(
@@ -134,6 +135,22 @@ struct AttachArgs {
 struct InspectArgs {
     /// The run directory (runs/<name>-<timestamp>).
     run_dir: PathBuf,
+    /// Draw one view to FILE (.svg, or .png) instead of opening the TUI; no terminal needed.
+    #[arg(long, value_name = "FILE")]
+    screenshot: Option<PathBuf>,
+    /// With --screenshot: which view.
+    #[arg(long, value_enum, default_value = "dashboard", requires = "screenshot")]
+    view: ShotView,
+    /// With --screenshot: the screen size in cells, WIDTHxHEIGHT.
+    #[arg(long, default_value = "110x34", value_parser = cli::screen_size, requires = "screenshot")]
+    size: (u16, u16),
+    /// With --screenshot: the iteration shown (default: the last).
+    #[arg(long, value_parser = cli::at_least_one, requires = "screenshot")]
+    iteration: Option<usize>,
+    /// With --screenshot: the pair (pair, pairs views; in reward-margin order) or the prompt
+    /// (rank view), counted from 1.
+    #[arg(long, value_parser = cli::at_least_one, requires = "screenshot")]
+    item: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -175,7 +192,7 @@ fn run_command() -> Result<()> {
             println!("wrote {}", args.out_dir.display());
             Ok(())
         }
-        Some(Command::Inspect(args)) => selm_tui::tui::inspect(&args.run_dir),
+        Some(Command::Inspect(args)) => inspect(args),
         Some(Command::Sft(args)) => {
             let (_, spec) = runtime.load()?;
             backend::on_compute_pool(|| backend::dispatch(spec, args))?
@@ -192,10 +209,7 @@ fn run_command() -> Result<()> {
             Ok(())
         }
         Some(Command::Resume(args)) => resume(runtime, args),
-        #[cfg(unix)]
         Some(Command::Attach(args)) => selm_tui::tui::attach(&args.run_dir),
-        #[cfg(not(unix))]
-        Some(Command::Attach(_)) => bail!("attach needs Unix domain sockets"),
         Some(Command::BenchUi(args)) => bench_ui(runtime, args),
         Some(Command::Sweep(args)) => selm_tui::sweep::run(runtime.config.as_deref(), args),
         Some(Command::Compare(args)) => selm_tui::compare::run(args),
@@ -266,6 +280,22 @@ fn refuse_human_ranker(config: &Config) -> Result<()> {
             config.rank.fallback.map_or("unset", |f| f.name())
         );
     }
+    Ok(())
+}
+
+fn inspect(args: InspectArgs) -> Result<()> {
+    let Some(out) = args.screenshot else {
+        return selm_tui::tui::inspect(&args.run_dir);
+    };
+    let shot = Shot {
+        view: args.view,
+        width: args.size.0,
+        height: args.size.1,
+        iteration: args.iteration,
+        item: args.item,
+    };
+    selm_tui::tui::screenshot::screenshot(&args.run_dir, shot, &out)?;
+    println!("wrote {}", out.display());
     Ok(())
 }
 

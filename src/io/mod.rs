@@ -35,6 +35,20 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     result.with_context(|| format!("writing {}", path.display()))
 }
 
+/// An 8-bit RGB image (`rgb`: rows of `width` pixels, 3 bytes each) as PNG.
+pub fn encode_png_rgb(width: u32, height: u32, rgb: &[u8]) -> Result<Vec<u8>> {
+    let mut bytes = vec![];
+    let mut encoder = png::Encoder::new(&mut bytes, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().context("encoding PNG")?;
+    writer
+        .write_image_data(rgb)
+        .and_then(|()| writer.finish())
+        .context("encoding PNG")?;
+    Ok(bytes)
+}
+
 /// Appends `line` and a newline to `path` (created if missing) in one write, then fsyncs, so
 /// a crash can at worst leave the last line torn.
 pub fn append_line(path: &Path, line: &str) -> Result<()> {

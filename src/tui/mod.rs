@@ -8,6 +8,7 @@ mod capture;
 pub mod keys;
 pub mod panels;
 pub mod replay;
+pub mod screenshot;
 mod state;
 pub mod view;
 
@@ -181,7 +182,6 @@ pub fn run(start: Start, spec: BackendSpec) -> Result<()> {
     // Started once output is captured, so nothing it prints reaches the screen.
     let ui = with_terminal(|terminal, output| {
         let handle = engine::spawn(start, spec)?;
-        #[cfg(unix)]
         let handle = crate::control::serve(handle);
         event_loop(Ui::new(terminal, app, Some(handle)).with_output(output))
     })?;
@@ -191,7 +191,6 @@ pub fn run(start: Start, spec: BackendSpec) -> Result<()> {
 
 /// `selm-tui attach`: the TUI of a run that lives in another process, through its control
 /// socket. The run's files so far, then its live events; `q` detaches.
-#[cfg(unix)]
 pub fn attach(dir: &Path) -> Result<()> {
     // Whether the run is live is the first thing to say, terminal or not.
     let stream = crate::control::viewer::connect(dir)?;
@@ -227,7 +226,6 @@ pub fn attach(dir: &Path) -> Result<()> {
 pub fn inspect(dir: &Path) -> Result<()> {
     // Read first: a wrong path or a corrupt file is the error shown, terminal or not.
     let app = replay::load_run(dir)?;
-    #[cfg(unix)]
     if offer_attach(dir)? {
         return attach(dir);
     }
@@ -244,7 +242,6 @@ pub fn inspect(dir: &Path) -> Result<()> {
 
 /// A live run is not opened read-only without asking: the researcher may want to steer it.
 /// True to attach instead.
-#[cfg(unix)]
 fn offer_attach(dir: &Path) -> Result<bool> {
     use std::io::BufRead;
     let crate::control::Probe::Live(_) = crate::control::probe(dir) else {

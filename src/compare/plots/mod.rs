@@ -142,16 +142,7 @@ fn write_png(figure: Figure, cmp: &Comparison, path: &Path) -> Result<()> {
             .and_then(|()| Ok(root.present()?))
             .with_context(|| format!("drawing {}", path.display()))?;
     }
-    let mut bytes = vec![];
-    let mut encoder = png::Encoder::new(&mut bytes, w, h);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder
-        .write_header()
-        .with_context(|| format!("encoding {}", path.display()))?;
-    writer
-        .write_image_data(&rgb)
-        .and_then(|()| writer.finish())
+    let bytes = crate::io::encode_png_rgb(w, h, &rgb)
         .with_context(|| format!("encoding {}", path.display()))?;
     atomic_write(path, &bytes)
 }
