@@ -14,7 +14,6 @@ use crate::run::records::IterationSummary;
 pub fn run(what: Start, spec: BackendSpec, paused: bool) -> Result<Vec<IterationSummary>> {
     let start = Instant::now();
     let handle = engine::spawn(what, spec)?;
-    #[cfg(unix)]
     let handle = crate::control::serve(handle);
     if !paused {
         // An engine that failed at once has closed its side already; its error is in the
@@ -30,8 +29,13 @@ pub fn run(what: Start, spec: BackendSpec, paused: bool) -> Result<Vec<Iteration
     // Locked per line, never across a wait: a library printing from the engine thread
     // must not block on a lock this thread holds while it waits for that engine.
     let mut out = std::io::stdout();
+    let mut waiting: Option<String> = None;
+    let mut shown_update: Option<usize> = None;
     for event in handle.events.iter() {
         let t = start.elapsed().as_secs_f64();
+        if !matches!(event, Event::Waiting(_)) {
+            waiting = None;
+        }
         match event {
             Event::Started {
                 run_dir,
@@ -68,7 +72,9 @@ pub fn run(what: Start, spec: BackendSpec, paused: bool) -> Result<Vec<Iteration
                 done,
                 total,
                 ..
-            } if done % 10 == 0 && done < total => {
+            } if done % 10 == 0 && done < total && shown_update != Some(done) => {
+                // An external trainer's unit repeats the same count while it waits: once.
+                shown_update = Some(done);
                 writeln!(out, "[{t:7.1}s]        update {done}/{total}")?
             }
             Event::Iteration(s) => {
@@ -78,6 +84,15 @@ pub fn run(what: Start, spec: BackendSpec, paused: bool) -> Result<Vec<Iteration
                     s.iteration, s.eval.kl, s.eval.high_reward_fraction, s.eval.reward_mean
                 )?;
                 summaries.push(s);
+            }
+            // Once per wait: what it waits on and its limit, not every second of it.
+            Event::Waiting(w) if waiting.as_ref() != Some(&w.what) => {
+                let limit = w
+                    .limit_s
+                    .map(|l| format!(" (up to {l:.0} s)"))
+                    .unwrap_or_default();
+                writeln!(out, "[{t:7.1}s]        waiting: {}{limit}", w.what)?;
+                waiting = Some(w.what);
             }
             Event::Log(line) => {
                 let tag = match line.level {

@@ -1,5 +1,10 @@
 //! selm-tui: online preference alignment (SELM and iterative DPO) of Llama-family models on Burn.
 
+// Child process groups, the control socket, output capture and run locks are Unix's (Linux,
+// macOS); no other platform is built or tested.
+#[cfg(not(unix))]
+compile_error!("selm-tui runs on Unix (Linux, macOS)");
+
 pub mod backend;
 pub mod bench;
 pub mod builtin;
@@ -7,7 +12,6 @@ pub mod chat;
 pub mod cli;
 pub mod compare;
 pub mod config;
-#[cfg(unix)]
 pub mod control;
 pub mod engine;
 pub mod export;

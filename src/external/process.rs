@@ -103,9 +103,10 @@ impl GroupChild {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// Stops the whole group: SIGTERM, then SIGKILL after `grace`. The leader is reaped
-    /// last, so its id (the group's) cannot be reused while it is signalled; the watchdog
-    /// goes only then, so an exit of selm-tui halfway through still leaves it to finish.
+    /// Stops the whole group: SIGTERM, then SIGKILL after `grace`. The leader is reaped as
+    /// soon as it exits (a zombie leader would keep the group alive to `kill`); its id, the
+    /// group's, is not handed out again while any member lives. The watchdog goes last, so
+    /// an exit of selm-tui halfway through still leaves it to finish.
     pub fn stop(&mut self, grace: Duration) {
         if self.stopped {
             return;
@@ -113,16 +114,24 @@ impl GroupChild {
         let pgid = self.pgid() as libc::pid_t;
         signal_group(pgid, libc::SIGTERM);
         let start = Instant::now();
-        while group_alive(pgid) && start.elapsed() < grace {
+        while self.group_alive() && start.elapsed() < grace {
             std::thread::sleep(Duration::from_millis(50));
         }
-        if group_alive(pgid) {
+        if self.group_alive() {
             signal_group(pgid, libc::SIGKILL);
         }
         let _ = self.watchdog.kill();
         let _ = self.watchdog.wait();
         let _ = self.child.wait();
         self.stopped = true;
+    }
+}
+
+impl GroupChild {
+    /// Whether any process of the group runs, the leader reaped first if it has exited.
+    fn group_alive(&mut self) -> bool {
+        let _ = self.child.try_wait();
+        group_alive(self.pgid() as libc::pid_t)
     }
 }
 
@@ -184,20 +193,32 @@ fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
     }
 }
 
-/// Whether any process of group `pgid` is still running (not a zombie).
+/// Whether any process of group `pgid` is still running: from /proc where there is one
+/// (Linux), where zombies can be told apart (an init that never reaps orphans leaves them
+/// in the group for good); elsewhere (macOS) from signal 0 to the group, which every Unix
+/// answers.
 pub fn group_alive(pgid: libc::pid_t) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.filter_map(|e| e.ok()).any(|e| {
+    running_in_proc(pgid).unwrap_or_else(|| {
+        // SAFETY: kill(2) with signal 0 only checks that the group exists; nothing is sent.
+        let r = unsafe { libc::kill(-pgid, 0) };
+        // EPERM: members exist that we may not signal (alive all the same).
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    })
+}
+
+/// Whether /proc lists a process of group `pgid` that is not a zombie; None without /proc.
+fn running_in_proc(pgid: libc::pid_t) -> Option<bool> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    let pgid = pgid.to_string();
+    Some(entries.filter_map(|e| e.ok()).any(|e| {
         let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
         // pid (comm) state ppid pgrp ...: comm may hold spaces, so read after its `)`.
         let Some((_, rest)) = stat.rsplit_once(')') else {
             return false;
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
-    })
+        fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid
+    }))
 }
 
 #[cfg(test)]
@@ -222,6 +243,23 @@ mod tests {
             expand("t {out} {seed} ${HOME}", &values),
             "t 'runs/{seed}' 1 ${HOME}"
         );
+    }
+
+    /// The check that works without /proc (macOS) sees a running group and its end.
+    #[test]
+    fn signal_zero_tells_a_live_group() {
+        let mut group = Command::new("sh")
+            .args(["-c", "sleep 300"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = group.id() as libc::pid_t;
+        // SAFETY: signal 0, as group_alive sends it without /proc.
+        assert_eq!(unsafe { libc::kill(-pgid, 0) }, 0);
+        signal_group(pgid, libc::SIGKILL);
+        group.wait().unwrap();
+        assert_ne!(unsafe { libc::kill(-pgid, 0) }, 0);
+        assert!(!group_alive(pgid));
     }
 
     #[test]

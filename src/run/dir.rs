@@ -404,24 +404,15 @@ impl Drop for RunLock {
 
 /// Whether process `pid` exists (signal 0 probes without sending anything).
 fn process_alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        let Ok(pid) = i32::try_from(pid) else {
-            return false;
-        };
-        // SAFETY: kill with signal 0 only checks for the process; no memory is involved.
-        let r = unsafe { libc::kill(pid, 0) };
-        let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        exists && !zombie(pid)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = pid;
-        true
-    }
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks for the process; no memory is involved.
+    let r = unsafe { libc::kill(pid, 0) };
+    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !zombie(pid)
 }
 
-#[cfg(unix)]
 /// Whether `pid` has exited and waits to be reaped (Linux's `Z` state): a killed run whose
 /// parent died too stays a zombie where PID 1 does not reap, and holds no lock.
 fn zombie(pid: i32) -> bool {

@@ -407,19 +407,8 @@ pub fn run_task(dir: &Path, index: usize) -> Result<()> {
     );
     use std::io::Write;
     std::io::stdout().flush()?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        Err(cmd.exec()).with_context(|| format!("starting {}", exe.display()))
-    }
-    #[cfg(not(unix))]
-    {
-        let status = cmd.status()?;
-        if !status.success() {
-            bail!("the run exited with {status}");
-        }
-        Ok(())
-    }
+    use std::os::unix::process::CommandExt;
+    Err(cmd.exec()).with_context(|| format!("starting {}", exe.display()))
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use std::sync::mpsc::{Receiver, channel};
 static SAVED: Mutex<Option<(i32, i32)>> = Mutex::new(None);
 
 /// Starts capturing; returns the captured lines and a writer on the real terminal.
-#[cfg(unix)]
 pub fn start() -> std::io::Result<(Receiver<String>, File)> {
     use std::io::BufRead;
     use std::os::fd::FromRawFd;
@@ -52,18 +51,9 @@ pub fn start() -> std::io::Result<(Receiver<String>, File)> {
     }
 }
 
-/// Elsewhere the output is left as it is.
-#[cfg(not(unix))]
-pub fn start() -> std::io::Result<(Receiver<String>, File)> {
-    Err(std::io::Error::other(
-        "output capture needs a Unix terminal",
-    ))
-}
-
 /// Puts the original stdout and stderr back (idempotent).
 pub fn restore() {
     let saved = SAVED.lock().unwrap_or_else(|e| e.into_inner()).take();
-    #[cfg(unix)]
     if let Some((out, err)) = saved {
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -75,6 +65,4 @@ pub fn restore() {
             libc::close(err);
         }
     }
-    #[cfg(not(unix))]
-    let _ = saved;
 }
