@@ -2,7 +2,7 @@
 
 # The test suite (the same command CI runs).
 test:
-    cargo test --release
+    scripts/test.sh
 
 # Forward-logits parity on wgpu; without a GPU it runs on Mesa lavapipe (mesa-vulkan-drivers).
 test-wgpu:

@@ -6,7 +6,7 @@ use anyhow::Result;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use rand::Rng;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::io::gguf::{self, GgmlType, Value};
 use crate::io::weights::HostTensor;
@@ -203,4 +203,35 @@ pub fn gguf_tensor_name(hf: &str) -> String {
     .unwrap_or_else(|| panic!("no GGUF name for {hf}"))
     .1;
     format!("blk.{layer}.{module}.{kind}")
+}
+
+/// The command that installs every prerequisite of the test suite.
+pub const SETUP: &str = "scripts/setup-tests.sh";
+
+/// `program` from the cache's virtual environment `venv` (made by [`SETUP`]); a missing one
+/// fails the test with one line that says how to make it.
+pub fn venv_bin(venv: &str, program: &str) -> PathBuf {
+    let dir = crate::paths::cache_dir()
+        .expect("the cache directory")
+        .join("venvs")
+        .join(venv);
+    let bin = dir.join("bin").join(program);
+    assert!(
+        bin.is_file(),
+        "{} is missing: run {SETUP} (it makes the Python environment {})",
+        bin.display(),
+        dir.display()
+    );
+    bin
+}
+
+/// Fails the test with one line naming [`SETUP`] unless `program` runs (`program -V`).
+pub fn require_program(program: &str) {
+    let ok = std::process::Command::new(program)
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    assert!(ok, "{program} is not installed: run {SETUP} (as root)");
 }

@@ -5,8 +5,8 @@
 //! tokenizer from the GGUF metadata, as for the fixture's ids) and a GGUF that asks for BOS.
 //! Plain texts (prompts: `tok(text)`), responses (`tok(text, add_special_tokens=False)` then
 //! EOS, as TRL trains on them) and chat prompts (`apply_chat_template(..., tokenize=True,
-//! add_generation_prompt=True)`) must give the same ids. Without python3 and transformers the
-//! test fails. Also: responses decoded with the tokenizer's suppressed ids round-trip through
+//! add_generation_prompt=True)`) must give the same ids, transformers running in the cache's
+//! Python environment that scripts/setup-tests.sh makes (without it the test fails). Also: responses decoded with the tokenizer's suppressed ids round-trip through
 //! their text.
 
 mod common;
@@ -40,7 +40,7 @@ fn builtin_dir() -> PathBuf {
 /// the GGUF file `gguf` in it.
 fn transformers(dir: &Path, gguf: Option<&str>, items: &[Value]) -> Value {
     let script = repo().join("scripts/hf_tokenize.py");
-    let mut cmd = Command::new("python3");
+    let mut cmd = Command::new(selm_tui::testing::venv_bin("torch", "python"));
     cmd.arg(&script).arg(dir);
     if let Some(f) = gguf {
         cmd.args(["--gguf", f]);
@@ -50,7 +50,7 @@ fn transformers(dir: &Path, gguf: Option<&str>, items: &[Value]) -> Value {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("running python3 {}: {e}", script.display()));
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
     let input = serde_json::to_vec(items).unwrap();
     {
         use std::io::Write;
@@ -59,7 +59,7 @@ fn transformers(dir: &Path, gguf: Option<&str>, items: &[Value]) -> Value {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "{} {} failed (it needs `python3 -m pip install transformers`):\n{}",
+        "{} {} failed (scripts/setup-tests.sh installs transformers):\n{}",
         script.display(),
         dir.display(),
         String::from_utf8_lossy(&out.stderr)

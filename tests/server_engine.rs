@@ -16,9 +16,6 @@ mod external;
 use common::read_jsonl;
 use external::*;
 
-/// `transformers serve` as selm-tui would run it.
-const SERVE: &str = "transformers serve {checkpoint} --port {port} --device cpu";
-
 fn server_section() -> ServerSection {
     toml::from_str("api = \"transformers\"\nconcurrency = 4\nready_timeout_s = 180").unwrap()
 }
@@ -70,7 +67,7 @@ fn greedy_texts(run: &Path, iteration: usize) -> Vec<(String, String)> {
 fn two_iterations_on_a_managed_server() {
     let tmp = tempfile::tempdir().unwrap();
     let mut server = server_section();
-    server.command = Some(SERVE.into());
+    server.command = Some(serve_command());
     let c = config(&tmp.path().join("server"), 2, Some(server));
     let stdout = ok(&headless(&write(&c, &tmp.path().join("server.toml"))));
     assert!(stdout.contains("iter 2 sync + eval"), "{stdout}");
@@ -199,7 +196,7 @@ fn killing_selm_tui_takes_its_managed_server_along() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut server = server_section();
-    server.command = Some(SERVE.into());
+    server.command = Some(serve_command());
     server.port = Some(port);
     let c = config(tmp.path(), 1, Some(server));
     let path = write(&c, &tmp.path().join("kill.toml"));

