@@ -206,3 +206,97 @@ fn killing_selm_tui_takes_its_managed_server_along() {
     child.stop();
     assert_gone(&needle, Duration::from_secs(15));
 }
+
+/// The next event `pred` picks within `within` (others are skipped).
+fn next_event(
+    events: &std::sync::mpsc::Receiver<selm_tui::engine::Event>,
+    within: Duration,
+    pred: impl Fn(&selm_tui::engine::Event) -> bool,
+) -> selm_tui::engine::Event {
+    let start = Instant::now();
+    loop {
+        let left = within.saturating_sub(start.elapsed());
+        let e = events
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no such event within {within:?}: {e}"));
+        if pred(&e) {
+            return e;
+        }
+    }
+}
+
+/// A managed server that accepts connections and never answers, with ten minutes to become
+/// ready: pause and quit act within a second all the same, the stage says what it waits on,
+/// and the wait goes on (the server is not started again) when the run does.
+#[test]
+fn pause_and_quit_act_while_a_server_starts() {
+    use selm_tui::engine::{Command, Event, Start, spawn};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = server_section();
+    let marker = "silent-server-0.37";
+    server.command = Some(format!(
+        "python3 -c 'import socket, sys, time; s = socket.socket(); s.bind((\"127.0.0.1\", \
+         int(sys.argv[1]))); s.listen(64); time.sleep(600)' {{port}} {marker} {{checkpoint}}"
+    ));
+    server.ready_timeout_s = 600.0;
+    let c = config(tmp.path(), 1, Some(server));
+    let engine = spawn(Start::New(Box::new(c.clone())), c.backend().unwrap()).unwrap();
+    let minute = Duration::from_secs(60);
+    next_event(&engine.events, minute, |e| matches!(e, Event::Iteration(_)));
+    engine.commands.send(Command::Run).unwrap();
+    // Past a second, a readiness poll is in flight on the silent port.
+    let first = next_event(
+        &engine.events,
+        minute,
+        |e| matches!(e, Event::Waiting(w) if w.what == "server starting" && w.elapsed_s >= 1.0),
+    );
+    let Event::Waiting(first) = first else {
+        unreachable!()
+    };
+    assert_eq!(first.limit_s, Some(600.0));
+
+    let asked = Instant::now();
+    engine.commands.send(Command::Pause).unwrap();
+    next_event(&engine.events, minute, |e| matches!(e, Event::Paused));
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "paused after {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        !processes_with(marker).is_empty(),
+        "the server goes on starting"
+    );
+
+    engine.commands.send(Command::Run).unwrap();
+    let again = next_event(&engine.events, minute, |e| matches!(e, Event::Waiting(_)));
+    let Event::Waiting(again) = again else {
+        unreachable!()
+    };
+    assert!(
+        again.elapsed_s >= first.elapsed_s,
+        "{again:?} after {first:?}"
+    );
+    let run = tmp.path().join("runs");
+    let run = std::fs::read_dir(&run)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let log = std::fs::read_to_string(run.join("server.log")).unwrap();
+    assert_eq!(log.matches("# selm-tui: starting").count(), 1, "{log}");
+
+    let asked = Instant::now();
+    engine.commands.send(Command::Quit).unwrap();
+    next_event(&engine.events, minute, |e| {
+        matches!(e, Event::Finished { .. })
+    });
+    // A second for the command, and the server's SIGTERM.
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "quit after {:?}",
+        asked.elapsed()
+    );
+    assert_gone(marker, Duration::from_secs(5));
+}

@@ -342,6 +342,32 @@ fn an_engine_error_shows_until_the_engine_runs_again() {
 }
 
 #[test]
+fn a_wait_on_a_server_shows_what_and_how_long_until_the_engine_moves_on() {
+    let mut app = paused();
+    app.apply(Event::StageStarted {
+        iteration: 1,
+        stage: Stage::Generate,
+    });
+    app.apply(Event::Waiting(selm_tui::engine::Wait {
+        what: "server starting".into(),
+        elapsed_s: 12.4,
+        limit_s: Some(600.0),
+    }));
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("server starting: 12 s of 600"), "{s}");
+    assert!(s.contains("wait 12 s"), "{s}");
+    app.apply(Event::Progress {
+        iteration: 1,
+        stage: Stage::Generate,
+        done: 1,
+        total: 4,
+    });
+    let s = screen(&app, 120, 40);
+    assert!(!s.contains("server starting"), "{s}");
+    assert!(s.contains("1/4"), "{s}");
+}
+
+#[test]
 fn too_small_a_terminal_says_so() {
     let app = synthetic_app(3, 12);
     let text = screen(&app, 50, 15);

@@ -18,25 +18,29 @@ pub(super) struct CatchUp {
 
 impl CatchUp {
     pub(super) fn observe(&mut self, event: &Event) {
-        let same = |f: fn(&Event) -> bool| move |e: &Event| !f(e);
+        // A filter keeping the events other than those `f` picks.
+        let other_than = |f: fn(&Event) -> bool| move |e: &Event| !f(e);
         match event {
             Event::Metrics(_) | Event::Pairs { .. } | Event::PairLogps { .. } => return,
             Event::Iteration(_) => return,
             Event::Progress { .. } => self
                 .events
-                .retain(same(|e| matches!(e, Event::Progress { .. }))),
+                .retain(other_than(|e| matches!(e, Event::Progress { .. }))),
             Event::Paused | Event::Resumed => self
                 .events
-                .retain(same(|e| matches!(e, Event::Paused | Event::Resumed))),
+                .retain(other_than(|e| matches!(e, Event::Paused | Event::Resumed))),
             Event::ParamsChanged(_) => self
                 .events
-                .retain(same(|e| matches!(e, Event::ParamsChanged(_)))),
+                .retain(other_than(|e| matches!(e, Event::ParamsChanged(_)))),
             Event::AutoPause(_) => self
                 .events
-                .retain(same(|e| matches!(e, Event::AutoPause(_)))),
+                .retain(other_than(|e| matches!(e, Event::AutoPause(_)))),
             Event::RankQuery(_) => self
                 .events
-                .retain(same(|e| matches!(e, Event::RankQuery(_)))),
+                .retain(other_than(|e| matches!(e, Event::RankQuery(_)))),
+            Event::Waiting(_) => self
+                .events
+                .retain(other_than(|e| matches!(e, Event::Waiting(_)))),
             Event::StageStarted { iteration, .. } => {
                 let now = *iteration;
                 self.events.retain(|e| match e {
@@ -49,7 +53,7 @@ impl CatchUp {
                 stage: Stage::Rank, ..
             } => self
                 .events
-                .retain(same(|e| matches!(e, Event::RankQuery(_)))),
+                .retain(other_than(|e| matches!(e, Event::RankQuery(_)))),
             Event::Log(_) | Event::Error(_) => {
                 let logs = |e: &Event| matches!(e, Event::Log(_) | Event::Error(_));
                 if self.events.iter().filter(|e| logs(e)).count() >= LOG_TAIL

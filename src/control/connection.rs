@@ -7,11 +7,30 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::hub::{Note, QUEUE, Viewer};
 use super::protocol::{self, ClientMsg, PROTOCOL, ServerMsg};
-use crate::engine::{Command, Origin};
+use crate::engine::{Command, Commands, Origin};
+
+/// Messages queued for one viewer; a viewer this far behind is not reading and is dropped.
+pub(super) const QUEUE: usize = 20_000;
+
+/// What a connection's threads tell the hub.
+pub(super) enum Note {
+    Joined(Connected),
+    Left { id: u64, why: String },
+}
+
+/// A viewer that said hello, as the hub keeps it.
+pub(super) struct Connected {
+    pub(super) id: u64,
+    pub(super) pid: u32,
+    pub(super) run_dir: String,
+    pub(super) queue: SyncSender<Arc<str>>,
+    pub(super) stream: UnixStream,
+    pub(super) writer: JoinHandle<()>,
+}
 
 /// A viewer has this long to say hello, and a write to it this long to go through.
 const HANDSHAKE: Duration = Duration::from_secs(5);
@@ -20,7 +39,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepts connections until the run ends; each gets its own thread for the handshake and
 /// its commands, and one that writes its events.
 pub(super) struct Acceptor {
-    pub(super) commands: Sender<Command>,
+    pub(super) commands: Commands,
     pub(super) notes: Sender<Note>,
     pub(super) run_dir: PathBuf,
     pub(super) stop: Arc<AtomicBool>,
@@ -58,7 +77,7 @@ impl Acceptor {
 
 struct Connection {
     id: u64,
-    commands: Sender<Command>,
+    commands: Commands,
     notes: Sender<Note>,
     run_dir: String,
 }
@@ -87,7 +106,7 @@ impl Connection {
         let Ok(handle) = stream.try_clone() else {
             return;
         };
-        let viewer = Viewer {
+        let viewer = Connected {
             id: self.id,
             pid,
             run_dir: self.run_dir.clone(),

@@ -3,22 +3,17 @@
 //! viewer, and viewers' commands go straight into the engine's command channel. A viewer
 //! that disconnects, hangs or sends garbage is dropped; nothing the hub does waits on one.
 
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::time::{Duration, Instant};
 
 use super::catch_up::CatchUp;
-use super::connection::Acceptor;
+use super::connection::{Acceptor, Connected, Note, QUEUE};
 use super::protocol::{self, PROTOCOL, ServerMsg};
 use super::socket::{self, SocketFile};
-use crate::engine::{Command, EngineHandle, Event, LogLine};
-
-/// Messages queued for one viewer; a viewer this far behind is not reading and is dropped.
-pub(super) const QUEUE: usize = 20_000;
+use crate::engine::{Commands, EngineHandle, Event, LogLine};
 
 /// Puts the control socket between `engine` and the front end that called: the returned
 /// handle's events are the engine's, all of them, in order.
@@ -45,21 +40,6 @@ pub fn serve(engine: EngineHandle) -> EngineHandle {
     }
 }
 
-/// What a connection's threads tell the hub.
-pub(super) enum Note {
-    Joined(Viewer),
-    Left { id: u64, why: String },
-}
-
-pub(super) struct Viewer {
-    pub(super) id: u64,
-    pub(super) pid: u32,
-    pub(super) run_dir: String,
-    pub(super) queue: SyncSender<Arc<str>>,
-    pub(super) stream: UnixStream,
-    pub(super) writer: JoinHandle<()>,
-}
-
 /// The bound socket and its accepting thread.
 struct Listening {
     /// Held for its drop, which removes the socket file.
@@ -74,10 +54,10 @@ impl Drop for Listening {
 }
 
 struct Hub {
-    commands: Sender<Command>,
+    commands: Commands,
     local: Sender<Event>,
     notes: Sender<Note>,
-    viewers: Vec<Viewer>,
+    viewers: Vec<Connected>,
     catch_up: CatchUp,
     socket: Option<Listening>,
 }
@@ -232,16 +212,18 @@ fn encode(event: &Event) -> Arc<str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Command;
     use crate::engine::LiveParams;
     use crate::engine::Origin;
     use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
 
     /// A hub in front of a stand-in engine: its event sender and command receiver.
     fn hub_on(dir: &Path) -> (Sender<Event>, Receiver<Command>, EngineHandle) {
         let (evt_tx, evt_rx) = std::sync::mpsc::channel();
         let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
         let engine = EngineHandle {
-            commands: cmd_tx,
+            commands: crate::engine::Commands::new(cmd_tx, Default::default()),
             events: evt_rx,
             thread: std::thread::spawn(|| {}),
         };

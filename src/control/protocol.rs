@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Command, Event};
 
-/// Bumped whenever a message changes shape; both sides must speak the same one.
-pub const PROTOCOL: u32 = 1;
+/// Bumped whenever a message changes shape; both sides must speak the same one. The test
+/// `the_wire_is_the_golden_one` holds every message to `snapshots/*protocol-vN.snap`: a change
+/// of a variant or field fails it until the version is bumped and the new lines recorded.
+/// 2: `Event::Waiting`.
+pub const PROTOCOL: u32 = 2;
 
 /// Longest line either side accepts (a pair inspector's log-probs fit many times over).
 pub const MAX_LINE: usize = 64 << 20;
@@ -155,6 +158,222 @@ mod tests {
             serde_json::from_str::<ServerMsg>(&line).unwrap(),
             ServerMsg::Event(Event::ParamsChanged(p))
         );
+    }
+
+    /// One message of every kind, each command and event variant included: a variant added
+    /// without a line here does not compile (the `match` below has no catch-all).
+    fn every_message() -> Vec<String> {
+        use crate::engine::{LogLine, RankQuery, Verdict, Wait};
+        use crate::run::records::*;
+        let params = LiveParams {
+            alpha: 0.001,
+            beta: 0.1,
+            lr: 1e-4,
+        };
+        let candidate = Candidate {
+            text: "1 2".into(),
+            tokens: vec![5, 6, 2],
+            is_reference: true,
+            score: Some(1.0),
+            dataset: Some(DatasetLabel::Chosen),
+            reference_logps: Some(vec![-0.5, -0.25, -0.125]),
+        };
+        let response = ResponseLogps {
+            tokens: vec!["1".into()],
+            ids: vec![5],
+            policy: vec![-0.5],
+            reference: vec![-0.75],
+        };
+        let figures = EvalFigures {
+            kl: 0.03,
+            high_reward_fraction: 0.25,
+            reward_mean: 0.5,
+        };
+        let commands = vec![
+            Command::StepStage,
+            Command::StepBatch,
+            Command::Run,
+            Command::Pause,
+            Command::SetAutoPause(true),
+            Command::SetParams {
+                alpha: Some(0.01),
+                beta: None,
+                lr: Some(1e-5),
+                origin: Origin::Attach { pid: 42 },
+            },
+            Command::Rank(Verdict::Order {
+                index: 3,
+                order: vec![2, 0, 1],
+            }),
+            Command::Rank(Verdict::Skip { index: 4 }),
+            Command::Rank(Verdict::Back),
+            Command::Rank(Verdict::HandOff),
+            Command::Quit,
+        ];
+        let events = vec![
+            Event::Started {
+                run_dir: "runs/r".into(),
+                backend: "flex".into(),
+                model: "builtin:tiny-tasks".into(),
+                iterations: 3,
+                params,
+            },
+            Event::StageStarted {
+                iteration: 1,
+                stage: Stage::Generate,
+            },
+            Event::Progress {
+                iteration: 1,
+                stage: Stage::Generate,
+                done: 2,
+                total: 4,
+            },
+            Event::StageFinished {
+                iteration: 1,
+                stage: Stage::SyncEval,
+                summary: StageSummary::SyncEval(figures),
+                seconds: 1.5,
+            },
+            Event::Metrics(TrainRecord {
+                iteration: 1,
+                step: 2,
+                batch: 1,
+                metrics: crate::selm::SelmMetrics::default(),
+                grad_norm: 0.5,
+                lr: 1e-4,
+            }),
+            Event::Pairs {
+                iteration: 1,
+                pairs: vec![PairRecord {
+                    prompt: "sort 2 1:".into(),
+                    chosen: "1 2".into(),
+                    rejected: "2 1".into(),
+                    iteration: 1,
+                    chosen_score: 1.0,
+                    rejected_score: 0.0,
+                    y_ref: "1 2".into(),
+                    y_ref_score: 1.0,
+                    candidates: vec![candidate.clone()],
+                    ranker: "oracle".into(),
+                }],
+            },
+            Event::PairLogps {
+                iteration: 1,
+                logps: vec![PairLogps {
+                    beta: 0.1,
+                    chosen: response.clone(),
+                    rejected: response.clone(),
+                    y_ref: response,
+                }],
+            },
+            Event::RankQuery(RankQuery {
+                iteration: 1,
+                index: 0,
+                total: 8,
+                prompt: "sort 2 1:".into(),
+                candidates: vec![candidate],
+            }),
+            Event::Iteration(IterationSummary {
+                iteration: 1,
+                eval: figures,
+                reward_histogram: [1, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                histogram_range: [0.0, 1.0],
+                candidate_reward_mean: 0.5,
+                pairs: 12,
+                mean_loss: 0.69,
+                eval_prompts: 4,
+                eval_samples: 8,
+                wall_s: 2.5,
+            }),
+            Event::ParamsChanged(params),
+            Event::AutoPause(false),
+            Event::Paused,
+            Event::Resumed,
+            Event::Log(LogLine::warn("a warning")),
+            Event::Waiting(Wait {
+                what: "server starting".into(),
+                elapsed_s: 12.0,
+                limit_s: Some(600.0),
+            }),
+            Event::Error("iteration 1 stage `generate`: refused".into()),
+            Event::Finished { completed: true },
+        ];
+        for e in &events {
+            match e {
+                Event::Started { .. }
+                | Event::StageStarted { .. }
+                | Event::Progress { .. }
+                | Event::StageFinished { .. }
+                | Event::Metrics(_)
+                | Event::Pairs { .. }
+                | Event::PairLogps { .. }
+                | Event::RankQuery(_)
+                | Event::Iteration(_)
+                | Event::ParamsChanged(_)
+                | Event::AutoPause(_)
+                | Event::Paused
+                | Event::Resumed
+                | Event::Log(_)
+                | Event::Waiting(_)
+                | Event::Error(_)
+                | Event::Finished { .. } => {}
+            }
+        }
+        for c in &commands {
+            match c {
+                Command::StepStage
+                | Command::StepBatch
+                | Command::Run
+                | Command::Pause
+                | Command::SetAutoPause(_)
+                | Command::SetParams { .. }
+                | Command::Rank(_)
+                | Command::Quit => {}
+            }
+        }
+        let client = [ClientMsg::Hello {
+            protocol: PROTOCOL,
+            client: "selm-tui 0.1.0".into(),
+            pid: 7,
+        }]
+        .into_iter()
+        .chain(commands.into_iter().map(ClientMsg::Command));
+        let server = [
+            ServerMsg::Hello {
+                protocol: PROTOCOL,
+                server: "selm-tui 0.1.0".into(),
+                pid: 8,
+                run_dir: "runs/r".into(),
+            },
+            ServerMsg::Refused {
+                protocol: PROTOCOL,
+                reason: "protocol 1".into(),
+            },
+            ServerMsg::Error("a command was refused".into()),
+        ]
+        .into_iter()
+        .chain(events.into_iter().map(ServerMsg::Event));
+        let mut lines: Vec<String> = client.map(|m| serde_json::to_string(&m).unwrap()).collect();
+        lines.extend(server.map(|m| serde_json::to_string(&m).unwrap()));
+        lines
+    }
+
+    /// The wire, line for line, as recorded for this protocol version.
+    #[test]
+    fn the_wire_is_the_golden_one() {
+        let lines = every_message();
+        // Every line reads back as what was sent.
+        for line in &lines {
+            let back = serde_json::from_str::<ClientMsg>(line)
+                .map(|m| serde_json::to_string(&m).unwrap())
+                .or_else(|_| {
+                    serde_json::from_str::<ServerMsg>(line)
+                        .map(|m| serde_json::to_string(&m).unwrap())
+                })
+                .unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(&back, line);
+        }
+        insta::assert_snapshot!(format!("protocol-v{PROTOCOL}"), lines.join("\n"));
     }
 
     #[test]

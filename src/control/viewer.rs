@@ -60,7 +60,7 @@ pub fn attach(stream: UnixStream, run_dir: &Path) -> Result<Attached> {
     let thread = std::thread::spawn(move || receive_events(&mut reader, evt_tx));
     Ok(Attached {
         handle: EngineHandle {
-            commands: cmd_tx,
+            commands: crate::engine::Commands::new(cmd_tx, Default::default()),
             events: evt_rx,
             thread,
         },

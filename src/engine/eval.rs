@@ -31,10 +31,11 @@ impl<B: AutodiffBackend> Pipeline<B> {
         cand_mean: f64,
         pairs: usize,
         mean_loss: f64,
+        emit: &mut dyn FnMut(Event),
     ) -> Result<IterationSummary> {
         let (kl_sum, samples) = match self.trainer {
             Some(_) => self.sample_held_out(iteration)?,
-            None => self.held_out_external(iteration)?,
+            None => self.held_out_external(iteration, emit)?,
         };
         let mut rewards = vec![];
         for (prompt, texts) in self.sets.eval.iter().zip(&samples) {
@@ -84,13 +85,16 @@ impl<B: AutodiffBackend> Pipeline<B> {
 
     /// Evaluates the iteration just updated; its summary row carries the iteration's mean
     /// candidate score, pairs and mean loss.
-    pub(super) fn evaluate_iteration(&mut self) -> Result<IterationSummary> {
+    pub(super) fn evaluate_iteration(
+        &mut self,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<IterationSummary> {
         let (score, pairs, loss) = (
             self.state.mean_score(),
             self.state.triples.len(),
             self.state.mean_loss(),
         );
-        self.evaluate(self.iteration, score, pairs, loss)
+        self.evaluate(self.iteration, score, pairs, loss, emit)
     }
 
     /// An evaluation's summary row: to the front end, then into `summary.json`.
@@ -161,7 +165,11 @@ impl<B: AutodiffBackend> Pipeline<B> {
     /// (`eval_samples.jsonl`); for the starting model, or a trainer that wrote none, samples
     /// from the generation server serving pi_theta (kl is 0 at the start and after an
     /// iteration without pairs, else unmeasured).
-    fn held_out_external(&mut self, iteration: usize) -> Result<(f64, Vec<Vec<String>>)> {
+    fn held_out_external(
+        &mut self,
+        iteration: usize,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<(f64, Vec<Vec<String>>)> {
         if iteration > 0
             && let Some(found) = self.trainer_eval_samples(iteration)?
         {
@@ -197,12 +205,14 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 ));
             }
         }
+        let mut watch = self.watch(emit);
         let server = self.server.as_mut().context("no generation server")?;
-        server.serve(&checkpoint, starting)?;
-        let texts: Vec<String> = complete_all(server, requests, config.concurrency)?
-            .into_iter()
-            .map(|c| c.text)
-            .collect();
+        server.serve(&checkpoint, starting, &mut watch)?;
+        let texts: Vec<String> =
+            complete_all(server.requester(), requests, config.concurrency, &mut watch)?
+                .into_iter()
+                .map(|c| c.text)
+                .collect();
         let samples = texts.chunks(e.samples.max(1)).map(<[_]>::to_vec).collect();
         // pi_theta = pi_ref when nothing moved, unless pi_ref stays the start while pi_theta
         // moved on in earlier iterations (`train.sync_reference = false`).

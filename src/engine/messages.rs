@@ -1,6 +1,7 @@
 //! The typed messages between the engine thread and a front end (TUI or headless).
 
 pub use crate::config::LiveParams;
+pub use crate::external::wait::Wait;
 pub use crate::run::Stage;
 use crate::run::records::{
     Candidate, EvalFigures, IterationSummary, PairLogps, PairRecord, TrainRecord, f64_or_nan,
@@ -222,6 +223,9 @@ pub enum Event {
     Paused,
     Resumed,
     Log(LogLine),
+    /// The current unit waits on something outside (a server starting, a batch of
+    /// requests); sent about once a second while it does.
+    Waiting(Wait),
     /// A stage failed; the engine pauses (nothing written is lost).
     Error(String),
     /// The run ended (all iterations done, or quit).

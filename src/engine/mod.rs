@@ -2,6 +2,7 @@
 //! Front ends (TUI, headless) only exchange messages with it; neither side waits on the other.
 
 mod eval;
+pub mod interrupt;
 pub mod messages;
 pub mod pipeline;
 mod resume;
@@ -15,8 +16,11 @@ use std::thread::JoinHandle;
 
 use crate::backend::{BackendSpec, OnBackend, dispatch, on_compute_pool};
 use crate::config::Config;
+use crate::external::wait::is_interrupted;
+pub use interrupt::{Commands, Interrupt};
 pub use messages::{
     Command, Event, Level, LiveParams, LogLine, Origin, RankQuery, Stage, StageSummary, Verdict,
+    Wait,
 };
 use pipeline::{Advance, Pipeline};
 use std::path::PathBuf;
@@ -26,7 +30,7 @@ pub const THREAD_NAME: &str = "selm-engine";
 
 /// The front end's side of a running engine.
 pub struct EngineHandle {
-    pub commands: Sender<Command>,
+    pub commands: Commands,
     pub events: Receiver<Event>,
     pub thread: JoinHandle<()>,
 }
@@ -56,6 +60,8 @@ impl OnBackend for Spawn {
     fn run<B: AutodiffBackend>(self, device: B::Device, spec: BackendSpec) -> EngineHandle {
         let (cmd_tx, cmd_rx) = channel();
         let (evt_tx, evt_rx) = channel();
+        let interrupt = Interrupt::default();
+        let commands = Commands::new(cmd_tx, interrupt.clone());
         let thread = std::thread::Builder::new()
             .name(THREAD_NAME.into())
             .spawn(move || {
@@ -63,7 +69,9 @@ impl OnBackend for Spawn {
                 // restore the terminal; written files stay as they were.
                 let events = evt_tx.clone();
                 let run = std::panic::AssertUnwindSafe(|| {
-                    on_compute_pool(|| worker::<B>(self.start, device, spec, cmd_rx, evt_tx))
+                    on_compute_pool(|| {
+                        worker::<B>(self.start, device, spec, (cmd_rx, interrupt), evt_tx)
+                    })
                 });
                 if let Err(payload) = std::panic::catch_unwind(run) {
                     let msg = payload
@@ -77,7 +85,7 @@ impl OnBackend for Spawn {
             })
             .expect("spawning the engine thread");
         EngineHandle {
-            commands: cmd_tx,
+            commands,
             events: evt_rx,
             thread,
         }
@@ -96,7 +104,7 @@ fn worker<B: AutodiffBackend>(
     start: Start,
     device: B::Device,
     spec: BackendSpec,
-    commands: Receiver<Command>,
+    (commands, interrupt): (Receiver<Command>, Interrupt),
     events: Sender<Event>,
 ) {
     // A closed event channel means the front end is gone; sends are then ignored.
@@ -117,7 +125,9 @@ fn worker<B: AutodiffBackend>(
             return;
         }
     };
+    pipeline.set_interrupt(interrupt.clone());
     let mut auto_pause = pipeline.config().run.auto_pause;
+    let mut mode = Mode::Paused;
     emit(Event::Started {
         run_dir: pipeline.run().path.display().to_string(),
         backend: spec.to_string(),
@@ -135,8 +145,27 @@ fn worker<B: AutodiffBackend>(
         emit(Event::Log(LogLine::info(
             "evaluating the starting model on held-out prompts",
         )));
-        if let Err(e) = pipeline.evaluate_start(&mut emit) {
-            emit(Event::Error(format!("{e:#}")));
+        loop {
+            match pipeline.evaluate_start(&mut emit) {
+                // A command cut a wait short: apply what came, then evaluate again.
+                Err(e) if is_interrupted(&e) => {
+                    interrupt.lower();
+                    let mut quit = false;
+                    for cmd in commands.try_iter() {
+                        quit |= cmd == Command::Quit;
+                        let before = mode;
+                        mode = apply(cmd, mode, &mut pipeline, &mut auto_pause, &mut emit);
+                        announce(before, mode, &mut emit);
+                    }
+                    if quit {
+                        drop(pipeline);
+                        emit(Event::Finished { completed: false });
+                        return;
+                    }
+                }
+                Err(e) => break emit(Event::Error(format!("{e:#}"))),
+                Ok(()) => break,
+            }
         }
     } else {
         for summary in pipeline.summaries() {
@@ -153,8 +182,10 @@ fn worker<B: AutodiffBackend>(
             emit(Event::StageStarted { iteration, stage });
         }
     }
-    let mut mode = Mode::Paused;
     loop {
+        // Lowered before reading, so that a command sent from here on interrupts the next
+        // wait (a command read now needs no interruption).
+        interrupt.lower();
         // Paused, or waiting for the researcher's ranking: nothing to do until told.
         let next = if mode == Mode::Paused || pipeline.awaiting_human() {
             commands.recv().map_err(|_| TryRecvError::Disconnected)
@@ -193,6 +224,8 @@ fn worker<B: AutodiffBackend>(
                 mode = Mode::Paused
             }
             Ok(Advance::IterationDone) => {}
+            // A command cut a wait short; it is read next, and the unit runs again after.
+            Err(e) if is_interrupted(&e) => {}
             Err(e) => {
                 // A server this run started stops with the failure; a retry starts it again.
                 pipeline.release_server();

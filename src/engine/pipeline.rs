@@ -7,7 +7,8 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use std::time::Instant;
 
-use super::messages::{Event, LiveParams, LogLine, Origin, Stage, StageSummary};
+use super::interrupt::Interrupt;
+use super::messages::{Event, LiveParams, LogLine, Origin, Stage, StageSummary, Wait};
 use super::stages::{HumanDesk, IterationState};
 use super::start::{load_start, prompt_sets};
 use crate::config::{Config, GenerateEngine};
@@ -72,6 +73,8 @@ pub struct Pipeline<B: AutodiffBackend> {
     pub(super) finished: bool,
     /// A unit where the engine stops and waits forever (`SELM_STALL_AT`, for crash tests).
     stall_at: Option<(usize, Stage, usize)>,
+    /// Raised by a command: a unit waiting on the outside gives up ([`Self::watch`]).
+    interrupt: Interrupt,
 }
 
 impl<B: AutodiffBackend> Pipeline<B> {
@@ -166,6 +169,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             global_step: 0,
             finished: false,
             stall_at: stall_point(),
+            interrupt: Interrupt::default(),
         })
     }
 
@@ -256,7 +260,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
     /// its metrics row written and no summary or state yet.
     pub fn evaluate_start(&mut self, emit: &mut dyn FnMut(Event)) -> Result<()> {
         self.stall_if_at((0, Stage::SyncEval, 0), emit);
-        let summary = self.evaluate(0, f64::NAN, 0, f64::NAN)?;
+        let summary = self.evaluate(0, f64::NAN, 0, f64::NAN, emit)?;
         self.stall_if_at((0, Stage::SyncEval, 1), emit);
         self.publish_summary(summary, emit)?;
         self.write_state()
@@ -361,7 +365,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
     fn run_unit(&mut self, emit: &mut dyn FnMut(Event)) -> Result<Progress> {
         match self.stage {
             Stage::SamplePrompts => self.sample_prompts(),
-            Stage::Generate => self.generate_batch(),
+            Stage::Generate => self.generate_batch(emit),
             Stage::Rank => self.rank_chunk(),
             Stage::SelectPairs => self.select_pairs(emit),
             Stage::Update if self.trainer.is_none() => self.update_with_command(emit),
@@ -399,6 +403,29 @@ impl<B: AutodiffBackend> Pipeline<B> {
 }
 
 impl<B: AutodiffBackend> Pipeline<B> {
+    /// The interrupt the engine's commands raise; waits give up when it is.
+    pub fn set_interrupt(&mut self, interrupt: Interrupt) {
+        self.interrupt = interrupt;
+    }
+
+    /// What a wait on the outside reports to: the front ends hear of it once a second, and
+    /// it gives up when a command has come.
+    pub(super) fn watch<'a>(
+        &self,
+        emit: &'a mut dyn FnMut(Event),
+    ) -> impl FnMut(&Wait) -> bool + use<'a, B> {
+        let interrupt = self.interrupt.clone();
+        let mut shown: Option<(String, u64)> = None;
+        move |wait: &Wait| {
+            let second = wait.elapsed_s as u64;
+            if shown.as_ref() != Some(&(wait.what.clone(), second)) {
+                shown = Some((wait.what.clone(), second));
+                emit(Event::Waiting(wait.clone()));
+            }
+            !interrupt.is_raised()
+        }
+    }
+
     /// Stops here forever when `SELM_STALL_AT` names this point.
     fn stall_if_at(&self, at: (usize, Stage, usize), emit: &mut dyn FnMut(Event)) {
         if self.stall_at != Some(at) {

@@ -1,7 +1,9 @@
 //! A client of the OpenAI-compatible HTTP API that vLLM, SGLang, llama.cpp's server and
-//! `transformers serve` expose: `/v1/models` and `/v1/completions`. Connection errors and
-//! 429 / 503 answers are retried with backoff; any other failure is an error naming the URL,
-//! the HTTP status and the server's own message.
+//! `transformers serve` expose: `/v1/models` and `/v1/completions`. Connection errors (no
+//! connection made, or one dropped before an answer) and 429 / 503 answers are retried with
+//! backoff; a request that times out is not (the server got it and is slow: another try would
+//! wait as long again); any other failure is an error naming the URL, the HTTP status and the
+//! server's own message.
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -76,6 +78,10 @@ struct ModelEntry {
     id: String,
 }
 
+/// Readiness polls of `/v1/models` give up after this: a server that accepts and never
+/// answers must not hold a poll for a whole request timeout.
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long the first retry waits; each next one waits twice as long, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(16);
@@ -100,10 +106,17 @@ impl OpenAiClient {
         &self.base
     }
 
-    /// The model ids `/v1/models` lists (one request, no retry: readiness polls this).
+    /// The model ids `/v1/models` lists (one request of at most [`POLL_TIMEOUT`], no retry:
+    /// readiness polls this).
     pub fn models(&self) -> Result<Vec<String>> {
         let url = format!("{}/v1/models", self.base);
-        let (status, body) = self.once(&url, None)?;
+        let request = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_global(Some(POLL_TIMEOUT))
+            .build();
+        let (status, body) = answer(&url, request.call())?;
         if status != 200 {
             bail!("{url}: HTTP {status}: {}", server_message(&body));
         }
@@ -145,10 +158,12 @@ impl OpenAiClient {
         let mut wait = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
-            let outcome = self.once(url, Some(body));
+            let outcome = self.once(url, body);
             let retryable = match &outcome {
                 Ok((status, _)) => matches!(status, 429 | 503),
-                Err(_) => true,
+                Err(e) => e
+                    .downcast_ref::<ureq::Error>()
+                    .is_some_and(connection_error),
             };
             if !retryable || attempt >= self.retries {
                 let (status, text) = outcome
@@ -164,19 +179,37 @@ impl OpenAiClient {
         }
     }
 
-    /// One request: the status and the body, or the transport's error.
-    fn once(&self, url: &str, body: Option<&serde_json::Value>) -> Result<(u16, String)> {
-        let response = match body {
-            Some(body) => self.agent.post(url).send_json(body),
-            None => self.agent.get(url).call(),
-        };
-        let mut response = response.map_err(|e| anyhow!("{url}: {e}"))?;
-        let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| anyhow!("{url}: reading the answer: {e}"))?;
-        Ok((status, text))
+    /// One POST: the status and the body, or the transport's error.
+    fn once(&self, url: &str, body: &serde_json::Value) -> Result<(u16, String)> {
+        answer(url, self.agent.post(url).send_json(body))
+    }
+}
+
+/// A response's status and body, or the transport's error (a [`ureq::Error`] in context).
+fn answer(
+    url: &str,
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<(u16, String)> {
+    let mut response = response.map_err(|e| anyhow::Error::new(e).context(url.to_string()))?;
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| anyhow!("{url}: reading the answer: {e}"))?;
+    Ok((status, text))
+}
+
+/// Whether a request failed for want of a connection (none made, or dropped before the
+/// answer), which another try may not meet; a timeout, a protocol or TLS error is not.
+fn connection_error(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind::*;
+    match e {
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+        ),
+        _ => false,
     }
 }
 
@@ -221,5 +254,48 @@ mod tests {
         assert_eq!(server_message(r#"{"detail": "Not Found"}"#), "Not Found");
         assert_eq!(server_message("Bad Gateway"), "Bad Gateway");
         assert_eq!(server_message(&"x".repeat(600)).len(), 503);
+    }
+
+    /// A port that accepts and never answers: the request times out once, with no retry.
+    #[test]
+    fn a_timed_out_request_is_not_retried() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let client = OpenAiClient::new(&base, Duration::from_millis(300), 3);
+        let start = std::time::Instant::now();
+        let err = client
+            .post("/v1/completions", &serde_json::json!({}))
+            .unwrap_err();
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_millis(700),
+            "{took:?}: retried ({err:#})"
+        );
+        assert!(
+            err.downcast_ref::<ureq::Error>()
+                .is_some_and(|e| !connection_error(e)),
+            "{err:#}"
+        );
+        drop(listener);
+    }
+
+    /// A refused connection is retried, with backoff, `retries` times.
+    #[test]
+    fn a_refused_connection_is_retried() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = OpenAiClient::new(
+            &format!("http://127.0.0.1:{port}"),
+            Duration::from_secs(5),
+            1,
+        );
+        let start = std::time::Instant::now();
+        let err = client.post("/x", &serde_json::json!({})).unwrap_err();
+        // One backoff of FIRST_BACKOFF between the two attempts.
+        assert!(start.elapsed() >= FIRST_BACKOFF, "not retried: {err:#}");
+        assert!(format!("{err:#}").contains("after 2 attempts"), "{err:#}");
     }
 }

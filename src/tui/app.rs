@@ -102,6 +102,11 @@ impl App {
 
     /// Folds one engine event into the state.
     pub fn apply(&mut self, event: Event) {
+        // A wait ends with whatever the engine says next.
+        let waiting = matches!(event, Event::Waiting(_) | Event::Log(_));
+        if !waiting {
+            self.pipeline.waiting = None;
+        }
         match event {
             Event::Started {
                 run_dir,
@@ -180,6 +185,7 @@ impl App {
                 self.run.last_error = None;
             }
             Event::Log(line) => self.log.push(line),
+            Event::Waiting(wait) => self.pipeline.waiting = Some(wait),
             Event::Error(e) => {
                 self.log.push(LogLine::error(e.clone()));
                 self.run.last_error = Some(e);

@@ -140,6 +140,11 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
         )),
     ];
     let mut spans = spans;
+    if let Some(wait) = &app.pipeline.waiting {
+        // What holds the stage, where a researcher looks: "server starting: 12 s of 600".
+        spans.insert(8, Span::from(format!("{wait}")).light_yellow().bold());
+        spans.insert(9, sep.clone());
+    }
     if let Some(pid) = run.attached {
         spans.extend([sep, Span::from(format!("attached to pid {pid}")).green()]);
     }

@@ -10,6 +10,7 @@ use rand::rngs::StdRng;
 use std::borrow::Cow;
 
 use crate::config::GenerateEngine;
+use crate::engine::Event;
 use crate::engine::pipeline::{Pipeline, Progress};
 use crate::model::CausalLm;
 use crate::model::generate::generate_suppressing;
@@ -17,12 +18,15 @@ use crate::model::sampling::SamplingParams;
 use crate::run::records::{Candidate, CandidatesRecord, DatasetLabel};
 
 impl<B: AutodiffBackend> Pipeline<B> {
-    pub(in crate::engine) fn generate_batch(&mut self) -> Result<Progress> {
+    pub(in crate::engine) fn generate_batch(
+        &mut self,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<Progress> {
         let total = self.state.jobs.len();
         let jobs = self.state.jobs[self.cursor].clone();
         let candidates = match self.config.generate.engine {
             GenerateEngine::InProcess => self.decode_in_process(&jobs)?,
-            GenerateEngine::Server => self.decode_on_server(&jobs)?,
+            GenerateEngine::Server => self.decode_on_server(&jobs, emit)?,
         };
         for ((i, _), candidate) in jobs.iter().zip(candidates) {
             self.state.candidates[*i].push(candidate);

@@ -7,13 +7,16 @@
 use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::config::ServerApi;
+use crate::engine::Event;
 use crate::engine::pipeline::Pipeline;
 use crate::external::http::{Completion, CompletionRequest};
-use crate::external::server::GenerationServer;
+use crate::external::server::Requester;
+use crate::external::wait::{self, Watch};
 use crate::run::records::Candidate;
 
 impl<B: AutodiffBackend> Pipeline<B> {
@@ -21,6 +24,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
     pub(in crate::engine) fn decode_on_server(
         &mut self,
         jobs: &[(usize, bool)],
+        emit: &mut dyn FnMut(Event),
     ) -> Result<Vec<Candidate>> {
         let config = self.config.generate.server.clone().context(
             "key `generate.server`: `generate.engine = \"server\"` without a server section",
@@ -32,12 +36,14 @@ impl<B: AutodiffBackend> Pipeline<B> {
             1 => (self.config.model_dir()?, true),
             n => (self.run.checkpoint_dir(n - 1), false),
         };
+        let mut watch = self.watch(emit);
         let server = self
             .server
             .as_mut()
             .context("a server engine without its server")?;
-        server.serve(&checkpoint, starting)?;
-        let completions = complete_all(server, requests, config.concurrency)?;
+        server.serve(&checkpoint, starting, &mut watch)?;
+        let completions =
+            complete_all(server.requester(), requests, config.concurrency, &mut watch)?;
         let trust = config.raw_logprobs && self.config.train.sync_reference;
         jobs.iter()
             .zip(completions)
@@ -188,46 +194,72 @@ pub(in crate::engine) fn request_seed(
 }
 
 /// Every request answered, in order, with up to `concurrency` in flight; the first failure
-/// (after the client's retries) fails the batch, and no new request starts after it.
+/// (after the client's retries) fails the batch, and no new request starts after it. A
+/// command cuts the wait short ([`wait::Interrupted`]): no new request starts then, and
+/// those in flight end unheard.
 pub(in crate::engine) fn complete_all(
-    server: &GenerationServer,
+    server: Requester,
     requests: Vec<CompletionRequest>,
     concurrency: usize,
+    watch: &mut Watch,
 ) -> Result<Vec<Completion>> {
-    let n = requests.len();
-    let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<Result<Completion>>>> =
-        (0..n).map(|_| Mutex::new(None)).collect();
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        for _ in 0..concurrency.clamp(1, n.max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n || failed.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let result = server.complete(requests[i].clone());
-                    failed.fetch_or(result.is_err(), Ordering::Relaxed);
-                    *results[i].lock().expect("not poisoned") = Some(result);
-                }
-            });
-        }
-    });
-    let mut out = Vec::with_capacity(n);
-    for (i, slot) in results.into_iter().enumerate() {
-        match slot.into_inner().expect("not poisoned") {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut watch = |w: &wait::Wait| {
+        let go = watch(w);
+        stop.fetch_or(!go, Ordering::Relaxed);
+        go
+    };
+    let url = server.url().to_string();
+    let batch_stop = stop.clone();
+    let results = wait::wait_for(
+        "server answering",
+        Instant::now(),
+        None,
+        &mut watch,
+        move || answer_all(&server, &requests, concurrency, &batch_stop),
+    )?;
+    let mut out = Vec::with_capacity(results.len());
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
             Some(result) => out.push(result.with_context(|| {
-                format!(
-                    "generating on {} (request {} of the batch)",
-                    server.url(),
-                    i + 1
-                )
+                format!("generating on {url} (request {} of the batch)", i + 1)
             })?),
             None => anyhow::bail!("request {} of the batch never ran", i + 1),
         }
     }
     Ok(out)
+}
+
+/// Each request's answer, None for those not sent once one failed or `stop` was raised.
+fn answer_all(
+    server: &Requester,
+    requests: &[CompletionRequest],
+    concurrency: usize,
+    stop: &AtomicBool,
+) -> Vec<Option<Result<Completion>>> {
+    let n = requests.len();
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<Completion>>>> =
+        (0..n).map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..concurrency.clamp(1, n.max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n || stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let result = server.complete(requests[i].clone());
+                    stop.fetch_or(result.is_err(), Ordering::Relaxed);
+                    *results[i].lock().expect("not poisoned") = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|slot| slot.into_inner().expect("not poisoned"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             iteration: self.iteration,
             logps,
         });
-        let summary = self.evaluate_iteration()?;
+        let summary = self.evaluate_iteration(emit)?;
         if self.config.train.sync_reference {
             self.burn_mut()?.sync_reference();
         }

@@ -55,7 +55,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 params.eval_samples_out.display()
             ))));
         }
-        let summary = self.evaluate_iteration()?;
+        let summary = self.evaluate_iteration(emit)?;
         self.publish_summary(summary, emit)?;
         Ok((1, 1))
     }

@@ -6,7 +6,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::widgets::{Block, Gauge};
 
-use crate::engine::{Stage, StageSummary};
+use crate::engine::{Stage, StageSummary, Wait};
 
 /// One stage's status.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -23,6 +23,8 @@ pub struct PipelineBar {
     pub iteration: usize,
     pub stage: Option<Stage>,
     pub stages: [StageStatus; 6],
+    /// What the active stage's unit is waiting on (a server starting), while it waits.
+    pub waiting: Option<Wait>,
 }
 
 impl PipelineBar {
@@ -66,10 +68,10 @@ impl PipelineBar {
                 } else {
                     s.done as f64 / s.total as f64
                 };
-                let label = if s.total > 0 {
-                    format!("{}/{}", s.done, s.total)
-                } else {
-                    "…".into()
+                let label = match (&self.waiting, s.total) {
+                    (Some(w), _) => format!("wait {:.0} s", w.elapsed_s),
+                    (None, 1..) => format!("{}/{}", s.done, s.total),
+                    (None, 0) => "…".into(),
                 };
                 (Style::new().fg(Color::Yellow).bold(), ratio, label)
             } else {
