@@ -47,6 +47,23 @@ from accelerate.utils import gather_object  # noqa: E402
 from trl.models.utils import unwrap_model_for_generation  # noqa: E402
 
 BLOCKS = ("chosen", "rejected", "reference")
+OBJECTIVES = ("selm", "dpo", "xpo")
+# SelmTrainer overrides private hooks of DPOTrainer (_compute_loss, _prepare_dataset, ...):
+# under another TRL they may be bypassed and the optimism term silently lost. The versions it
+# was checked with; SELM_TRL_ANY_VERSION=1 runs anyway (the step check below still holds).
+TRL_VERSIONS = ("1.16",)
+
+
+def check_trl():
+    import trl
+
+    version = ".".join(trl.__version__.split(".")[:2])
+    if version not in TRL_VERSIONS and os.environ.get("SELM_TRL_ANY_VERSION") != "1":
+        raise SystemExit(
+            f"TRL {trl.__version__}: selm_trl.py overrides DPOTrainer hooks checked with TRL "
+            f"{', '.join(TRL_VERSIONS)} only (scripts/requirements-trl.txt); install that, or "
+            "set SELM_TRL_ANY_VERSION=1 to try this one"
+        )
 
 
 def read_jsonl(path):
@@ -109,6 +126,8 @@ class SelmTrainer(DPOTrainer):
         self.loss_is_scaled_for_ga = True
         self._rows = []
         self._step_lr = None
+        # Training steps that went through _compute_loss (SELM's loss).
+        self.selm_steps = 0
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         # selm-tui's rows carry the exact token ids it trained on: no re-tokenizing.
@@ -147,10 +166,13 @@ class SelmTrainer(DPOTrainer):
             optimism = self.alpha * self.beta * (py - ry)
         elif self.objective == "xpo":
             optimism = self.alpha * py
-        else:
+        elif self.objective == "dpo":
             optimism = torch.zeros_like(dpo)
+        else:
+            raise ValueError(f"unknown objective {self.objective!r}")
         losses = dpo + optimism
         if self.model.training:
+            self.selm_steps += 1
             self._step_lr = self._get_learning_rate()
             rows = torch.stack([pc, pr, py, rc, rr, ry, losses, dpo, optimism, weight], 1)
             rows = self.accelerator.gather(rows.detach()).float().cpu()
@@ -345,6 +367,9 @@ def main():
     args = parser.parse_args()
     with open(args.params) as f:
         p = json.load(f)
+    check_trl()
+    if p["objective"] not in OBJECTIVES:
+        raise SystemExit(f"{args.params}: unknown objective {p['objective']!r} (one of {OBJECTIVES})")
     rows = read_jsonl(p["input"])
     if not rows:
         raise SystemExit(f"{p['input']}: no pairs")
@@ -371,6 +396,11 @@ def main():
         pairs=len(rows),
     )
     trainer.train()
+    if trainer.selm_steps == 0:
+        raise SystemExit(
+            f"TRL {trl_version()} trained without calling SelmTrainer._compute_loss: the update "
+            "would not be SELM's; no model is saved"
+        )
     trainer.save_model(p["out"])
     trainer.model_wrapped.eval()
     batch = config.per_device_train_batch_size
@@ -381,6 +411,12 @@ def main():
             with open(path + ".tmp", "w") as f:
                 f.writelines(json.dumps(x) + "\n" for x in items)
             os.replace(path + ".tmp", path)
+
+
+def trl_version():
+    import trl
+
+    return trl.__version__
 
 
 if __name__ == "__main__":

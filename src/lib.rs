@@ -30,6 +30,7 @@ pub mod tasks;
 /// Helpers that exist for the test suite (a GGUF writer, reference computations); the
 /// application does not use them.
 pub mod testing;
+pub mod text;
 pub mod tokenizer;
 pub mod train;
 pub mod tui;

@@ -320,7 +320,9 @@ fn failing_trainers_are_named_lose_nothing_and_resume_reruns_the_update() {
             "echo 'Step 1: loss 0.69'; sleep 60".into(),
             "not a JSON object",
         ),
-        ("no-model", "true".into(), "left no model"),
+        ("no-model", format!("echo '{LINE}'"), "left no model"),
+        // Exits 0 with a model but without a step: whatever it ran, not our loss.
+        ("no-step", "cp -r {model} {out}".into(), "reported no step"),
         (
             "nan",
             format!(
@@ -440,4 +442,21 @@ fn the_cluster_recipe_parses_and_its_commands_expand() {
     );
     assert!(serve.starts_with("vllm serve /shared/runs/x/checkpoints/iter-001 --port 8000"));
     assert!(root.join(&c.rank.command[1]).is_file());
+}
+
+/// The trainer refuses what it would not train as asked: an objective it does not know.
+#[test]
+fn the_trainer_refuses_an_unknown_objective() {
+    let tmp = tempfile::tempdir().unwrap();
+    let params = tmp.path().join("params.json");
+    std::fs::write(&params, r#"{"objective": "ipo", "input": "none.jsonl"}"#).unwrap();
+    let out = Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/selm_trl.py"))
+        .arg("--params")
+        .arg(&params)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("unknown objective 'ipo'"), "{stderr}");
 }

@@ -292,6 +292,20 @@ pub enum Objective {
     Xpo,
 }
 
+impl Objective {
+    pub const ALL: [Objective; 3] = [Objective::Selm, Objective::Dpo, Objective::Xpo];
+
+    /// The name configs and the external trainer's `params.json` give it (its serde name;
+    /// a unit test holds the two together).
+    pub fn name(self) -> &'static str {
+        match self {
+            Objective::Selm => "selm",
+            Objective::Dpo => "dpo",
+            Objective::Xpo => "xpo",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Eval {

@@ -290,6 +290,13 @@ mod tests {
     }
 
     #[test]
+    fn objective_names_are_their_serde_names() {
+        for objective in crate::config::Objective::ALL {
+            assert_eq!(serde_json::to_value(objective).unwrap(), objective.name());
+        }
+    }
+
+    #[test]
     fn errors_name_the_key() {
         // (text replaced in the default, replacement, what the error must name)
         let cases: &[(&str, &str, &[&str])] = &[

@@ -221,10 +221,7 @@ fn write_all(stream: UnixStream, rx: Receiver<Arc<str>>) {
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
+/// What the viewer sent, quoted and cut short, for an error line.
 fn clip(line: &str) -> String {
-    let mut end = line.len().min(80);
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}", &line[..end])
+    format!("{:?}", crate::text::clip(line, 80))
 }

@@ -9,6 +9,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+use crate::text::clip;
+
 /// One server, by its base URL (`http://host:port`).
 #[derive(Clone)]
 pub struct OpenAiClient {
@@ -131,7 +133,7 @@ impl OpenAiClient {
         let body = serde_json::to_value(request)?;
         let text = self.post_retrying(&url, &body)?;
         let response: CompletionResponse = serde_json::from_str(&text)
-            .with_context(|| format!("{url}: not a completion: {}", clip(&text)))?;
+            .with_context(|| format!("{url}: not a completion: {}", clip(&text, MESSAGE)))?;
         let choice = response
             .choices
             .into_iter()
@@ -230,16 +232,11 @@ fn server_message(body: &str) -> String {
         other if !other.is_object() => Some(other.to_string()),
         _ => None,
     });
-    found.unwrap_or_else(|| clip(body))
+    found.unwrap_or_else(|| clip(body, MESSAGE))
 }
 
-fn clip(text: &str) -> String {
-    const MAX: usize = 500;
-    match text.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_string(),
-    }
-}
+/// How much of a server's answer an error quotes.
+const MESSAGE: usize = 500;
 
 #[cfg(test)]
 mod tests {

@@ -149,15 +149,15 @@ fn open_log(log: &Path) -> Result<std::fs::File> {
         .with_context(|| format!("opening {}", log.display()))
 }
 
-/// `template` with each `{name}` of `values` replaced by its value, shell-quoted (paths may
-/// hold spaces), in one pass: a value's own braces are never expanded.
+/// `template` with each `{name}` of `values` replaced by its value, shell-quoted with
+/// `shell_words::quote` (paths may hold spaces), in one pass: a value's own braces are never expanded.
 pub fn expand(template: &str, values: &[(&str, String)]) -> String {
     let mut out = String::with_capacity(template.len());
     let mut at = 0;
     for (span, name) in placeholder_spans(template) {
         if let Some((_, value)) = values.iter().find(|(n, _)| *n == name) {
             out.push_str(&template[at..span.start]);
-            out.push_str(&shell_quote(value));
+            out.push_str(&shell_words::quote(value));
             at = span.end;
         }
     }
@@ -165,17 +165,45 @@ pub fn expand(template: &str, values: &[(&str, String)]) -> String {
     out
 }
 
-/// `value` as one word for `sh`: bare when it is plain, else in single quotes.
-fn shell_quote(value: &str) -> String {
-    let plain = !value.is_empty()
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=+,@%".contains(c));
-    if plain {
-        value.to_string()
-    } else {
-        format!("'{}'", value.replace('\'', r"'\''"))
-    }
+/// Runs `cmd` to its end and returns its output, as `Command::output` does, unless it takes
+/// longer than `limit`: then it is killed and that is the error.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Result<std::process::Output> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    // Read on threads of their own, so that a full pipe cannot stall the child.
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = vec![];
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() >= limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("{program} did not finish within {} s", limit.as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
 }
 
 /// Appends `text` to the log at `path`.
@@ -236,7 +264,8 @@ mod tests {
             expand(t, &values),
             "trainer --in 'runs/my run/x.jsonl' --alpha 0.001 --json '{\"a\": 1}'"
         );
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(expand("{v}", &[("v", "it's".into())]), r"'it'\''s'");
+        assert_eq!(expand("{v}", &[("v", String::new())]), "''");
         // One pass: a value holding a placeholder's text stays as it is; ${VAR} is the shell's.
         let values = [("out", "runs/{seed}".to_string()), ("seed", "1".into())];
         assert_eq!(
@@ -260,6 +289,28 @@ mod tests {
         group.wait().unwrap();
         assert_ne!(unsafe { libc::kill(-pgid, 0) }, 0);
         assert!(!group_alive(pgid));
+    }
+
+    #[test]
+    fn output_within_returns_the_output_or_names_the_timeout() {
+        let out = output_within(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(
+            (&out.stdout[..], &out.stderr[..]),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
+        let start = Instant::now();
+        let err =
+            output_within(Command::new("sleep").arg("30"), Duration::from_millis(300)).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(
+            format!("{err:#}").contains("sleep did not finish within 0.3 s"),
+            "{err:#}"
+        );
     }
 
     #[test]

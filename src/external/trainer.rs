@@ -46,7 +46,7 @@ pub struct EvalPromptRow {
 }
 
 /// `params.json`: everything the update needs besides the files.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TrainerParams {
     pub iteration: usize,
     pub objective: String,
@@ -213,7 +213,7 @@ impl RunningTrainer {
                         "the trainer `{}` printed a line that is not a JSON object of metrics \
                          ({e}): `{}`; the end of its output (all of it in {}):\n{}",
                         self.child.command(),
-                        truncate(&line, 200),
+                        crate::text::clip(&line, 200),
                         self.log.display(),
                         self.child.log_tail(TAIL)
                     )
@@ -250,13 +250,6 @@ impl RunningTrainer {
     }
 }
 
-fn truncate(s: &str, n: usize) -> String {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
-    }
-}
-
 /// Checks that `dir` holds an HF model (config.json and safetensors weights).
 pub fn check_model_dir(dir: &Path) -> Result<()> {
     if !dir.join("config.json").is_file() {
@@ -282,6 +275,15 @@ pub fn check_model_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The placeholders a config may name (checked when it is read) are those a trainer's
+    /// command gets values for, in the same order.
+    #[test]
+    fn the_placeholders_validated_are_the_ones_expanded() {
+        let expanded = TrainerParams::default().placeholders(Path::new("run"), Path::new("p"));
+        let names: Vec<&str> = expanded.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, crate::config::TRAIN_PLACEHOLDERS);
+    }
 
     fn run(command: &str) -> (Result<Vec<TrainerMetrics>>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();

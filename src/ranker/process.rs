@@ -208,11 +208,5 @@ impl Drop for ProcessRanker {
 
 /// A reply for an error message: quoted, and cut if long.
 fn quote(line: &str) -> String {
-    const MAX: usize = 300;
-    if line.chars().count() > MAX {
-        let cut: String = line.chars().take(MAX).collect();
-        format!("`{cut}…`")
-    } else {
-        format!("`{line}`")
-    }
+    format!("`{}`", crate::text::clip(line, 300))
 }

@@ -52,6 +52,17 @@ impl<B: AutodiffBackend> Pipeline<B> {
             }
             TrainerPoll::Finished => {
                 self.running_trainer = None;
+                // A trainer that never called the loss it was given (another TRL whose
+                // hooks moved, say) may have trained something else: no step, no model.
+                if self.state.losses.is_empty() {
+                    bail!(
+                        "the trainer exited 0 but reported no step for {} pairs: its update is \
+                         not taken (a trainer prints one JSON metrics line per optimizer step; \
+                         its output in {})",
+                        self.state.triples.len(),
+                        self.run.trainer_log().display()
+                    );
+                }
                 check_model_dir(&self.trainer_params()?.out).with_context(|| {
                     format!(
                         "the trainer exited 0 (its output in {})",
@@ -122,10 +133,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
         let t = &self.config.train;
         Ok(TrainerParams {
             iteration: self.iteration,
-            objective: serde_json::to_value(t.objective)?
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            objective: t.objective.name().to_string(),
             alpha: self.params.alpha,
             beta: self.params.beta,
             lr: self.params.lr,

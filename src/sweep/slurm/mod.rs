@@ -11,12 +11,14 @@ use indicatif::{MultiProgress, ProgressBar};
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod commands;
+
 use super::grid::Point;
-use super::progress::{prepare, say, style, units, units_done};
+use super::progress::{say, style, units, units_done};
 use super::state::{RunStatus, SweepState};
+use commands::{job_state, queued_tasks, submit_array};
 
 /// How often Slurm is asked about the tasks.
 const POLL: Duration = Duration::from_secs(2);
@@ -46,63 +48,87 @@ pub fn drive(
     jobs: Option<usize>,
     sbatch_args: &[String],
 ) -> Result<String> {
-    let queued = queued_tasks()?;
-    let followed: Vec<usize> = (0..points.len())
-        .filter(|&i| {
-            state.runs[i].status != RunStatus::Finished
-                && state.runs[i]
-                    .slurm
-                    .as_ref()
-                    .is_some_and(|id| queued.contains_key(id))
-        })
-        .collect();
-    let submit: Vec<usize> = (0..points.len())
-        .filter(|&i| state.runs[i].status != RunStatus::Finished && !followed.contains(&i))
-        .collect();
+    let (followed, submit) = plan(state, points)?;
     let mp = MultiProgress::new();
     let overall = mp.add(ProgressBar::new(points.iter().map(units).sum()));
     overall.set_style(style("{pos}/{len} units"));
     overall.set_prefix("sweep");
-    let finished = points.len() - followed.len() - submit.len();
-    overall.set_position(
-        (0..points.len())
-            .filter(|&i| state.runs[i].status == RunStatus::Finished)
-            .map(|i| units(&points[i]))
-            .sum(),
-    );
+    let finished: Vec<usize> = (0..points.len())
+        .filter(|&i| state.runs[i].status == RunStatus::Finished)
+        .collect();
+    overall.set_position(finished.iter().map(|&i| units(&points[i])).sum());
     say(
         &mp,
         format!(
-            "{} runs: {finished} finished already, {} still queued in Slurm, {} to submit",
+            "{} runs: {} finished already, {} still queued in Slurm, {} to submit",
             points.len(),
+            finished.len(),
             followed.len(),
             submit.len()
         ),
     );
     if !submit.is_empty() {
-        let job = submit_array(state, points, &submit, jobs, sbatch_args)?;
-        say(
-            &mp,
-            format!(
-                "submitted array job {job} ({} tasks): {}",
-                submit.len(),
-                state.dir.join(SLURM_DIR).display()
-            ),
-        );
-        for &i in &submit {
-            let entry = &mut state.runs[i];
-            entry.slurm = Some(format!("{job}_{i}"));
-            entry.status = RunStatus::Pending;
-            entry.error = None;
-        }
-        state.save()?;
+        submit_points(state, points, &submit, jobs, sbatch_args, &mp)?;
     }
-    let mut tasks: HashMap<usize, Task> = followed
+    let tasks = followed
         .iter()
         .chain(&submit)
         .map(|&i| (i, task(state, &points[i], i, &mp)))
         .collect();
     let started = Instant::now();
+    follow(state, points, tasks, &overall, &mp)?;
+    overall.finish_and_clear();
+    Ok(super::progress::summary(state, started))
+}
+
+/// The unfinished points: those whose task Slurm still has queued (to follow), and the rest
+/// (to submit).
+fn plan(state: &SweepState, points: &[Point]) -> Result<(Vec<usize>, Vec<usize>)> {
+    let queued = queued_tasks()?;
+    let unfinished = (0..points.len()).filter(|&i| state.runs[i].status != RunStatus::Finished);
+    Ok(unfinished.partition(|&i| {
+        state.runs[i]
+            .slurm
+            .as_ref()
+            .is_some_and(|id| queued.contains_key(id))
+    }))
+}
+
+/// Submits points `submit` as one array job and records each one's task id.
+fn submit_points(
+    state: &mut SweepState,
+    points: &[Point],
+    submit: &[usize],
+    jobs: Option<usize>,
+    sbatch_args: &[String],
+    mp: &MultiProgress,
+) -> Result<()> {
+    let job = submit_array(state, points, submit, jobs, sbatch_args)?;
+    say(
+        mp,
+        format!(
+            "submitted array job {job} ({} tasks): {}",
+            submit.len(),
+            state.dir.join(SLURM_DIR).display()
+        ),
+    );
+    for &i in submit {
+        let entry = &mut state.runs[i];
+        entry.slurm = Some(format!("{job}_{i}"));
+        entry.status = RunStatus::Pending;
+        entry.error = None;
+    }
+    state.save()
+}
+
+/// Follows `tasks` (by point) until each has ended, moving their bars.
+fn follow(
+    state: &mut SweepState,
+    points: &[Point],
+    mut tasks: HashMap<usize, Task>,
+    overall: &ProgressBar,
+    mp: &MultiProgress,
+) -> Result<()> {
     let mut failures = 0;
     while !tasks.is_empty() {
         // A busy controller may time out now and then: the tasks run on regardless.
@@ -113,7 +139,7 @@ pub fn drive(
             }
             Err(e) if failures < SQUEUE_RETRIES => {
                 failures += 1;
-                say(&mp, format!("squeue failed ({failures}/{SQUEUE_RETRIES}), retrying: {e:#}"));
+                say(mp, format!("squeue failed ({failures}/{SQUEUE_RETRIES}), retrying: {e:#}"));
                 std::thread::sleep(POLL * 5);
                 continue;
             }
@@ -121,51 +147,66 @@ pub fn drive(
         };
         let mut ended = vec![];
         for (&i, t) in tasks.iter_mut() {
-            // squeue can miss a task scontrol still has queued (a requeue in flight).
-            let listed = queued.get(&t.id).cloned().or_else(|| {
-                job_state(&t.id).filter(|s| {
-                    matches!(
-                        s.as_str(),
-                        "PENDING" | "RUNNING" | "REQUEUED" | "CONFIGURING" | "COMPLETING"
-                    )
-                })
-            });
-            match listed.as_deref() {
-                Some("RUNNING" | "COMPLETING") if t.started.is_none() => {
-                    t.started = Some(Instant::now());
-                    state.runs[i].status = RunStatus::Running;
-                    state.save()?;
-                }
-                Some(_) => {}
-                None => ended.push(i),
+            if !observe(state, &points[i], i, t, &queued, mp)? {
+                ended.push(i);
             }
-            read_output(t, &overall);
-            if t.bar.message().is_empty()
-                && let Some(dir) = state.run_dir(&points[i].name)
-            {
-                t.bar.set_message(dir.display().to_string());
-                say(
-                    &mp,
-                    format!(
-                        "{:>28}: task {} running in {} (selm-tui attach {} on its node)",
-                        points[i].name,
-                        t.id,
-                        dir.display(),
-                        dir.display()
-                    ),
-                );
-            }
+            read_output(t, overall);
         }
         for i in ended {
             let t = tasks.remove(&i).expect("a followed task");
-            finish(state, &points[i], i, t, &overall, &mp)?;
+            finish(state, &points[i], i, t, overall, mp)?;
         }
         if !tasks.is_empty() {
             std::thread::sleep(POLL);
         }
     }
-    overall.finish_and_clear();
-    Ok(super::progress::summary(state, started))
+    Ok(())
+}
+
+/// Looks at task `t` (point `i`) in `queued`: marks it running when it starts, names its
+/// run directory once there is one. False when Slurm no longer has it queued.
+fn observe(
+    state: &mut SweepState,
+    point: &Point,
+    i: usize,
+    t: &mut Task,
+    queued: &HashMap<String, String>,
+    mp: &MultiProgress,
+) -> Result<bool> {
+    // squeue can miss a task scontrol still has queued (a requeue in flight).
+    let listed = queued.get(&t.id).cloned().or_else(|| {
+        job_state(&t.id).filter(|s| {
+            matches!(
+                s.as_str(),
+                "PENDING" | "RUNNING" | "REQUEUED" | "CONFIGURING" | "COMPLETING"
+            )
+        })
+    });
+    match listed.as_deref() {
+        Some("RUNNING" | "COMPLETING") if t.started.is_none() => {
+            t.started = Some(Instant::now());
+            state.runs[i].status = RunStatus::Running;
+            state.save()?;
+        }
+        Some(_) => {}
+        None => return Ok(false),
+    }
+    if t.bar.message().is_empty()
+        && let Some(dir) = state.run_dir(&point.name)
+    {
+        t.bar.set_message(dir.display().to_string());
+        say(
+            mp,
+            format!(
+                "{:>28}: task {} running in {} (selm-tui attach {} on its node)",
+                point.name,
+                t.id,
+                dir.display(),
+                dir.display()
+            ),
+        );
+    }
+    Ok(true)
 }
 
 fn task(state: &SweepState, point: &Point, i: usize, mp: &MultiProgress) -> Task {
@@ -186,103 +227,6 @@ fn task(state: &SweepState, point: &Point, i: usize, mp: &MultiProgress) -> Task
 /// `slurm/<job>_<index>.out`, as the script's `--output` names it.
 fn output_file(dir: &Path, task: &str) -> PathBuf {
     dir.join(SLURM_DIR).join(format!("{task}.out"))
-}
-
-/// Writes the array job's script and submits it for points `indices`; returns the job id.
-fn submit_array(
-    state: &SweepState,
-    points: &[Point],
-    indices: &[usize],
-    jobs: Option<usize>,
-    sbatch_args: &[String],
-) -> Result<String> {
-    for &i in indices {
-        prepare(state, &points[i])?;
-    }
-    let slurm = state.dir.join(SLURM_DIR);
-    std::fs::create_dir_all(&slurm).with_context(|| format!("creating {}", slurm.display()))?;
-    // The executable by its path: tasks start on other nodes, from a shared filesystem.
-    let exe = std::env::current_exe().context("finding the selm-tui executable")?;
-    let script = slurm.join("array.sh");
-    crate::io::atomic_write(&script, job_script(&exe, &state.dir).as_bytes())?;
-    let mut array = indices
-        .iter()
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    if let Some(n) = jobs {
-        array.push_str(&format!("%{n}"));
-    }
-    // `%` in the directory would read as one of Slurm's patterns.
-    let tasks_out = slurm.join("%A_%a.out");
-    if slurm.display().to_string().contains('%') {
-        bail!(
-            "{}: Slurm's --output cannot name a path with `%`",
-            slurm.display()
-        );
-    }
-    let out = Command::new("sbatch")
-        .arg("--parsable")
-        .arg(format!("--array={array}"))
-        .arg("--output")
-        .arg(&tasks_out)
-        .args(sbatch_args)
-        .arg(&script)
-        .output()
-        .context("running sbatch (is Slurm installed, and this a submit host?)")?;
-    if !out.status.success() {
-        bail!(
-            "sbatch {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    // `--parsable` prints `JOBID` or `JOBID;CLUSTER`.
-    let text = String::from_utf8_lossy(&out.stdout);
-    let job = text.trim().split(';').next().unwrap_or_default();
-    if job.is_empty() || !job.bytes().all(|b| b.is_ascii_digit()) {
-        bail!("sbatch printed no job id: {text:?}");
-    }
-    Ok(job.to_string())
-}
-
-/// The array job's script: each task runs (or resumes) its point of the sweep.
-fn job_script(exe: &Path, dir: &Path) -> String {
-    let q = |p: &Path| shell_words::quote(&p.display().to_string()).into_owned();
-    format!(
-        "#!/bin/bash\n\
-         # selm-tui sweep: task i of this array job runs grid point i of sweep.json, or resumes\n\
-         # it when its run directory exists (an interrupted, cancelled or requeued task).\n\
-         # sbatch gets --output=DIR/slurm/%A_%a.out on its command line.\n\
-         #SBATCH --job-name=selm-sweep\n\
-         #SBATCH --open-mode=append\n\
-         set -euo pipefail\n\
-         # Flex's threads follow the CPUs Slurm gave the task (--cpus-per-task), 1 by default.\n\
-         export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"\n\
-         exec {exe} sweep-task {dir} \"$SLURM_ARRAY_TASK_ID\"\n",
-        exe = q(exe),
-        dir = q(dir),
-    )
-}
-
-/// Task ids (`JOBID_INDEX`) of this user's queued and running array tasks, with their state.
-fn queued_tasks() -> Result<HashMap<String, String>> {
-    let out = Command::new("squeue")
-        .args(["--me", "-h", "-r", "-o", "%i %T"])
-        .output()
-        .context("running squeue (is Slurm installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "squeue {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(id, st)| (id.to_string(), st.trim().to_string()))
-        .collect())
 }
 
 /// Moves a task's bar to where the new lines of its output say it is.
@@ -369,21 +313,6 @@ fn interrupted(state: &str) -> bool {
     )
 }
 
-/// The task's final state as `scontrol` still knows it (`COMPLETED`, `CANCELLED`, ...);
-/// None once Slurm has forgotten the job (MinJobAge).
-fn job_state(task: &str) -> Option<String> {
-    let out = Command::new("scontrol")
-        .args(["show", "job", "-o", task])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let state = text
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix("JobState="))?;
-    // `CANCELLED by 0` is one field in `-o` output: the state is its first word.
-    Some(state.split_whitespace().next()?.to_string())
-}
-
 /// `selm-tui sweep-task DIR INDEX`: the array task's body. Runs point `index` of the sweep
 /// in `dir` in this process's place (Slurm's signals reach selm-tui itself).
 pub fn run_task(dir: &Path, index: usize) -> Result<()> {
@@ -416,15 +345,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_script_runs_each_task_through_sweep_task() {
-        let s = job_script(
-            Path::new("/opt/selm tui/selm-tui"),
-            Path::new("/scratch/sw"),
-        );
-        assert!(s.starts_with("#!/bin/bash\n"));
-        assert!(s.contains(
-            "exec '/opt/selm tui/selm-tui' sweep-task /scratch/sw \"$SLURM_ARRAY_TASK_ID\"\n"
-        ));
+    fn cancelled_and_timed_out_tasks_are_resumed_not_failed() {
         assert!(interrupted("CANCELLED") && interrupted("TIMEOUT") && !interrupted("FAILED"));
     }
 }
