@@ -2,7 +2,8 @@
 # Installs what the test suite needs, idempotently (a second run takes seconds):
 #   - Debian packages (as root, or through sudo): tmux (the TUI end-to-end and attach tests),
 #     mesa-vulkan-drivers (lavapipe: the wgpu parity test), slurm-wlm and munge (the one-node
-#     Slurm of tests/sweep_slurm.rs, which runs as root);
+#     Slurm of tests/sweep_slurm.rs, which runs as root), and python3-venv / python3-pip where
+#     the system Python lacks them;
 #   - Python packages in a virtual environment in the cache, never in the system Python:
 #     $SELM_CACHE/venvs/torch (torch, transformers[serving], TRL, accelerate, datasets) for
 #     the reference tokenizer, `transformers serve` and scripts/selm_trl.py;
@@ -20,14 +21,12 @@ say() { printf 'setup-tests: %s\n' "$*" >&2; }
 # ---- Debian packages ---------------------------------------------------------------------------
 apt_packages() {
     local missing=() pkg sudo=()
-    for pkg in tmux mesa-vulkan-drivers slurm-wlm munge python3-venv; do
+    for pkg in tmux mesa-vulkan-drivers slurm-wlm munge; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
-    # pyenv's or another non-Debian python3 brings its own venv module.
-    if [[ " ${missing[*]} " == *" python3-venv "* ]] && python3 -m venv --help >/dev/null 2>&1; then
-        missing=("${missing[@]/python3-venv/}")
-        missing=(${missing[@]+"${missing[@]}"})
-    fi
+    # The Python environments need venv with ensurepip, and the model fetches pip.
+    python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+    python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
     [[ ${#missing[@]} -eq 0 ]] && return
     if [[ $(id -u) -ne 0 ]]; then
         if sudo -n true 2>/dev/null; then sudo=(sudo -n); else
@@ -38,7 +37,7 @@ apt_packages() {
     fi
     say "apt-get install ${missing[*]}"
     "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 if command -v apt-get >/dev/null 2>&1; then apt_packages; else
     say "no apt-get: install tmux, Mesa's Vulkan drivers, Slurm and munge yourself"

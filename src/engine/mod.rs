@@ -7,6 +7,7 @@ pub mod messages;
 pub mod pipeline;
 mod resume;
 mod stages;
+mod stall;
 mod start;
 
 use anyhow::Result;
@@ -145,27 +146,15 @@ fn worker<B: AutodiffBackend>(
         emit(Event::Log(LogLine::info(
             "evaluating the starting model on held-out prompts",
         )));
-        loop {
-            match pipeline.evaluate_start(&mut emit) {
-                // A command cut a wait short: apply what came, then evaluate again.
-                Err(e) if is_interrupted(&e) => {
-                    interrupt.lower();
-                    let mut quit = false;
-                    for cmd in commands.try_iter() {
-                        quit |= cmd == Command::Quit;
-                        let before = mode;
-                        mode = apply(cmd, mode, &mut pipeline, &mut auto_pause, &mut emit);
-                        announce(before, mode, &mut emit);
-                    }
-                    if quit {
-                        drop(pipeline);
-                        emit(Event::Finished { completed: false });
-                        return;
-                    }
-                }
-                Err(e) => break emit(Event::Error(format!("{e:#}"))),
-                Ok(()) => break,
+        match pipeline.evaluate_start(&mut emit) {
+            // Only a quit cuts the starting evaluation short (see Pipeline::watch).
+            Err(e) if is_interrupted(&e) => {
+                drop(pipeline);
+                emit(Event::Finished { completed: false });
+                return;
             }
+            Err(e) => emit(Event::Error(format!("{e:#}"))),
+            Ok(()) => {}
         }
     } else {
         for summary in pipeline.summaries() {

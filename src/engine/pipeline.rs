@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 use std::time::Instant;
 
 use super::interrupt::Interrupt;
-use super::messages::{Event, LiveParams, LogLine, Origin, Stage, StageSummary, Wait};
+use super::messages::{Event, LiveParams, Origin, Stage, StageSummary, Wait};
 use super::stages::{HumanDesk, IterationState};
 use super::start::{load_start, prompt_sets};
 use crate::config::{Config, GenerateEngine};
@@ -72,7 +72,7 @@ pub struct Pipeline<B: AutodiffBackend> {
     pub(super) global_step: usize,
     pub(super) finished: bool,
     /// A unit where the engine stops and waits forever (`SELM_STALL_AT`, for crash tests).
-    stall_at: Option<(usize, Stage, usize)>,
+    pub(super) stall_at: Option<(usize, Stage, usize)>,
     /// Raised by a command: a unit waiting on the outside gives up ([`Self::watch`]).
     interrupt: Interrupt,
 }
@@ -168,7 +168,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             stage_clock: Instant::now(),
             global_step: 0,
             finished: false,
-            stall_at: stall_point(),
+            stall_at: super::stall::stall_point(),
             interrupt: Interrupt::default(),
         })
     }
@@ -408,49 +408,27 @@ impl<B: AutodiffBackend> Pipeline<B> {
         self.interrupt = interrupt;
     }
 
-    /// What a wait on the outside reports to: the front ends hear of it once a second, and
-    /// it gives up when a command has come.
+    /// What a wait on the outside reports to: the front ends hear of it once a second from
+    /// its first second on, and it gives up when a pause or a quit has come.
     pub(super) fn watch<'a>(
         &self,
         emit: &'a mut dyn FnMut(Event),
     ) -> impl FnMut(&Wait) -> bool + use<'a, B> {
         let interrupt = self.interrupt.clone();
+        // The starting evaluation runs paused (the run opens paused after it): only a quit
+        // cuts its waits short.
+        let quit_only = self.summaries.is_empty();
         let mut shown: Option<(String, u64)> = None;
         move |wait: &Wait| {
             let second = wait.elapsed_s as u64;
-            if shown.as_ref() != Some(&(wait.what.clone(), second)) {
+            // A wait under a second (most batches) is not worth a word.
+            if second >= 1 && shown.as_ref() != Some(&(wait.what.clone(), second)) {
                 shown = Some((wait.what.clone(), second));
                 emit(Event::Waiting(wait.clone()));
             }
-            !interrupt.is_raised()
+            !(interrupt.quitting() || (interrupt.is_raised() && !quit_only))
         }
     }
-
-    /// Stops here forever when `SELM_STALL_AT` names this point.
-    fn stall_if_at(&self, at: (usize, Stage, usize), emit: &mut dyn FnMut(Event)) {
-        if self.stall_at != Some(at) {
-            return;
-        }
-        let (iteration, stage, unit) = at;
-        emit(Event::Log(LogLine::warn(format!(
-            "SELM_STALL_AT: stalled before unit {unit} of iteration {iteration} stage `{}`",
-            stage.label()
-        ))));
-        loop {
-            std::thread::park();
-        }
-    }
-}
-
-/// `SELM_STALL_AT=ITERATION:STAGE:UNIT` (stage as in state.json, e.g. `1:generate:2`): the
-/// engine stops before that unit and waits forever, so a test can kill it at a known point.
-fn stall_point() -> Option<(usize, Stage, usize)> {
-    let spec = std::env::var("SELM_STALL_AT").ok()?;
-    let mut parts = spec.split(':');
-    let iteration = parts.next()?.parse().ok()?;
-    let stage = serde_json::from_value(serde_json::Value::String(parts.next()?.into())).ok()?;
-    let unit = parts.next()?.parse().ok()?;
-    Some((iteration, stage, unit))
 }
 
 pub(super) fn now() -> String {

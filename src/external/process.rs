@@ -149,20 +149,34 @@ fn open_log(log: &Path) -> Result<std::fs::File> {
         .with_context(|| format!("opening {}", log.display()))
 }
 
-/// `template` with each `{name}` of `values` replaced by its value, shell-quoted with
-/// `shell_words::quote` (paths may hold spaces), in one pass: a value's own braces are never expanded.
+/// `template` with each `{name}` of `values` replaced by its value, shell-quoted (paths may
+/// hold spaces), in one pass: a value's own braces are never expanded.
 pub fn expand(template: &str, values: &[(&str, String)]) -> String {
     let mut out = String::with_capacity(template.len());
     let mut at = 0;
     for (span, name) in placeholder_spans(template) {
         if let Some((_, value)) = values.iter().find(|(n, _)| *n == name) {
             out.push_str(&template[at..span.start]);
-            out.push_str(&shell_words::quote(value));
+            out.push_str(&shell_quote(value));
             at = span.end;
         }
     }
     out.push_str(&template[at..]);
     out
+}
+
+/// `value` as one word for `sh` or bash: bare when it is plain, else in single quotes.
+/// Stricter than `shell_words::quote`, which leaves `{a,b}` bare for bash to brace-expand.
+pub fn shell_quote(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=+,@%".contains(c));
+    if plain {
+        value.to_string()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
 }
 
 /// Runs `cmd` to its end and returns its output, as `Command::output` does, unless it takes
@@ -277,8 +291,9 @@ mod tests {
     /// The check that works without /proc (macOS) sees a running group and its end.
     #[test]
     fn signal_zero_tells_a_live_group() {
+        // `exec`: the group is the one process, gone once reaped.
         let mut group = Command::new("sh")
-            .args(["-c", "sleep 300"])
+            .args(["-c", "exec sleep 300"])
             .process_group(0)
             .spawn()
             .unwrap();

@@ -10,8 +10,16 @@ use std::time::{Duration, Instant};
 
 use super::http::{Completion, CompletionRequest, OpenAiClient};
 use super::process::{GroupChild, append, expand};
-use super::wait::{self, Watch};
+use super::wait::{self, Background, Watch};
 use crate::config::{Reload, ServerSection};
+
+/// A start or reload under way: for which checkpoint, since when, and a reload request
+/// still in flight (waited for again, not sent again).
+struct Pending {
+    checkpoint: PathBuf,
+    since: Instant,
+    reload: Option<Background<Result<String>>>,
+}
 
 pub struct GenerationServer {
     config: ServerSection,
@@ -22,8 +30,8 @@ pub struct GenerationServer {
     log: PathBuf,
     /// The checkpoint the server serves now, once known.
     serving: Option<PathBuf>,
-    /// A start or reload under way (its checkpoint, since when) that a command interrupted.
-    pending: Option<(PathBuf, Instant)>,
+    /// A start or reload under way that a pause or quit interrupted.
+    pending: Option<Pending>,
     /// The model id requests carry.
     model: Option<String>,
 }
@@ -67,34 +75,56 @@ impl GenerationServer {
         if self.serving.as_deref() == Some(checkpoint) {
             return Ok(());
         }
-        let since = match self.pending.take() {
-            // Interrupted on its way to this checkpoint: wait on.
-            Some((pending, since)) if pending == *checkpoint && !died => since,
-            _ => {
-                let since = Instant::now();
-                // A failed or interrupted start or reload is done again by the next serve
-                // (a reload is idempotent).
-                let begun = match (&self.config.command, self.config.reload) {
-                    (Some(template), _) => self.restart(template.clone(), checkpoint),
-                    // With a way to reload, even the starting model is loaded: a long-lived
-                    // server may still serve another run's weights.
-                    (None, Some(reload)) => self.reload(reload, checkpoint, since, watch),
-                    (None, None) if starting => Ok(()),
-                    (None, None) => bail!(
-                        "{} serves the starting model and has no `generate.server.reload` to \
-                         take {}",
-                        self.url(),
-                        checkpoint.display()
-                    ),
-                };
-                begun?;
-                since
+        let resumed = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.checkpoint == *checkpoint);
+        if !resumed {
+            self.begin(checkpoint, starting)?;
+        }
+        let since = self.pending.as_ref().expect("begun").since;
+        let finished = self
+            .finish_reload(watch)
+            .and_then(|()| self.wait_ready(since, watch));
+        match finished {
+            // Interrupted: the same `serve` picks the start or reload up where it was.
+            Err(e) if wait::is_interrupted(&e) => return Err(e),
+            // Failed: the next `serve` starts or reloads afresh.
+            Err(e) => {
+                self.pending = None;
+                return Err(e);
             }
-        };
-        self.pending = Some((checkpoint.to_path_buf(), since));
-        self.wait_ready(since, watch)?;
+            Ok(()) => {}
+        }
         self.pending = None;
         self.serving = Some(checkpoint.to_path_buf());
+        Ok(())
+    }
+
+    /// Starts (or restarts) the managed server on `checkpoint`, or sends a running one the
+    /// reload request; the wait for it is pending.
+    fn begin(&mut self, checkpoint: &Path, starting: bool) -> Result<()> {
+        let since = Instant::now();
+        let reload = match (&self.config.command, self.config.reload) {
+            (Some(template), _) => {
+                self.restart(template.clone(), checkpoint)?;
+                None
+            }
+            // With a way to reload, even the starting model is loaded: a long-lived server
+            // may still serve another run's weights.
+            (None, Some(how)) => Some(self.send_reload(how, checkpoint)?),
+            (None, None) if starting => None,
+            (None, None) => bail!(
+                "{} serves the starting model and has no `generate.server.reload` to take {}",
+                self.url(),
+                checkpoint.display()
+            ),
+        };
+        self.pending = Some(Pending {
+            checkpoint: checkpoint.to_path_buf(),
+            since,
+            reload,
+        });
         Ok(())
     }
 
@@ -137,18 +167,11 @@ impl GenerationServer {
         Ok(())
     }
 
-    /// Tells a running server to load `checkpoint`: its reload endpoint, or
-    /// `reload_command` as a child of its own (in a process group, its output in server.log,
-    /// given `ready_timeout_s`).
-    fn reload(
-        &mut self,
-        how: Reload,
-        checkpoint: &Path,
-        since: Instant,
-        watch: &mut Watch,
-    ) -> Result<()> {
+    /// Tells a running server to load `checkpoint`, in the background: its reload endpoint,
+    /// or `reload_command` as a child of its own (in a process group, its output in
+    /// server.log, given `ready_timeout_s`).
+    fn send_reload(&self, how: Reload, checkpoint: &Path) -> Result<Background<Result<String>>> {
         let path = checkpoint.display().to_string();
-        let context = format!("reloading {} with {path}", self.url());
         let limit = Duration::from_secs_f64(self.config.ready_timeout_s);
         let (endpoint, body) = match how {
             Reload::Sglang => (
@@ -164,54 +187,37 @@ impl GenerationServer {
             ),
             Reload::Command => {
                 let template = self.config.reload_command.as_deref().unwrap_or_default();
-                let command = expand(template, &[("checkpoint", path.clone())]);
-                return self
-                    .reload_with_command(&command, since, limit, watch)
-                    .with_context(|| context);
+                let command = expand(template, &[("checkpoint", path)]);
+                append(
+                    &self.log,
+                    &format!("\n# selm-tui: reloading with `{command}`\n"),
+                )?;
+                let child = GroupChild::spawn(&command, &self.log)?;
+                return Background::spawn(move || run_reload_command(child, limit));
             }
         };
         let client = self.client.clone();
-        wait::wait_for("server reloading", since, Some(limit), watch, move || {
-            client.post(endpoint, &body)
-        })?
-        .with_context(|| context)?;
-        Ok(())
+        Background::spawn(move || client.post(endpoint, &body))
     }
 
-    fn reload_with_command(
-        &mut self,
-        command: &str,
-        since: Instant,
-        limit: Duration,
-        watch: &mut Watch,
-    ) -> Result<()> {
-        append(
-            &self.log,
-            &format!("\n# selm-tui: reloading with `{command}`\n"),
-        )?;
-        let mut child = GroupChild::spawn(command, &self.log)?;
-        loop {
-            if let Some(status) = child.exited() {
-                if !status.success() {
-                    bail!(
-                        "`{command}` exited with {status} (its output is in {}):\n{}",
-                        self.log.display(),
-                        child.log_tail(20)
-                    );
-                }
-                return Ok(());
-            }
-            if since.elapsed() >= limit {
-                child.stop(Duration::from_secs(5));
-                bail!(
-                    "`{command}` did not finish within {} s (generate.server.ready_timeout_s)",
-                    limit.as_secs_f64()
-                );
-            }
-            // An interruption stops the command (the group goes with `child`); the next
-            // serve runs it again.
-            wait::sleep(wait::POLL, "reload command", since, Some(limit), watch)?;
+    /// Waits for a reload in flight, if any.
+    fn finish_reload(&mut self, watch: &mut Watch) -> Result<()> {
+        let Some(Pending {
+            since,
+            reload: Some(reload),
+            checkpoint,
+        }) = &self.pending
+        else {
+            return Ok(());
+        };
+        let limit = Duration::from_secs_f64(self.config.ready_timeout_s);
+        let answer = reload.wait("server reloading", *since, Some(limit), watch)?;
+        let context = || format!("reloading {} with {}", self.url(), checkpoint.display());
+        answer.with_context(context)?;
+        if let Some(p) = self.pending.as_mut() {
+            p.reload = None;
         }
+        Ok(())
     }
 
     /// Waits until `/v1/models` answers (the started server is up, the reload done), and
@@ -258,6 +264,32 @@ impl GenerationServer {
                 _ => wait::sleep(Duration::from_millis(250), what, since, Some(limit), watch)?,
             }
         }
+    }
+}
+
+/// Runs a reload command to its end, given `limit`; its output is in server.log.
+fn run_reload_command(mut child: GroupChild, limit: Duration) -> Result<String> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.exited() {
+            if !status.success() {
+                bail!(
+                    "`{}` exited with {status}:\n{}",
+                    child.command(),
+                    child.log_tail(20)
+                );
+            }
+            return Ok(String::new());
+        }
+        if start.elapsed() >= limit {
+            child.stop(Duration::from_secs(5));
+            bail!(
+                "`{}` did not finish within {} s (generate.server.ready_timeout_s)",
+                child.command(),
+                limit.as_secs_f64()
+            );
+        }
+        std::thread::sleep(wait::POLL);
     }
 }
 

@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 /// How often a wait looks at its watch.
@@ -50,8 +50,45 @@ pub fn is_interrupted(e: &anyhow::Error) -> bool {
     e.downcast_ref::<Interrupted>().is_some()
 }
 
+/// Work running on a thread of its own, whose result can be waited for, given up on and
+/// waited for again (a reload interrupted by a pause is not sent twice).
+pub struct Background<T>(Receiver<T>);
+
+impl<T: Send + 'static> Background<T> {
+    pub fn spawn(work: impl FnOnce() -> T + Send + 'static) -> Result<Self> {
+        let (tx, rx) = channel();
+        std::thread::Builder::new()
+            .name("selm-wait".into())
+            .spawn(move || {
+                // The receiver is gone when the work was given up: the result goes with it.
+                let _ = tx.send(work());
+            })?;
+        Ok(Self(rx))
+    }
+
+    /// The work's result, telling `watch` about the wait (`what`, `since`, `limit`)
+    /// meanwhile; [`Interrupted`] when the watch says stop (the work goes on).
+    pub fn wait(
+        &self,
+        what: &str,
+        since: Instant,
+        limit: Option<Duration>,
+        watch: &mut Watch,
+    ) -> Result<T> {
+        loop {
+            match self.0.recv_timeout(POLL) {
+                Ok(result) => return Ok(result),
+                Err(RecvTimeoutError::Disconnected) => {
+                    anyhow::bail!("{what}: the waiting thread died")
+                }
+                Err(RecvTimeoutError::Timeout) => tick(what, since, limit, watch)?,
+            }
+        }
+    }
+}
+
 /// Runs `work` on a thread of its own and returns its result, telling `watch` about the wait
-/// (`what`, `since`, `limit`) meanwhile; [`Interrupted`] when the watch says stop.
+/// meanwhile; [`Interrupted`] when the watch says stop (the work is then abandoned).
 pub fn wait_for<T: Send + 'static>(
     what: &str,
     since: Instant,
@@ -59,20 +96,7 @@ pub fn wait_for<T: Send + 'static>(
     watch: &mut Watch,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T> {
-    let (tx, rx) = channel();
-    std::thread::Builder::new()
-        .name("selm-wait".into())
-        .spawn(move || {
-            // The receiver is gone when the wait was given up: the result goes with it.
-            let _ = tx.send(work());
-        })?;
-    loop {
-        match rx.recv_timeout(POLL) {
-            Ok(result) => return Ok(result),
-            Err(RecvTimeoutError::Disconnected) => anyhow::bail!("{what}: the waiting thread died"),
-            Err(RecvTimeoutError::Timeout) => tick(what, since, limit, watch)?,
-        }
-    }
+    Background::spawn(work)?.wait(what, since, limit, watch)
 }
 
 /// Tells `watch` once about a wait; [`Interrupted`] when it says stop.

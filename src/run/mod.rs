@@ -4,8 +4,10 @@
 //! the engine and the front ends.
 
 mod dir;
+mod lock;
 pub mod records;
 mod stage;
 
-pub use dir::{RunDir, RunLock, read_if_present};
+pub use dir::{RunDir, read_if_present};
+pub use lock::RunLock;
 pub use stage::Stage;

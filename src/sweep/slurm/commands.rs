@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::SLURM_DIR;
-use crate::external::process::output_within;
+use crate::external::process::{output_within, shell_quote};
 use crate::sweep::grid::Point;
 use crate::sweep::progress::prepare;
 use crate::sweep::state::SweepState;
@@ -17,6 +17,8 @@ use crate::sweep::state::SweepState;
 /// How long an `sbatch`, `squeue` or `scontrol` may take before it counts as failed (a
 /// controller that never answers must not hold the sweep).
 const SLURM_TIMEOUT: Duration = Duration::from_secs(60);
+/// `sbatch` gets longer: one killed after submitting leaves a job the sweep never recorded.
+const SBATCH_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Writes the array job's script and submits it for points `indices`; returns the job id.
 pub(super) fn submit_array(
@@ -59,7 +61,7 @@ pub(super) fn submit_array(
         .arg(&tasks_out)
         .args(sbatch_args)
         .arg(&script);
-    let out = output_within(&mut sbatch, SLURM_TIMEOUT)
+    let out = output_within(&mut sbatch, SBATCH_TIMEOUT)
         .context("running sbatch (is Slurm installed, and this a submit host?)")?;
     if !out.status.success() {
         bail!(
@@ -79,7 +81,7 @@ pub(super) fn submit_array(
 
 /// The array job's script: each task runs (or resumes) its point of the sweep.
 fn job_script(exe: &Path, dir: &Path) -> String {
-    let q = |p: &Path| shell_words::quote(&p.display().to_string()).into_owned();
+    let q = |p: &Path| shell_quote(&p.display().to_string());
     format!(
         "#!/bin/bash\n\
          # selm-tui sweep: task i of this array job runs grid point i of sweep.json, or resumes\n\
