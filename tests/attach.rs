@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use external::{Killed, selm};
+use selm_tui::control::protocol::PROTOCOL;
 use tmux::Tmux;
 
 const LONG: Duration = Duration::from_secs(120);
@@ -177,14 +178,14 @@ fn viewers_step_steer_detach_and_stop_a_headless_run() {
     // after a hello closes that connection only; a client that never reads blocks nothing.
     let (_, refused) = raw_client(&dir, 99);
     assert!(
-        refused.contains("refused") && refused.contains("protocol 1"),
+        refused.contains("refused") && refused.contains(&format!("protocol {PROTOCOL}")),
         "{refused}"
     );
     assert!(refused.contains("speaks 99"), "{refused}");
-    let (garbage, hello) = raw_client(&dir, 1);
+    let (garbage, hello) = raw_client(&dir, PROTOCOL);
     assert!(hello.starts_with(r#"{"hello""#), "{hello}");
     writeln!(&garbage, "this is not json").unwrap();
-    let (_hung, _) = raw_client(&dir, 1);
+    let (_hung, _) = raw_client(&dir, PROTOCOL);
     b.wait_for("not a command", LONG);
 
     // SIGKILL one viewer; the other steps the rest of the update.

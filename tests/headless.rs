@@ -251,3 +251,40 @@ fn a_tokenizer_that_does_not_fit_the_model_names_both_numbers() {
         "{text}"
     );
 }
+
+/// An iteration of one update step with a warmup ratio above 0 trains at lr 0: said, with the
+/// numbers, and the metrics show it.
+#[test]
+fn warmup_that_takes_every_step_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = selm_tui::config::Config::embedded_default();
+    c.run.out_dir = tmp.path().join("runs");
+    c.run.iterations = 1;
+    c.prompts.per_iteration = 8;
+    c.prompts.eval = 4;
+    c.train.batch_size = 64;
+    c.train.warmup_ratio = 0.1;
+    let config = tmp.path().join("one-step.toml");
+    std::fs::write(&config, c.to_toml()).unwrap();
+    let (ok, stdout) = headless(&config);
+    assert!(ok, "{stdout}");
+    assert!(
+        stdout.contains("1 update step(s) with train.warmup_ratio 0.1: warmup takes all of them"),
+        "{stdout}"
+    );
+    let run = std::fs::read_dir(tmp.path().join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let step: serde_json::Value = serde_json::from_str(
+        metrics
+            .lines()
+            .find(|l| l.contains("\"kind\":\"train\""))
+            .expect("a train row"),
+    )
+    .unwrap();
+    assert_eq!(step["lr"], 0.0, "{step}");
+}

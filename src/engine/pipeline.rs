@@ -71,8 +71,6 @@ pub struct Pipeline<B: AutodiffBackend> {
     stage_clock: Instant,
     pub(super) global_step: usize,
     pub(super) finished: bool,
-    /// A unit where the engine stops and waits forever (`SELM_STALL_AT`, for crash tests).
-    pub(super) stall_at: Option<(usize, Stage, usize)>,
     /// Raised by a command: a unit waiting on the outside gives up ([`Self::watch`]).
     interrupt: Interrupt,
 }
@@ -168,7 +166,6 @@ impl<B: AutodiffBackend> Pipeline<B> {
             stage_clock: Instant::now(),
             global_step: 0,
             finished: false,
-            stall_at: super::stall::stall_point(),
             interrupt: Interrupt::default(),
         })
     }

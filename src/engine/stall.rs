@@ -9,7 +9,7 @@ use super::pipeline::Pipeline;
 impl<B: AutodiffBackend> Pipeline<B> {
     /// Stops here forever when `SELM_STALL_AT` names this point.
     pub(super) fn stall_if_at(&self, at: (usize, Stage, usize), emit: &mut dyn FnMut(Event)) {
-        if self.stall_at != Some(at) {
+        if stall_point() != Some(at) {
             return;
         }
         let (iteration, stage, unit) = at;
@@ -25,7 +25,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
 
 /// `SELM_STALL_AT=ITERATION:STAGE:UNIT` (stage as in state.json, e.g. `1:generate:2`): the
 /// engine stops before that unit and waits forever, so a test can kill it at a known point.
-pub(super) fn stall_point() -> Option<(usize, Stage, usize)> {
+fn stall_point() -> Option<(usize, Stage, usize)> {
     let spec = std::env::var("SELM_STALL_AT").ok()?;
     let mut parts = spec.split(':');
     let iteration = parts.next()?.parse().ok()?;

@@ -27,6 +27,12 @@ impl CosineWithWarmup {
         }
     }
 
+    /// Whether warmup covers every step: none runs at the peak rate, and a lone step runs at
+    /// 0 (one step with any warmup ratio above 0).
+    pub fn warmup_swallows_all(&self) -> bool {
+        self.total_steps > 0 && self.warmup_steps >= self.total_steps
+    }
+
     /// The rate for optimizer step `step` (0-based), as the HF LambdaLR yields it.
     pub fn lr(&self, step: usize) -> f64 {
         if self.total_steps == 0 {
@@ -56,6 +62,11 @@ mod tests {
         assert!((s.lr(55) - 5e-4).abs() < 1e-12); // halfway through the decay
         assert!(s.lr(100).abs() < 1e-12);
         assert_eq!(CosineWithWarmup::new(1.0, 0.1, 3).warmup_steps, 1); // ceil
+        // One step with any warmup: all warmup, at lr 0.
+        let one = CosineWithWarmup::new(1.0, 0.1, 1);
+        assert!(one.warmup_swallows_all() && one.lr(0) == 0.0);
+        assert!(!CosineWithWarmup::new(1.0, 0.1, 12).warmup_swallows_all());
+        assert!(!CosineWithWarmup::new(1.0, 0.0, 1).warmup_swallows_all());
         assert_eq!(CosineWithWarmup::constant(2e-5).lr(1000), 2e-5);
     }
 }

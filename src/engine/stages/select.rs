@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use crate::engine::messages::Event;
+use crate::engine::messages::{Event, LogLine};
 use crate::engine::pipeline::{Pipeline, Progress};
 use crate::ranker::best_and_worst;
 use crate::run::records::{Candidate, PairRecord};
@@ -89,6 +89,18 @@ impl<B: AutodiffBackend> Pipeline<B> {
             self.config.train.warmup_ratio,
             self.state.batches.len(),
         );
+        if schedule.warmup_swallows_all() {
+            // Both engines schedule alike (transformers' warmup is ceil(ratio * steps)).
+            emit(Event::Log(LogLine::warn(format!(
+                "iteration {}: {} update step(s) with train.warmup_ratio {}: warmup takes \
+                 all of them, the first at lr 0 and none at lr {}; lower the warmup ratio or \
+                 train on more pairs per iteration",
+                self.iteration,
+                schedule.total_steps,
+                self.config.train.warmup_ratio,
+                self.params.lr
+            ))));
+        }
         if let Some(trainer) = self.trainer.as_mut() {
             trainer.reset_optimizer(schedule);
         }
