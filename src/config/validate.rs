@@ -177,6 +177,18 @@ impl Config {
             ),
             _ => {}
         }
+        if server.n && server.api == crate::config::ServerApi::Transformers {
+            bail!(
+                "key `generate.server.n`: `transformers serve` ignores `n` (one choice per \
+                 request); set `n = false` for it"
+            );
+        }
+        if server.sleep && server.reload.is_none() {
+            bail!(
+                "key `generate.server.sleep`: a server put to sleep during the update must \
+                 stay up, which needs `reload` (a managed server without it is stopped instead)"
+            );
+        }
         if server.reload == Some(Reload::Command)
             && !server
                 .reload_command

@@ -211,6 +211,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
         let texts: Vec<String> =
             complete_all(server.requester(), requests, config.concurrency, &mut watch)?
                 .into_iter()
+                .flatten()
                 .map(|c| c.text)
                 .collect();
         let samples = texts.chunks(e.samples.max(1)).map(<[_]>::to_vec).collect();

@@ -217,7 +217,7 @@ fn worker<B: AutodiffBackend>(
             Err(e) if is_interrupted(&e) => {}
             Err(e) => {
                 // A server this run started stops with the failure; a retry starts it again.
-                pipeline.release_server();
+                pipeline.stop_server();
                 emit(Event::Error(format!("{e:#}")));
                 mode = Mode::Paused;
             }

@@ -309,7 +309,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
         }
         let (iteration, stage, summary) = (self.iteration, self.stage, self.stage_summary());
         if stage == Stage::Generate {
-            self.release_server();
+            self.release_server(emit)?;
         }
         if let (Stage::Update, Some(trainer)) = (stage, &self.trainer) {
             // The only stage boundary where pi_theta differs from the last checkpoint (an

