@@ -44,25 +44,6 @@ fn write(config: &Config, path: &Path) -> PathBuf {
     path.to_path_buf()
 }
 
-/// y_ref of each prompt of an iteration, from its candidates.
-fn greedy_texts(run: &Path, iteration: usize) -> Vec<(String, String)> {
-    read_jsonl(&run.join(format!("iter-{iteration:03}/candidates.jsonl")))
-        .iter()
-        .map(|row| {
-            let y_ref = row["candidates"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["is_reference"] == true)
-                .unwrap();
-            (
-                row["prompt"].as_str().unwrap().to_string(),
-                y_ref["text"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn two_iterations_on_a_managed_server() {
     let tmp = tempfile::tempdir().unwrap();

@@ -103,25 +103,6 @@ fn check_logprobs(run: &Path, iteration: usize, model: &Path) -> usize {
     compared
 }
 
-/// y_ref of each prompt of iteration 1, from its candidates.
-fn greedy_texts(run: &Path) -> Vec<(String, String)> {
-    read_jsonl(&run.join("iter-001/candidates.jsonl"))
-        .iter()
-        .map(|row| {
-            let y_ref = row["candidates"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["is_reference"] == true)
-                .unwrap();
-            (
-                row["prompt"].as_str().unwrap().to_string(),
-                y_ref["text"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// A vLLM this test started, in a process group of its own: the group is killed on drop
 /// (the API server's EngineCore and workers are processes of their own).
 struct Vllm(Child);
@@ -255,8 +236,8 @@ fn a_managed_vllm_serves_pi_ref_and_dies_with_selm_tui() {
     local.generate.server = None;
     ok(&headless(&write(&local, &tmp.path().join("local.toml"))));
     assert_eq!(
-        greedy_texts(&run),
-        greedy_texts(&run_dir(&tmp.path().join("local")))
+        greedy_texts(&run, 1),
+        greedy_texts(&run_dir(&tmp.path().join("local")), 1)
     );
     assert_gone("vllm.entrypoints", Duration::from_secs(15));
 

@@ -158,3 +158,25 @@ pub fn start_server(port: u16, log: &Path) -> Killed {
     }
     serving
 }
+
+/// y_ref of each prompt of an iteration, from its candidates: (prompt, y_ref's text).
+pub fn greedy_texts(run: &Path, iteration: usize) -> Vec<(String, String)> {
+    let path = run.join(format!("iter-{iteration:03}/candidates.jsonl"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.lines()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            let y_ref = row["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["is_reference"] == true)
+                .unwrap()
+                .clone();
+            (
+                row["prompt"].as_str().unwrap().to_string(),
+                y_ref["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
