@@ -4,12 +4,16 @@ recipes. Speaks the JSON-lines ranker protocol (see the README): one request per
 stdin, {"prompt": str, "candidates": [str, ...]}; one reply per line on stdout,
 {"scores": [float, ...]} with one score per candidate, higher is better.
 
-Setup: pip install git+https://github.com/yuchenlin/LLM-Blender.git (or `llm-blender`), then
-in the config:
+Setup: llm-blender 0.0.2 (PyPI) imports only under transformers 4.x (5.x dropped
+`TRANSFORMERS_CACHE`, which it imports), so give it an environment of its own:
+
+    python3 -m venv ENV && ENV/bin/pip install llm-blender==0.0.2 'transformers<5' torch
+
+then in the config:
 
     [rank]
     ranker = "command"
-    command = ["python3", "scripts/pairrm_ranker.py"]
+    command = ["ENV/bin/python", "scripts/pairrm_ranker.py"]
     timeout_s = 600
 
 Errors on one request are answered with {"error": "..."} so that selm-tui reports them with
