@@ -45,14 +45,18 @@ if command -v apt-get >/dev/null 2>&1; then apt_packages; else
 fi
 
 # ---- Python virtual environments ---------------------------------------------------------------
+# A stamp of pip arguments: the arguments, and the contents of the requirement files they name.
+stamp_of() {
+    { printf '%s\n' "$@"; for a in "$@"; do [[ ! -f $a ]] || cat "$a"; done; } \
+        | sha256sum | cut -c1-16
+}
+
 # venv NAME REQUIREMENTS...: $cache/venvs/NAME with exactly these requirements. A stamp (the
 # requirements' hash) makes a second run a no-op; a changed requirement list rebuilds it.
 venv() {
     local name=$1; shift
     local dir="$cache/venvs/$name" want
-    # The arguments, and the contents of the requirement files they name.
-    want=$( { printf '%s\n' "$@"; for a in "$@"; do [[ ! -f $a ]] || cat "$a"; done; } \
-        | sha256sum | cut -c1-16)
+    want=$(stamp_of "$@")
     if [[ -x $dir/bin/python && $(cat "$dir/.stamp" 2>/dev/null) == "$want" ]]; then return; fi
     say "creating $dir (pip install $*)"
     rm -rf "$dir"
@@ -64,8 +68,7 @@ venv() {
 venv_add() {
     local name=$1; shift
     local dir="$cache/venvs/$name" want
-    want=$( { printf '%s\n' "$@"; for a in "$@"; do [[ ! -f $a ]] || cat "$a"; done; } \
-        | sha256sum | cut -c1-16)
+    want=$(stamp_of "$@")
     if [[ $(cat "$dir/.stamp-add" 2>/dev/null) == "$want" ]]; then return; fi
     say "adding to $dir: pip install $*"
     "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
