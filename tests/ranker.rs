@@ -1,8 +1,13 @@
 //! The external ranker protocol: the shipped scripts, and every way a child process can fail
 //! (crash, malformed line, wrong count, silence), each a clear error.
 
+mod common;
+
 use selm_tui::ranker::process::ProcessRanker;
 use selm_tui::ranker::{RankRequest, Ranker};
+use selm_tui::testing::venv_bin;
+use serde_json::Value;
+use std::path::Path;
 use std::time::Duration;
 
 fn scripts() -> String {
@@ -44,6 +49,68 @@ fn test_ranker_script_is_deterministic() {
     assert_eq!(score(&mut r, &cands).unwrap(), first);
     let mut again = ranker(&["python3", &script], 30.0);
     assert_eq!(score(&mut again, &cands).unwrap(), first);
+}
+
+/// scripts/pairrm_ranker.py on the trainer's environment (transformers 5, no llm-blender)
+/// serving the PairRM in `dir`.
+fn pairrm(dir: &Path) -> ProcessRanker {
+    let python = venv_bin("torch", "python");
+    let script = format!("{}/pairrm_ranker.py", scripts());
+    let cmd = [python.to_str().unwrap(), &script, "--model", dir.to_str().unwrap()];
+    ranker(&cmd, 300.0)
+}
+
+#[test]
+fn pairrm_scores_equal_llm_blenders_on_a_tiny_random_pairrm() {
+    let dir = common::fixture("tiny-pairrm");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+            .unwrap();
+    let cases = expected["cases"].as_array().expect("cases");
+    assert!(!cases.is_empty());
+    let mut r = pairrm(&dir);
+    let mut worst = 0f64;
+    for case in cases {
+        let candidates: Vec<String> = case["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        let want: Vec<f64> = case["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_f64().unwrap())
+            .collect();
+        let got = r
+            .score(&RankRequest {
+                prompt: case["source"].as_str().unwrap(),
+                task: None,
+                reference: None,
+                candidates: &candidates,
+            })
+            .unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            worst = worst.max((g - w).abs());
+        }
+        // Not a constant: the candidates are told apart.
+        if want.iter().any(|w| (w - want[0]).abs() > 1e-3) {
+            assert!(got.iter().any(|g| (g - got[0]).abs() > 1e-3), "{got:?}");
+        }
+    }
+    assert!(worst <= 1e-5, "largest difference from llm-blender's scores: {worst:e}");
+}
+
+#[test]
+fn a_folder_that_is_not_pairrm_is_refused_with_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({"ranker_type": "dual", "model_type": "deberta", "model_name": "x"});
+    std::fs::write(tmp.path().join("config.json"), config.to_string()).unwrap();
+    let mut r = pairrm(tmp.path());
+    let err = format!("{:#}", score(&mut r, &["a", "b"]).unwrap_err());
+    assert!(err.contains("ranker_type 'dual'") && err.contains("pairranker"), "{err}");
 }
 
 #[test]
