@@ -235,3 +235,40 @@ pub fn require_program(program: &str) {
         .is_ok();
     assert!(ok, "{program} is not installed: run {SETUP} (as root)");
 }
+
+/// The built-in policy as a `LlamaForSequenceClassification` (same vocabulary and tokenizer,
+/// a seeded random `score` head in [-0.5, 0.5)), written to `dir/tiny-rm`. Its
+/// `lm_head.weight` stays: transformers and vLLM ignore it.
+pub fn builtin_reward_model(dir: &Path, seed: u64) -> Result<PathBuf> {
+    use rand::SeedableRng;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-tasks");
+    let dst = dir.join("tiny-rm");
+    std::fs::create_dir_all(&dst)?;
+    std::fs::copy(src.join("tokenizer.json"), dst.join("tokenizer.json"))?;
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json"))?)?;
+    config["architectures"] = serde_json::json!(["LlamaForSequenceClassification"]);
+    config["num_labels"] = 1.into();
+    let hidden = config["hidden_size"].as_u64().unwrap_or_default() as usize;
+    std::fs::write(
+        dst.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
+    let mut weights = crate::io::safetensors::read_model_dir(&src)?;
+    let names: Vec<String> = weights.names().map(str::to_string).collect();
+    let mut tensors = std::collections::BTreeMap::new();
+    for n in names {
+        let t = weights.remove(&n).expect("a listed tensor");
+        tensors.insert(n, t);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let score = (0..hidden)
+        .map(|_| rng.random_range(-0.5f32..0.5))
+        .collect();
+    tensors.insert(
+        "score.weight".into(),
+        HostTensor::new(vec![1, hidden], score),
+    );
+    crate::io::safetensors::write_file(&dst.join("model.safetensors"), &tensors)?;
+    Ok(dst)
+}

@@ -183,7 +183,7 @@ fn from_config_loads_the_embedding_ranker() {
         dir.display().to_string()
     ))
     .unwrap();
-    let ranker = from_config::<B>(&rank, &Default::default()).unwrap();
+    let ranker = from_config::<B>(&rank, &Default::default(), std::path::Path::new(".")).unwrap();
     assert_eq!(ranker.name(), RankerKind::Embedding.name());
     let rank = Rank {
         model: Some("/nonexistent/all-MiniLM-L6-v2".into()),
@@ -191,7 +191,9 @@ fn from_config_loads_the_embedding_ranker() {
     };
     let e = format!(
         "{:#}",
-        from_config::<B>(&rank, &Default::default()).err().unwrap()
+        from_config::<B>(&rank, &Default::default(), std::path::Path::new("."))
+            .err()
+            .unwrap()
     );
     assert!(e.contains("rank.model") && e.contains("config.json"), "{e}");
 }

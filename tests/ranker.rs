@@ -56,7 +56,12 @@ fn test_ranker_script_is_deterministic() {
 fn pairrm(dir: &Path) -> ProcessRanker {
     let python = venv_bin("torch", "python");
     let script = format!("{}/pairrm_ranker.py", scripts());
-    let cmd = [python.to_str().unwrap(), &script, "--model", dir.to_str().unwrap()];
+    let cmd = [
+        python.to_str().unwrap(),
+        &script,
+        "--model",
+        dir.to_str().unwrap(),
+    ];
     ranker(&cmd, 300.0)
 }
 
@@ -64,8 +69,7 @@ fn pairrm(dir: &Path) -> ProcessRanker {
 fn pairrm_scores_equal_llm_blenders_on_a_tiny_random_pairrm() {
     let dir = common::fixture("tiny-pairrm");
     let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let cases = expected["cases"].as_array().expect("cases");
     assert!(!cases.is_empty());
     let mut r = pairrm(&dir);
@@ -100,17 +104,24 @@ fn pairrm_scores_equal_llm_blenders_on_a_tiny_random_pairrm() {
             assert!(got.iter().any(|g| (g - got[0]).abs() > 1e-3), "{got:?}");
         }
     }
-    assert!(worst <= 1e-5, "largest difference from llm-blender's scores: {worst:e}");
+    assert!(
+        worst <= 1e-5,
+        "largest difference from llm-blender's scores: {worst:e}"
+    );
 }
 
 #[test]
 fn a_folder_that_is_not_pairrm_is_refused_with_the_key() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = serde_json::json!({"ranker_type": "dual", "model_type": "deberta", "model_name": "x"});
+    let config =
+        serde_json::json!({"ranker_type": "dual", "model_type": "deberta", "model_name": "x"});
     std::fs::write(tmp.path().join("config.json"), config.to_string()).unwrap();
     let mut r = pairrm(tmp.path());
     let err = format!("{:#}", score(&mut r, &["a", "b"]).unwrap_err());
-    assert!(err.contains("ranker_type 'dual'") && err.contains("pairranker"), "{err}");
+    assert!(
+        err.contains("ranker_type 'dual'") && err.contains("pairranker"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -213,12 +213,13 @@ fn load_error(dir: &Path) -> String {
         command: vec![],
         model: Some(dir.display().to_string()),
         fallback: None,
+        server: None,
         score_range: [0.0, 1.0],
         timeout_s: 1.0,
         high_reward_threshold: 0.5,
     };
     let device = Default::default();
-    match from_config::<B>(&rank, &device) {
+    match from_config::<B>(&rank, &device, std::path::Path::new(".")) {
         Ok(_) => panic!("{} loaded", dir.display()),
         Err(e) => format!("{e:#}"),
     }
@@ -337,22 +338,8 @@ fn bad_reward_models_are_refused_with_the_reason() {
     assert_eq!(back.rank.model.as_deref(), Some("some/dir"));
 }
 
-/// The built-in policy as a `LlamaForSequenceClassification` (same vocabulary and tokenizer,
-/// a seeded random `score` head), in `dir`. Its `lm_head.weight` stays: transformers ignores it.
 fn builtin_reward_model(dir: &Path, seed: u64) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-tasks");
-    let dst = dir.join("tiny-rm");
-    std::fs::create_dir_all(&dst).unwrap();
-    std::fs::copy(src.join("tokenizer.json"), dst.join("tokenizer.json")).unwrap();
-    let mut config = read_json(&src.join("config.json"));
-    config["architectures"] = json!(["LlamaForSequenceClassification"]);
-    config["num_labels"] = json!(1);
-    let hidden = config["hidden_size"].as_u64().unwrap() as usize;
-    write_json(&dst.join("config.json"), &config);
-    let mut tensors = tensors_of(&src);
-    tensors.insert("score.weight".into(), random_score(1, hidden, seed));
-    write_tensors(&dst, &tensors);
-    dst
+    selm_tui::testing::builtin_reward_model(dir, seed).unwrap()
 }
 
 #[test]

@@ -5,10 +5,15 @@
 //! run stores are vLLM's: they must equal selm-tui's own forward pass of the model vLLM
 //! served (the starting model, then `checkpoints/iter-001`) within 1e-4, and y_ref must be
 //! in-process greedy decoding's. A SIGKILL of selm-tui takes every vLLM process along (the
-//! API server, its EngineCore and workers).
+//! API server, its EngineCore and workers). And `rank.ranker = "server"` on vLLM's pooling
+//! runner serving a tiny reward model: its scores equal the in-process `reward_model`
+//! ranker's.
 
-use selm_tui::config::{Config, GenerateEngine, ServerSection};
+use selm_tui::config::{Config, GenerateEngine, RankServer, RankerKind, ServerSection};
 use selm_tui::model::load::load_pretrained;
+use selm_tui::ranker::reward_model::RewardModelRanker;
+use selm_tui::ranker::server::ServerRanker;
+use selm_tui::ranker::{RankRequest, Ranker};
 use selm_tui::selm::logprobs::response_token_logps;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -118,7 +123,12 @@ impl Drop for Vllm {
 /// A running vLLM of the built-in model on `port`, ready.
 fn start_vllm(port: u16, log: &Path) -> Vllm {
     let model = selm_tui::paths::resolve("builtin:tiny-tasks").unwrap();
-    let command = vllm_command(model.to_str().unwrap(), &port.to_string());
+    start_vllm_of(&model, "", port, log)
+}
+
+/// A running vLLM of `model` with `extra` arguments on `port`, ready.
+fn start_vllm_of(model: &Path, extra: &str, port: u16, log: &Path) -> Vllm {
+    let command = vllm_command(model.to_str().unwrap(), &port.to_string()) + extra;
     let out = std::fs::File::create(log).unwrap();
     let mut serving = Vllm(
         Command::new("sh")
@@ -257,6 +267,124 @@ fn a_managed_vllm_serves_pi_ref_and_dies_with_selm_tui() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(processes_with("VLLM").is_empty() && processes_with("vllm.entrypoints").is_empty());
+}
+
+/// Each prompt of `iteration` with its candidates and the scores the run gave them.
+fn ranked(run: &Path, iteration: usize) -> Vec<(String, Vec<String>, Vec<f64>)> {
+    read_jsonl(&run.join(format!("iter-{iteration:03}/candidates.jsonl")))
+        .iter()
+        .map(|row| {
+            let cands = row["candidates"].as_array().unwrap();
+            (
+                row["prompt"].as_str().unwrap().to_string(),
+                cands
+                    .iter()
+                    .map(|c| c["text"].as_str().unwrap().to_string())
+                    .collect(),
+                cands.iter().map(|c| c["score"].as_f64().unwrap()).collect(),
+            )
+        })
+        .collect()
+}
+
+/// The largest difference between `scores` and the in-process reward model's on the same
+/// prompts and candidates, after `activation`.
+fn worst_vs_in_process(
+    rm: &Path,
+    rows: &[(String, Vec<String>, Vec<f64>)],
+    activation: fn(f64) -> f64,
+) -> f64 {
+    let mut local =
+        RewardModelRanker::<burn::backend::Flex>::load(rm, &Default::default()).unwrap();
+    let mut worst = 0f64;
+    for (prompt, candidates, scores) in rows {
+        let ours = local.score(&request(prompt, candidates)).unwrap();
+        for (s, o) in scores.iter().zip(ours) {
+            worst = worst.max((s - activation(o)).abs());
+        }
+    }
+    worst
+}
+
+fn request<'a>(prompt: &'a str, candidates: &'a [String]) -> RankRequest<'a> {
+    RankRequest {
+        prompt,
+        task: None,
+        reference: None,
+        candidates,
+    }
+}
+
+fn rank_server(extra: &str) -> RankServer {
+    toml::from_str(&format!("concurrency = 4\nready_timeout_s = 600\n{extra}")).unwrap()
+}
+
+#[test]
+fn a_reward_model_on_vllms_pooling_runner_scores_as_the_in_process_one() {
+    let _one = ONE_VLLM.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let rm = selm_tui::testing::builtin_reward_model(tmp.path(), 7).unwrap();
+    let pooling = " --runner pooling";
+
+    // A managed server: started with the run on `{model}`, stopped with it.
+    let mut c = Config::embedded_default();
+    c.run.out_dir = tmp.path().join("managed/runs");
+    c.run.iterations = 1;
+    c.prompts.per_iteration = 8;
+    c.prompts.eval = 8;
+    c.rank.ranker = RankerKind::Server;
+    c.rank.model = Some(rm.display().to_string());
+    let command = vllm_command("{model}", "{port}") + pooling;
+    c.rank.server = Some(rank_server(&format!("command = \"{command}\"")));
+    c.validate().unwrap();
+    ok(&headless(&write(&c, &tmp.path().join("managed.toml"))));
+    let run = run_dir(&tmp.path().join("managed"));
+    let rows = ranked(&run, 1);
+    assert_eq!(rows.len(), c.prompts.per_iteration);
+    let worst = worst_vs_in_process(&rm, &rows, |x| x);
+    println!("managed /classify, raw: largest difference {worst:.2e}");
+    assert!(
+        worst <= 1e-4,
+        "vLLM's scores differ from in-process ones by {worst:.2e}"
+    );
+    for pair in read_jsonl(&run.join("iter-001/pairs.jsonl")) {
+        assert_eq!(pair["ranker"], "server", "{pair}");
+    }
+    assert!(
+        std::fs::read_to_string(run.join("ranker-server.log"))
+            .unwrap()
+            .contains("vllm")
+    );
+    assert_gone("vllm.entrypoints", Duration::from_secs(15));
+
+    // A running server (`url`): `/pooling`, and the score after vLLM's activation (sigmoid).
+    let port = free_port();
+    let serving = start_vllm_of(&rm, pooling, port, &tmp.path().join("vllm.log"));
+    let url = format!("url = \"http://127.0.0.1:{port}\"");
+    for (extra, activation) in [
+        ("endpoint = \"pooling\"", (|x| x) as fn(f64) -> f64),
+        ("activation = true", |x| 1.0 / (1.0 + (-x).exp())),
+    ] {
+        let config = rank_server(&format!("{url}\n{extra}"));
+        let mut ranker = ServerRanker::new(&config, None, tmp.path().join("unused.log")).unwrap();
+        let requests: Vec<(String, Vec<String>)> = rows
+            .iter()
+            .map(|(p, c, _)| (p.clone(), c.clone()))
+            .collect();
+        let reqs: Vec<RankRequest> = requests.iter().map(|(p, c)| request(p, c)).collect();
+        let scores = ranker
+            .score_all(&reqs, &mut selm_tui::external::wait::unwatched)
+            .unwrap();
+        let served: Vec<_> = requests
+            .into_iter()
+            .zip(scores)
+            .map(|((p, c), s)| (p, c, s))
+            .collect();
+        let worst = worst_vs_in_process(&rm, &served, activation);
+        println!("{extra}: largest difference {worst:.2e}");
+        assert!(worst <= 1e-4, "{extra}: {worst:.2e}");
+    }
+    drop(serving);
 }
 
 /// The process groups of the running vLLM API servers.

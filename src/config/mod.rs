@@ -5,8 +5,8 @@ mod server;
 mod validate;
 
 pub use server::{
-    GenerateEngine, Reload, ServerApi, ServerSection, TRAIN_PLACEHOLDERS, TrainEngine,
-    placeholder_spans, placeholders,
+    GenerateEngine, PoolingEndpoint, RankInput, RankServer, Reload, ServerApi, ServerSection,
+    TRAIN_PLACEHOLDERS, TrainEngine, placeholder_spans, placeholders,
 };
 
 use anyhow::{Context, Result, bail};
@@ -124,7 +124,8 @@ pub struct Rank {
     /// model run in-process (`model`); `embedding`: the cosine similarity between a
     /// candidate's sentence embedding and the prompt's reference answer's (`model`, a
     /// sentence-transformers BERT encoder; every prompt needs a reference); `human`: the
-    /// researcher, in the TUI (with `fallback`).
+    /// researcher, in the TUI (with `fallback`); `server`: a reward model on a server's
+    /// pooling endpoint (`[rank.server]`, e.g. vLLM's `--runner pooling`).
     pub ranker: RankerKind,
     /// For `command`: the program and its arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -137,7 +138,7 @@ pub struct Rank {
     /// `model.path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// For `human`: the ranker (`oracle`, `command`, `reward_model`, `embedding`, with this
+    /// For `human`: the ranker (`oracle`, `command`, `reward_model`, `embedding`, `server`, with this
     /// section's other keys) that scores the held-out samples and takes over the rest of a
     /// rank stage when the researcher hands it off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +146,9 @@ pub struct Rank {
     /// The score range the reward histogram spans (scores outside go to the end bins).
     #[serde(default = "default_score_range")]
     pub score_range: [f64; 2],
+    /// For `server`: the reward model's server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<RankServer>,
     /// For `command`: seconds to wait for one answer.
     #[serde(default = "default_rank_timeout")]
     pub timeout_s: f64,
@@ -160,15 +164,17 @@ pub enum RankerKind {
     Command,
     RewardModel,
     Embedding,
+    Server,
     Human,
 }
 
 impl RankerKind {
-    pub const ALL: [RankerKind; 5] = [
+    pub const ALL: [RankerKind; 6] = [
         RankerKind::Oracle,
         RankerKind::Command,
         RankerKind::RewardModel,
         RankerKind::Embedding,
+        RankerKind::Server,
         RankerKind::Human,
     ];
 
@@ -179,6 +185,7 @@ impl RankerKind {
             RankerKind::Command => "command",
             RankerKind::RewardModel => "reward_model",
             RankerKind::Embedding => "embedding",
+            RankerKind::Server => "server",
             RankerKind::Human => "human",
         }
     }

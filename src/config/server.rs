@@ -93,6 +93,95 @@ pub struct ServerSection {
     pub sleep: bool,
 }
 
+/// `[rank.server]`: a reward model (a sequence classifier with one label) on a server's
+/// pooling endpoints, vLLM's `--runner pooling`: `POST /classify` or `POST /pooling`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankServer {
+    /// A server selm-tui starts with the run and stops at its end: a shell command with
+    /// `{model}` (`rank.model`, the reward model's directory) and `{port}`, e.g.
+    /// `vllm serve {model} --port {port} --runner pooling`. Its output goes to
+    /// `ranker-server.log`. Either this or `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// For `command`: the port [default: a free one].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// A server already running, `http://host:port`. Either this or `command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The model id requests name [default: the first one `/v1/models` lists].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// `classify` (`POST /classify`) or `pooling` (`POST /pooling` with task `classify`).
+    #[serde(default)]
+    pub endpoint: PoolingEndpoint,
+    /// How a candidate is sent: `text`, the prompt text followed by the response as one
+    /// input (the server adds the tokenizer's special tokens, BOS); `chat`, the
+    /// conversation [user: prompt, assistant: response] as `messages`, rendered by the
+    /// model's chat template without a generation prompt.
+    #[serde(default)]
+    pub input: RankInput,
+    /// Ask for the score after the model's activation (vLLM: sigmoid for one label);
+    /// off: the raw logit (`use_activation = false`), the in-process ranker's score.
+    #[serde(default)]
+    pub activation: bool,
+    /// Requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Seconds one request may take.
+    #[serde(default = "default_timeout")]
+    pub timeout_s: f64,
+    /// Retries of a request after a connection error or a 429 / 503 answer, with backoff.
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+    /// Seconds a started server has to answer `/v1/models`.
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout_s: f64,
+}
+
+impl RankServer {
+    /// The server section the shared server code runs (no reload: a reward model does not
+    /// change during a run).
+    pub fn as_server(&self) -> ServerSection {
+        ServerSection {
+            command: self.command.clone(),
+            port: self.port,
+            url: self.url.clone(),
+            reload: None,
+            reload_command: None,
+            api: ServerApi::Openai,
+            model: self.model.clone(),
+            concurrency: self.concurrency,
+            timeout_s: self.timeout_s,
+            retries: self.retries,
+            ready_timeout_s: self.ready_timeout_s,
+            logprobs: false,
+            raw_logprobs: false,
+            n: false,
+            sleep: false,
+        }
+    }
+}
+
+/// The pooling endpoint `[rank.server]` asks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolingEndpoint {
+    #[default]
+    Classify,
+    Pooling,
+}
+
+/// How `[rank.server]` sends a candidate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankInput {
+    #[default]
+    Text,
+    Chat,
+}
+
 /// How a running server is made to serve a new checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

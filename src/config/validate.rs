@@ -1,9 +1,49 @@
 //! [`Config::validate`]: every value checked, each error naming its key.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
-use super::{Config, GenerateEngine, RankerKind, Reload, TrainEngine};
+use super::{Config, GenerateEngine, Rank, RankerKind, Reload, TrainEngine};
 use crate::config::server::{TRAIN_PLACEHOLDERS, placeholders};
+
+/// `rank.ranker = "server"` and `[rank.server]`.
+fn validate_rank_server(rank: &Rank) -> Result<()> {
+    let server = rank.server.as_ref().context(
+        "key `rank.server`: the `server` ranker needs a [rank.server] section with `command` \
+         (e.g. \"vllm serve {model} --port {port} --runner pooling\") or `url`",
+    )?;
+    match (&server.command, &server.url) {
+        (Some(_), Some(_)) => bail!(
+            "key `rank.server.url`: set either `command` (a server selm-tui runs) or `url` \
+             (one already running), not both"
+        ),
+        (None, None) => bail!("key `rank.server.command`: set `command` or `url`"),
+        (Some(command), None) => {
+            if !placeholders(command).any(|p| p == "model") {
+                bail!(
+                    "key `rank.server.command`: must name `{{model}}`, the reward model's \
+                     directory (`rank.model`)"
+                );
+            }
+            if rank.model.as_deref().is_none_or(str::is_empty) {
+                bail!("key `rank.model`: the reward model's directory, which `{{model}}` names");
+            }
+        }
+        (None, Some(url)) if !url.starts_with("http://") && !url.starts_with("https://") => {
+            bail!("key `rank.server.url`: must be http://host:port, got `{url}`")
+        }
+        (None, Some(_)) => {}
+    }
+    positive("rank.server.concurrency", server.concurrency)?;
+    for (key, v) in [
+        ("rank.server.timeout_s", server.timeout_s),
+        ("rank.server.ready_timeout_s", server.ready_timeout_s),
+    ] {
+        if !(v > 0.0 && v.is_finite()) {
+            bail!("key `{key}`: must be positive, got {v}");
+        }
+    }
+    Ok(())
+}
 
 impl Config {
     /// Checks every value; the error names the key and what is wrong.
@@ -109,7 +149,7 @@ impl Config {
         match rank.automatic_kind() {
             Some(RankerKind::Oracle) if self.prompts.tasks.is_empty() => bail!(
                 "key `{key}`: `oracle` scores only the built-in tasks; with `prompts.file` \
-                 use `command`, `reward_model` or `embedding`"
+                 use `command`, `reward_model`, `embedding` or `server`"
             ),
             Some(RankerKind::Command) if rank.command.is_empty() => bail!(
                 "key `rank.command`: `command` ranker needs the program to run, e.g. \
@@ -122,6 +162,7 @@ impl Config {
                      Qwen2ForSequenceClassification)"
                 )
             }
+            Some(RankerKind::Server) => validate_rank_server(rank)?,
             _ => {}
         }
         let [lo, hi] = self.rank.score_range;
@@ -350,6 +391,11 @@ mod tests {
             ),
             (
                 "ranker = \"oracle\"",
+                "ranker = \"server\"",
+                &["rank.server", "[rank.server]"],
+            ),
+            (
+                "ranker = \"oracle\"",
                 "ranker = \"human\"\nfallback = \"human\"",
                 &["rank.fallback", "automatic"],
             ),
@@ -378,5 +424,43 @@ mod tests {
             let e = err(&with(replace, by));
             assert!(needles.iter().all(|n| e.contains(n)), "{by}: {e}");
         }
+    }
+
+    #[test]
+    fn a_bad_rank_server_names_its_key() {
+        let server = |section: &str| {
+            let text = with("ranker = \"oracle\"", "ranker = \"server\"");
+            err(&format!("{text}\n[rank.server]\n{section}\n"))
+        };
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "command = \"vllm serve --port {port}\"",
+                &["rank.server.command", "{model}"],
+            ),
+            ("command = \"vllm serve {model}\"", &["rank.model"]),
+            ("url = \"localhost:8000\"", &["rank.server.url", "http://"]),
+            (
+                "url = \"http://h:1\"\nconcurrency = 0",
+                &["rank.server.concurrency"],
+            ),
+            (
+                "url = \"http://h:1\"\ntimeout_s = -1",
+                &["rank.server.timeout_s"],
+            ),
+            (
+                "url = \"http://h:1\"\nendpoint = \"score\"",
+                &["endpoint", "score"],
+            ),
+            ("url = \"http://h:1\"\nreload = \"vllm\"", &["reload"]),
+            ("", &["rank.server.command", "`url`"]),
+        ];
+        for (section, needles) in cases {
+            let e = server(section);
+            assert!(needles.iter().all(|n| e.contains(n)), "{section}: {e}");
+        }
+        let text = with("ranker = \"oracle\"", "ranker = \"server\"");
+        let ok = format!("{text}\n[rank.server]\nurl = \"http://h:1\"\n");
+        let c = Config::from_toml(&ok, "t.toml").unwrap();
+        assert_eq!(c.rank.server.unwrap().url.as_deref(), Some("http://h:1"));
     }
 }

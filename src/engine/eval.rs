@@ -15,7 +15,7 @@ use crate::external::trainer::EvalSamplesRow;
 use crate::model::generate::generate_suppressing;
 use crate::model::load::host;
 use crate::model::sampling::SamplingParams;
-use crate::ranker::{RankRequest, score_checked};
+use crate::ranker::{RankRequest, score_all_checked};
 use crate::run::read_if_present;
 use crate::run::records::{
     EvalFigures, EvalRecord, HISTOGRAM_BINS, IterationSummary, MetricsRecord,
@@ -37,18 +37,20 @@ impl<B: AutodiffBackend> Pipeline<B> {
             Some(_) => self.sample_held_out(iteration)?,
             None => self.held_out_external(iteration, emit)?,
         };
-        let mut rewards = vec![];
-        for (prompt, texts) in self.sets.eval.iter().zip(&samples) {
-            let req = RankRequest {
+        let requests: Vec<RankRequest> = (self.sets.eval.iter().zip(&samples))
+            .map(|(prompt, texts)| RankRequest {
                 prompt: &prompt.text,
                 task: prompt.task.as_ref(),
                 reference: prompt.reference_answer(),
                 candidates: texts,
-            };
-            let scores =
-                score_checked(self.ranker.as_mut(), &req).context("scoring held-out samples")?;
-            rewards.extend(scores);
-        }
+            })
+            .collect();
+        let mut watch = self.watch(emit);
+        let rewards: Vec<f64> = score_all_checked(self.ranker.as_mut(), &requests, &mut watch)
+            .context("scoring held-out samples")?
+            .into_iter()
+            .flatten()
+            .collect();
         let n = rewards.len().max(1) as f64;
         let threshold = self.config.rank.high_reward_threshold;
         let range = self.config.rank.score_range;

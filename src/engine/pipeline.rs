@@ -12,7 +12,7 @@ use super::messages::{Event, LiveParams, Origin, Stage, StageSummary, Wait};
 use super::stages::{HumanDesk, IterationState};
 use super::start::{load_start, prompt_sets};
 use crate::config::{Config, GenerateEngine};
-use crate::external::server::GenerationServer;
+use crate::external::server::{ModelServer, Role};
 use crate::external::trainer::RunningTrainer;
 use crate::model::CausalLm;
 use crate::prompts::PromptSets;
@@ -50,7 +50,7 @@ pub struct Pipeline<B: AutodiffBackend> {
     /// The automatic ranker: `rank.ranker`, or for `human` its fallback.
     pub(super) ranker: Box<dyn Ranker>,
     /// The generation server (`generate.engine = "server"`).
-    pub(super) server: Option<GenerationServer>,
+    pub(super) server: Option<ModelServer>,
     /// The researcher's side of a `human` rank stage; None for automatic rankers.
     pub(super) desk: Option<HumanDesk>,
     pub(super) sets: PromptSets,
@@ -120,7 +120,8 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .iter()
             .map(|p| p.encode(&tokenizer, config.prompts.chat))
             .collect::<Result<_>>()?;
-        let ranker = crate::ranker::from_config::<B::InnerBackend>(&config.rank, device)?;
+        let ranker =
+            crate::ranker::from_config::<B::InnerBackend>(&config.rank, device, &run.path)?;
         let optim = OptimConfig {
             max_grad_norm: config.train.max_grad_norm,
             weight_decay: config.train.weight_decay,
@@ -139,7 +140,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
         let desk = config.rank.is_human().then(HumanDesk::default);
         let server = match (config.generate.engine, &config.generate.server) {
             (GenerateEngine::Server, Some(section)) => {
-                Some(GenerationServer::new(section, run.server_log())?)
+                Some(ModelServer::new(Role::GENERATE, section, run.server_log())?)
             }
             _ => None,
         };
@@ -363,7 +364,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
         match self.stage {
             Stage::SamplePrompts => self.sample_prompts(),
             Stage::Generate => self.generate_batch(emit),
-            Stage::Rank => self.rank_chunk(),
+            Stage::Rank => self.rank_chunk(emit),
             Stage::SelectPairs => self.select_pairs(emit),
             Stage::Update if self.trainer.is_none() => self.update_with_command(emit),
             Stage::Update => self.update_batch(emit),

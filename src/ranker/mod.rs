@@ -1,25 +1,35 @@
 //! Rankers score a prompt's candidate responses; the loop picks the best and worst.
-//! Four exist, chosen by `rank.ranker`: `oracle`, the built-in tasks' exact reward;
+//! Five exist, chosen by `rank.ranker`: `oracle`, the built-in tasks' exact reward;
 //! `command`, an external process speaking JSON lines ([`process`]; scripts/ has a PairRM
 //! reward model and a test ranker written for it); `reward_model`, an HF sequence
-//! classifier run in-process on the run's backend ([`reward_model`]); and `embedding`, the
-//! cosine similarity of a sentence embedding to the prompt's reference answer ([`embedding`]).
+//! classifier run in-process on the run's backend ([`reward_model`]); `embedding`, the
+//! cosine similarity of a sentence embedding to the prompt's reference answer
+//! ([`embedding`]); and `server`, a reward model on a server's pooling endpoint ([`server`]).
 
 pub mod embedding;
 pub mod process;
 pub mod reward_model;
+pub mod server;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use burn::tensor::backend::Backend;
+use std::path::Path;
 use std::time::Duration;
+
+use crate::external::wait::Watch;
 
 use crate::config::{Rank, RankerKind};
 use crate::tasks::TaskPrompt;
 
 /// The automatic ranker `rank` configures (`rank.ranker`, or for `human` its fallback); a
 /// model (`reward_model`, `embedding`) is loaded onto `device` of backend `B` (the run's
-/// inference backend, `B::InnerBackend` of the trainer's).
-pub fn from_config<B: Backend>(rank: &Rank, device: &B::Device) -> Result<Box<dyn Ranker>> {
+/// inference backend, `B::InnerBackend` of the trainer's); a server started for `server`
+/// writes its output to `ranker-server.log` in `run_dir`.
+pub fn from_config<B: Backend>(
+    rank: &Rank,
+    device: &B::Device,
+    run_dir: &Path,
+) -> Result<Box<dyn Ranker>> {
     let kind = rank
         .automatic_kind()
         .context("key `rank.fallback`: the `human` ranker needs an automatic fallback")?;
@@ -44,31 +54,50 @@ pub fn from_config<B: Backend>(rank: &Rank, device: &B::Device) -> Result<Box<dy
                     .context("key `rank.model` (the embedding ranker's sentence encoder)")?,
             )
         }
+        RankerKind::Server => {
+            let config = rank
+                .server
+                .as_ref()
+                .context("key `rank.server`: the `server` ranker needs a [rank.server] section")?;
+            let model = match rank.model.as_deref() {
+                Some(path) => Some(crate::paths::resolve(path).context("key `rank.model`")?),
+                None => None,
+            };
+            let log = run_dir.join(SERVER_LOG);
+            Box::new(server::ServerRanker::new(config, model.as_deref(), log)?)
+        }
         RankerKind::Human => bail!("key `rank.fallback`: must be an automatic ranker"),
     })
 }
 
+/// Where a reward model's server started by the run writes its output (in the run directory).
+pub const SERVER_LOG: &str = "ranker-server.log";
+
 /// The external process `rank.command` names, called after the script it runs
-/// (`test_ranker`, `pairrm_ranker`), else the program.
+/// (`test_ranker`, `pairrm_ranker`; also inside a `sh -c` line), else the program.
 fn command_ranker(rank: &Rank) -> Result<process::ProcessRanker> {
-    let stem = |a: &String| {
-        std::path::Path::new(a)
-            .file_stem()
-            .map_or(a.clone(), |s| s.to_string_lossy().into_owned())
-    };
-    let name = rank
-        .command
-        .iter()
-        .skip(1)
-        .find(|a| a.ends_with(".py") || a.ends_with(".sh"))
-        .or(rank.command.first())
-        .map(stem)
-        .unwrap_or_else(|| RankerKind::Command.name().into());
     process::ProcessRanker::new(
-        name,
+        command_name(&rank.command),
         rank.command.clone(),
         Duration::from_secs_f64(rank.timeout_s),
     )
+}
+
+fn command_name(command: &[String]) -> String {
+    let stem = |a: &str| {
+        Path::new(a)
+            .file_stem()
+            .map_or(a.to_string(), |s| s.to_string_lossy().into_owned())
+    };
+    let script = command
+        .iter()
+        .skip(1)
+        .flat_map(|a| a.split_whitespace())
+        .find(|w| w.ends_with(".py") || w.ends_with(".sh"));
+    script
+        .or(command.first().map(String::as_str))
+        .map(stem)
+        .unwrap_or_else(|| RankerKind::Command.name().into())
 }
 
 /// What a ranker sees of one prompt.
@@ -90,6 +119,17 @@ pub trait Ranker: Send {
 
     /// One score per candidate, higher is better.
     fn score(&mut self, request: &RankRequest<'_>) -> Result<Vec<f64>>;
+
+    /// The scores of several prompts. A ranker that waits on the outside (a server) shows
+    /// the wait to `watch`, which may cut it short ([`crate::external::wait::Interrupted`]),
+    /// and may score the prompts concurrently; the others score them one by one.
+    fn score_all(
+        &mut self,
+        requests: &[RankRequest<'_>],
+        _watch: &mut Watch,
+    ) -> Result<Vec<Vec<f64>>> {
+        requests.iter().map(|r| self.score(r)).collect()
+    }
 }
 
 /// The exact reward of the built-in tasks.
@@ -126,6 +166,35 @@ pub fn score_checked(ranker: &mut dyn Ranker, request: &RankRequest<'_>) -> Resu
     Ok(scores)
 }
 
+/// `ranker`'s scores for several prompts ([`Ranker::score_all`]), each checked to be one per
+/// candidate.
+pub fn score_all_checked(
+    ranker: &mut dyn Ranker,
+    requests: &[RankRequest<'_>],
+    watch: &mut Watch,
+) -> Result<Vec<Vec<f64>>> {
+    let all = ranker.score_all(requests, watch)?;
+    ensure!(
+        all.len() == requests.len(),
+        "ranker `{}` scored {} of {} prompts",
+        ranker.name(),
+        all.len(),
+        requests.len()
+    );
+    for (k, (scores, r)) in all.iter().zip(requests).enumerate() {
+        ensure!(
+            scores.len() == r.candidates.len(),
+            "ranker `{}` returned {} scores for the {} candidates of prompt {} of {}",
+            ranker.name(),
+            scores.len(),
+            r.candidates.len(),
+            k + 1,
+            requests.len()
+        );
+    }
+    Ok(all)
+}
+
 /// Indices of the best and worst candidates (first on ties), or None when all scores are
 /// equal: such a prompt carries no preference.
 pub fn best_and_worst(scores: &[f64]) -> Option<(usize, usize)> {
@@ -141,6 +210,16 @@ pub fn best_and_worst(scores: &[f64]) -> Option<(usize, usize)> {
 mod tests {
     use super::*;
     use crate::tasks::TaskKind;
+
+    #[test]
+    fn a_command_ranker_is_named_after_its_script() {
+        let name = |c: &[&str]| command_name(&c.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(name(&["python3", "scripts/test_ranker.py"]), "test_ranker");
+        let line = ". env/bin/activate && exec python scripts/pairrm_ranker.py --model m";
+        assert_eq!(name(&["sh", "-c", line]), "pairrm_ranker");
+        assert_eq!(name(&["/opt/judge", "--fast"]), "judge");
+        assert_eq!(name(&[]), "command");
+    }
 
     #[test]
     fn picks_best_and_worst() {

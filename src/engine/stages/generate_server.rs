@@ -7,16 +7,14 @@
 use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use crate::config::{ServerApi, ServerSection};
 use crate::engine::Event;
 use crate::engine::pipeline::Pipeline;
+use crate::external::concurrent;
 use crate::external::http::{Completion, CompletionRequest};
 use crate::external::server::Requester;
-use crate::external::wait::{self, Watch};
+use crate::external::wait::Watch;
 use crate::run::records::Candidate;
 
 impl<B: AutodiffBackend> Pipeline<B> {
@@ -229,73 +227,23 @@ pub(in crate::engine) fn request_seed(
     (x ^ (x >> 31)) & 0x7fff_ffff
 }
 
-/// Every request answered, in order, with up to `concurrency` in flight; the first failure
-/// (after the client's retries) fails the batch, and no new request starts after it. A
-/// command cuts the wait short ([`wait::Interrupted`]): no new request starts then, and
-/// those in flight end unheard.
+/// Every request answered, in order, with up to `concurrency` in flight
+/// ([`concurrent::send_all`]).
 pub(in crate::engine) fn complete_all(
     server: Requester,
     requests: Vec<CompletionRequest>,
     concurrency: usize,
     watch: &mut Watch,
 ) -> Result<Vec<Vec<Completion>>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut watch = |w: &wait::Wait| {
-        let go = watch(w);
-        stop.fetch_or(!go, Ordering::Relaxed);
-        go
-    };
     let url = server.url().to_string();
-    let batch_stop = stop.clone();
-    let results = wait::wait_for(
+    concurrent::send_all(
         "server answering",
-        Instant::now(),
-        None,
-        &mut watch,
-        move || answer_all(&server, &requests, concurrency, &batch_stop),
-    )?;
-    let mut out = Vec::with_capacity(results.len());
-    for (i, result) in results.into_iter().enumerate() {
-        match result {
-            Some(result) => out.push(result.with_context(|| {
-                format!("generating on {url} (request {} of the batch)", i + 1)
-            })?),
-            None => anyhow::bail!("request {} of the batch never ran", i + 1),
-        }
-    }
-    Ok(out)
-}
-
-/// Each request's answer, None for those not sent once one failed or `stop` was raised.
-fn answer_all(
-    server: &Requester,
-    requests: &[CompletionRequest],
-    concurrency: usize,
-    stop: &AtomicBool,
-) -> Vec<Option<Result<Vec<Completion>>>> {
-    let n = requests.len();
-    let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<Result<Vec<Completion>>>>> =
-        (0..n).map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..concurrency.clamp(1, n.max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n || stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let result = server.complete(requests[i].clone());
-                    stop.fetch_or(result.is_err(), Ordering::Relaxed);
-                    *results[i].lock().expect("not poisoned") = Some(result);
-                }
-            });
-        }
-    });
-    results
-        .into_iter()
-        .map(|slot| slot.into_inner().expect("not poisoned"))
-        .collect()
+        requests,
+        concurrency,
+        watch,
+        move |r| server.complete(r.clone()),
+        |i| format!("generating on {url} (request {} of the batch)", i + 1),
+    )
 }
 
 #[cfg(test)]

@@ -104,14 +104,17 @@ impl<B: AutodiffBackend> Pipeline<B> {
 
     /// One prompt of a human rank stage: the researcher's verdict, or after a hand-off the
     /// automatic ranker's scores.
-    pub(in crate::engine) fn rank_by_human(&mut self) -> Result<Progress> {
+    pub(in crate::engine) fn rank_by_human(
+        &mut self,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<Progress> {
         let (i, n) = (self.cursor, self.state.prompts.len());
         let desk = self
             .desk
             .as_mut()
             .context("a human rank stage without its desk")?;
         if desk.handed_off {
-            self.rank_prompts(i..i + 1)?;
+            self.rank_prompts(i..i + 1, emit)?;
         } else {
             let verdict = desk.verdict.take().context("no ranking for this prompt")?;
             desk.asked = None;

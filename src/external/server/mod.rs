@@ -1,8 +1,8 @@
-//! The generation server behind `generate.engine = "server"`: one that selm-tui runs
-//! (`command`: restarted for each new pi_ref, or with `reload` started once and told to load
-//! each) or one already running (`url`, told to reload).
-//! Either way [`GenerationServer::serve`] makes it serve a checkpoint before a decode batch
-//! is asked of it, so the served weights always follow pi_ref. Its waits (a start, a reload)
+//! A model server: the generation server behind `generate.engine = "server"`, or the reward
+//! model's behind `rank.ranker = "server"`. One that selm-tui runs (`command`: restarted for
+//! each new pi_ref, or with `reload` started once and told to load each) or one already
+//! running (`url`, told to reload). Either way [`ModelServer::serve`] makes it serve a
+//! checkpoint before a request is asked of it, so the served weights always follow pi_ref. Its waits (a start, a reload)
 //! can be cut short by a command ([`super::wait`]); the next `serve` picks them up.
 
 use anyhow::{Context, Result, bail};
@@ -22,7 +22,26 @@ struct Pending {
     reload: Option<Background<Result<String>>>,
 }
 
-pub struct GenerationServer {
+/// Which server of a run: its config key and how messages name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Role {
+    pub key: &'static str,
+    pub name: &'static str,
+}
+
+impl Role {
+    pub const GENERATE: Role = Role {
+        key: "generate.server",
+        name: "the generation server",
+    };
+    pub const RANK: Role = Role {
+        key: "rank.server",
+        name: "the reward model's server",
+    };
+}
+
+pub struct ModelServer {
+    role: Role,
     config: ServerSection,
     client: OpenAiClient,
     /// The running child, for `command`.
@@ -39,15 +58,17 @@ pub struct GenerationServer {
     model: Option<String>,
 }
 
-impl GenerationServer {
-    /// The server `config` describes; nothing starts until [`Self::serve`].
-    pub fn new(config: &ServerSection, log: PathBuf) -> Result<Self> {
+impl ModelServer {
+    /// The server `config` describes; nothing starts until [`Self::serve`]. Its output, if
+    /// started, goes to `log`.
+    pub fn new(role: Role, config: &ServerSection, log: PathBuf) -> Result<Self> {
         let base = match &config.url {
             Some(url) => url.clone(),
             None => format!("http://127.0.0.1:{}", port(config)?),
         };
         let timeout = Duration::from_secs_f64(config.timeout_s);
         Ok(Self {
+            role,
             client: OpenAiClient::new(&base, timeout, config.retries),
             config: config.clone(),
             child: None,
@@ -127,8 +148,9 @@ impl GenerationServer {
             (None, Some(how)) => Some(self.send_reload(how, checkpoint)?),
             (None, None) if starting => None,
             (None, None) => bail!(
-                "{} serves the starting model and has no `generate.server.reload` to take {}",
+                "{} serves the starting model and has no `{}.reload` to take {}",
                 self.url(),
+                self.role.key,
                 checkpoint.display()
             ),
         };
@@ -195,6 +217,7 @@ impl GenerationServer {
             &template,
             &[
                 ("checkpoint", checkpoint.display().to_string()),
+                ("model", checkpoint.display().to_string()),
                 ("port", port),
             ],
         );
@@ -273,8 +296,9 @@ impl GenerationServer {
                 let tail = child.log_tail(20);
                 self.stop();
                 bail!(
-                    "the generation server exited with {status} before it answered on {} \
+                    "{} exited with {status} before it answered on {} \
                      (its output is in {}):\n{tail}",
+                    self.role.name,
                     self.url(),
                     self.log.display()
                 );
@@ -290,10 +314,12 @@ impl GenerationServer {
                     let tail = self.child.as_ref().map(|c| c.log_tail(20));
                     self.stop();
                     bail!(
-                        "the generation server did not answer on {}/v1/models within {} s \
-                         (generate.server.ready_timeout_s; its output is in {}){}",
+                        "{} did not answer on {}/v1/models within {} s \
+                         ({}.ready_timeout_s; its output is in {}){}",
+                        self.role.name,
                         self.url(),
                         limit.as_secs_f64(),
+                        self.role.key,
                         self.log.display(),
                         tail.map(|t| format!(":\n{t}")).unwrap_or_default()
                     );
@@ -330,7 +356,7 @@ fn run_reload_command(mut child: GroupChild, limit: Duration) -> Result<String> 
     }
 }
 
-/// Sends completions to a generation server from any thread.
+/// Sends requests to a model server from any thread.
 #[derive(Clone)]
 pub struct Requester {
     client: OpenAiClient,
@@ -344,12 +370,25 @@ impl Requester {
         self.client.complete(&request)
     }
 
+    /// POSTs `body` to `path` with the model id filled in; the answer, parsed.
+    pub fn post(&self, path: &str, mut body: serde_json::Value) -> Result<serde_json::Value> {
+        body["model"] = self.model.clone().into();
+        let text = self.client.post(path, &body)?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}{path}: not JSON: {}",
+                self.url(),
+                crate::text::clip(&text, 200)
+            )
+        })
+    }
+
     pub fn url(&self) -> &str {
         self.client.base()
     }
 }
 
-impl Drop for GenerationServer {
+impl Drop for ModelServer {
     fn drop(&mut self) {
         self.stop();
     }

@@ -72,7 +72,8 @@ fn a_running_server_reloads_sleeps_through_the_update_and_wakes() {
     let config = section(&format!(
         "url = \"http://127.0.0.1:{port}\"\nreload = \"vllm\"\nsleep = true"
     ));
-    let mut server = GenerationServer::new(&config, dir.path().join("server.log")).unwrap();
+    let mut server =
+        ModelServer::new(Role::GENERATE, &config, dir.path().join("server.log")).unwrap();
     let (one, two) = (dir.path().join("iter-001"), dir.path().join("iter-002"));
     server.serve(&one, false, &mut wait::unwatched).unwrap();
     assert_eq!(taken(&seen), ["POST /collective_rpc"]);
@@ -95,7 +96,7 @@ fn a_managed_server_that_can_reload_is_started_once() {
         "command = \"echo serving {{checkpoint}}; exec sleep 600\"\nport = {port}\n\
          reload = \"vllm\""
     ));
-    let mut server = GenerationServer::new(&config, log.clone()).unwrap();
+    let mut server = ModelServer::new(Role::GENERATE, &config, log.clone()).unwrap();
     let (one, two) = (dir.path().join("iter-001"), dir.path().join("iter-002"));
     server.serve(&one, true, &mut wait::unwatched).unwrap();
     assert!(taken(&seen).is_empty(), "started, not reloaded");
@@ -109,7 +110,7 @@ fn a_managed_server_that_can_reload_is_started_once() {
         "command = \"echo serving {{checkpoint}}; exec sleep 600\"\nport = {port}"
     ));
     let log = dir.path().join("restarts.log");
-    let mut server = GenerationServer::new(&config, log.clone()).unwrap();
+    let mut server = ModelServer::new(Role::GENERATE, &config, log.clone()).unwrap();
     server.serve(&one, true, &mut wait::unwatched).unwrap();
     server.release(&mut wait::unwatched).unwrap();
     assert!(server.child.is_none());
