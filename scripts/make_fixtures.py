@@ -141,7 +141,7 @@ SMOLLM2_NEW = 24
 
 # Seeds: --seed * 100 + one of these, so each draw is independent of the others.
 SEED_POLICY, SEED_REFERENCE, SEED_IDS = 1, 2, 3
-FIXTURE_SEED = {"tiny-llama": 0, "tiny-qwen2": 10, "tiny-llama-rm": 20}
+FIXTURE_SEED = {"tiny-llama": 0, "tiny-qwen2": 10, "tiny-llama-rm": 20, "tiny-llama-lora": 30}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,6 +423,120 @@ def make_causal_lm(out: Path, name: str, seed: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# LoRA: pi_theta and pi_ref as one frozen base with two adapters (peft)
+
+LORA = {"r": 4, "lora_alpha": 8.0, "target_modules": [
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+LORA_NOTE = (
+    "A LlamaForCausalLM base (model.safetensors) and two PEFT LoRA adapters on it (peft "
+    "get_peft_model, lora_dropout 0, every projection): policy/ is pi_theta's, ref/ pi_ref's; "
+    "both adapters' A and B drawn N(0, 0.1) so that neither is a no-op. The `selm` section "
+    "is the causal fixtures' with the policy = base + policy adapter (only the adapter "
+    "trainable) and the reference = base + ref adapter; `grads` are the adapter tensors' "
+    "gradients under PEFT's file names and layouts; `adamw` is one torch.optim.AdamW step on "
+    "the adapter tensors only; `token_logps` the per-token log-probs of each chosen response."
+)
+
+
+def peft_adapted(base_dir: Path, seed: int, out: Path):
+    """The base in `base_dir` with a fresh LoRA adapter (A, B ~ N(0, 0.1), seeded), saved as a
+    PEFT adapter in `out` and read back from there."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = LlamaForCausalLM.from_pretrained(base_dir, attn_implementation="eager")
+    model = get_peft_model(base, LoraConfig(lora_dropout=0.0, **LORA))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(out)
+    (out / "README.md").unlink(missing_ok=True)  # peft's model card template
+    base = LlamaForCausalLM.from_pretrained(base_dir, attn_implementation="eager")
+    return PeftModel.from_pretrained(base, out, is_trainable=True)
+
+
+def peft_name(name: str) -> str:
+    """A PEFT model's parameter name as its adapter file names it."""
+    return name.replace(".default", "")
+
+
+def make_lora(out: Path, seed: int) -> None:
+    name = "tiny-llama-lora"
+    base_seed = seed * 100 + FIXTURE_SEED[name]
+    folder = out / name
+    build_and_save(LlamaForCausalLM, tiny_config("llama", tied=False), base_seed, folder)
+    policy = peft_adapted(folder, base_seed + SEED_POLICY, folder / "policy")
+    reference = peft_adapted(folder, base_seed + SEED_REFERENCE, folder / "ref")
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    gen = torch.Generator().manual_seed(base_seed + SEED_IDS)
+    triples = [
+        {
+            "prompt": random_ids(gen, random_len(gen, PROMPT_LENS)),
+            "chosen": random_ids(gen, random_len(gen, RESPONSE_LENS)),
+            "rejected": random_ids(gen, random_len(gen, RESPONSE_LENS)),
+            "reference_response": random_ids(gen, random_len(gen, RESPONSE_LENS)),
+        }
+        for _ in range(TRIPLES)
+    ]
+    with torch.no_grad():
+        token_logps = []
+        for t in triples:
+            ids = torch.tensor([t["prompt"] + t["chosen"]])
+            logp = torch.log_softmax(policy(input_ids=ids).logits[0].float()[:-1], dim=-1)
+            per = logp.gather(-1, ids[0, 1:, None])[:, 0][len(t["prompt"]) - 1 :]
+            token_logps.append(per.tolist())
+    trainable = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n, _ in trainable), "only the adapter trains"
+    policy.zero_grad(set_to_none=True)
+    t = selm_terms(policy, reference, triples, ALPHA, BETA)
+    t["loss"].backward()
+    grads = {peft_name(n): p.grad.tolist() for n, p in trainable}
+    grad_norm_total = math.sqrt(sum(p.grad.norm().item() ** 2 for _, p in trainable))
+    optimizer = torch.optim.AdamW(
+        [p for _, p in trainable],
+        lr=ADAMW["lr"],
+        betas=tuple(ADAMW["betas"]),
+        eps=ADAMW["eps"],
+        weight_decay=ADAMW["weight_decay"],
+    )
+    optimizer.step()
+    with torch.no_grad():
+        loss_after = selm_terms(policy, reference, triples, ALPHA, BETA)["loss"].item()
+    norms_after = {peft_name(n): p.norm().item() for n, p in trainable}
+
+    def lst(x: torch.Tensor) -> list[float]:
+        return x.detach().tolist()
+
+    expected = {
+        "model": name,
+        "architecture": "llama",
+        "note": LORA_NOTE,
+        "lora": {**LORA, "lora_dropout": 0.0, "scale": LORA["lora_alpha"] / LORA["r"]},
+        "token_logps": {"triples": "selm.triples", "policy_chosen": token_logps},
+        "selm": {
+            "alpha": ALPHA,
+            "beta": BETA,
+            "triples": triples,
+            "policy_chosen_logps": lst(t["pc"]),
+            "policy_rejected_logps": lst(t["pr"]),
+            "policy_response_logps": lst(t["py"]),
+            "reference_chosen_logps": lst(t["rc"]),
+            "reference_rejected_logps": lst(t["rr"]),
+            "reference_response_logps": lst(t["ry"]),
+            "losses": lst(t["losses"]),
+            "loss": t["loss"].item(),
+            "metrics": trl_metrics(t, BETA),
+            "grad_norm_total": grad_norm_total,
+            "grads": grads,
+            "adamw": {**ADAMW, "loss_after_one_step": loss_after, "norms_after": norms_after},
+        },
+    }
+    write_json(folder / "expected.json", expected)
+
+
+# ---------------------------------------------------------------------------------------------
 # The reward model
 
 
@@ -538,7 +652,7 @@ def write_json(path: Path, value: dict) -> None:
     path.write_text(json.dumps(value, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
-ALL = ["tiny-llama", "tiny-qwen2", "tiny-llama-rm", "smollm2-135m-instruct-q4_1"]
+ALL = ["tiny-llama", "tiny-qwen2", "tiny-llama-rm", "tiny-llama-lora", "smollm2-135m-instruct-q4_1"]
 
 
 def main() -> None:
@@ -566,6 +680,8 @@ def main() -> None:
             make_causal_lm(out, name, args.seed)
         elif name == "tiny-llama-rm":
             make_reward_model(out, args.seed)
+        elif name == "tiny-llama-lora":
+            make_lora(out, args.seed)
         else:
             make_smollm2(out, smollm2_gguf(args.gguf))
     print(

@@ -135,6 +135,7 @@ impl<B: Backend> SequenceClassifier<B> {
                     device,
                 )),
                 bias: None,
+                lora: None,
             },
         };
         let tree = super::load::take_all(tree, weights, device, &config.architecture)?;

@@ -17,13 +17,16 @@ pub use super::attention::AttentionPlan;
 use super::cache::{KvCache, LayerCache};
 use super::config::ModelConfig;
 use super::decode_matmul;
+use super::lora::Lora;
 use super::softmax::softmax_last;
 
-/// `y = x W + b` with `W: [in, out]`.
+/// `y = x W + b` with `W: [in, out]`, plus a low-rank adapter's `scale * (x A) B` when one
+/// is attached ([`super::lora`]).
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
     pub weight: Param<Tensor<B, 2>>,
     pub bias: Option<Param<Tensor<B, 1>>>,
+    pub lora: Option<Lora<B>>,
 }
 
 impl<B: Backend> Linear<B> {
@@ -32,6 +35,7 @@ impl<B: Backend> Linear<B> {
         Self {
             weight: lazy_param([inp, out], device),
             bias: bias.then(|| lazy_param([out], device)),
+            lora: None,
         }
     }
 
@@ -40,11 +44,15 @@ impl<B: Backend> Linear<B> {
     /// gradient per batch row before summing them.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, i] = x.dims();
-        let y = linear(
-            x.reshape([b * t, i]),
+        let x = x.reshape([b * t, i]);
+        let mut y = linear(
+            x.clone(),
             self.weight.val(),
             self.bias.as_ref().map(|b| b.val()),
         );
+        if let Some(lora) = &self.lora {
+            y = y + lora.delta(x);
+        }
         let o = y.dims()[1];
         y.reshape([b, t, o])
     }

@@ -261,13 +261,18 @@ where
     }
 }
 
-/// The model's tensors under their HF names and shapes, ready to write as safetensors.
+/// The model's tensors under their HF names and shapes, ready to write as safetensors; a
+/// model with adapters gives its merged weights ([`super::lora::merged`]).
 pub fn to_hf_tensors<B: Backend>(model: &CausalLm<B>) -> BTreeMap<String, HostTensor> {
     let mut collector = Collector {
         path: HfPath::default(),
         out: BTreeMap::new(),
     };
-    model.visit(&mut collector);
+    if super::lora::has_adapters(model) {
+        super::lora::merged(model.clone()).visit(&mut collector);
+    } else {
+        model.visit(&mut collector);
+    }
     collector.out
 }
 

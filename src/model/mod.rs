@@ -11,6 +11,7 @@ pub mod generate;
 pub mod gguf;
 pub mod llama;
 pub mod load;
+pub mod lora;
 pub mod sampling;
 pub mod softmax;
 

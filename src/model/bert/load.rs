@@ -54,6 +54,7 @@ impl<B: Backend> Loader<'_, B> {
         Ok(Linear {
             weight: Param::from_tensor(weight),
             bias: Some(self.param(&format!("{name}.bias"), [out])?),
+            lora: None,
         })
     }
 

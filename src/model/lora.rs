@@ -1,0 +1,355 @@
+//! Low-rank adapters (LoRA, Hu et al. 2021) on the decoder's projections, as peft adds them:
+//! `y = x W + b + scale * (x A) B` with `A: [in, r]`, `B: [r, out]` and `scale = alpha / r`
+//! (`alpha / sqrt(r)` with rsLoRA). The base weights are frozen (no gradient, so no optimizer
+//! state); only A and B train. Adapters read and write PEFT's files (`adapter_config.json`,
+//! `adapter_model.safetensors`, tensors `base_model.model.<projection>.lora_A.weight` as
+//! `[r, in]` and `lora_B.weight` as `[out, r]`), so transformers + peft, TRL and vLLM load them
+//! as they are.
+
+use anyhow::{Context, Result, bail, ensure};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::llama::{CausalLm, Linear};
+use super::load::host;
+use crate::io::weights::HostTensor;
+
+/// The projections an adapter can sit on, by their HF names.
+pub const TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// PEFT's file names.
+pub const CONFIG_FILE: &str = "adapter_config.json";
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+
+/// One projection's adapter: `delta(x) = scale * (x A) B`.
+#[derive(Module, Debug)]
+pub struct Lora<B: Backend> {
+    /// `[in, r]`: PEFT's `lora_A.weight` transposed.
+    pub a: Param<Tensor<B, 2>>,
+    /// `[r, out]`: PEFT's `lora_B.weight` transposed.
+    pub b: Param<Tensor<B, 2>>,
+    pub scale: f64,
+}
+
+impl<B: Backend> Lora<B> {
+    /// `scale * (x A) B` for `x: [rows, in]`.
+    pub fn delta(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        x.matmul(self.a.val()).matmul(self.b.val()) * self.scale
+    }
+
+    /// The low-rank update of the weight, `scale * A B` (`[in, out]`).
+    pub fn weight_delta(&self) -> Tensor<B, 2> {
+        self.a.val().matmul(self.b.val()) * self.scale
+    }
+}
+
+/// The shape of a run's adapters: rank, scaling and which projections carry one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraShape {
+    pub rank: usize,
+    pub alpha: f64,
+    /// rsLoRA: `scale = alpha / sqrt(rank)` instead of `alpha / rank`.
+    pub rslora: bool,
+    /// Projection names from [`TARGETS`].
+    pub targets: Vec<String>,
+}
+
+impl LoraShape {
+    pub fn scale(&self) -> f64 {
+        match self.rslora {
+            true => self.alpha / (self.rank as f64).sqrt(),
+            false => self.alpha / self.rank as f64,
+        }
+    }
+
+    /// The rank, alpha and targets are usable.
+    pub fn check(&self) -> Result<()> {
+        ensure!(self.rank > 0, "the LoRA rank must be at least 1");
+        ensure!(
+            self.alpha.is_finite() && self.alpha > 0.0,
+            "the LoRA alpha must be positive, got {}",
+            self.alpha
+        );
+        ensure!(!self.targets.is_empty(), "no LoRA target modules");
+        for t in &self.targets {
+            ensure!(
+                TARGETS.contains(&t.as_str()),
+                "unknown LoRA target module `{t}` (one of {})",
+                TARGETS.join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Every base parameter of `model` frozen (no gradient); adapters keep theirs.
+pub fn freeze_base<B: Backend>(model: CausalLm<B>) -> CausalLm<B> {
+    model.map(&mut Freezer { in_lora: 0 })
+}
+
+struct Freezer {
+    in_lora: usize,
+}
+
+impl<B: Backend> ModuleMapper<B> for Freezer {
+    fn enter_module(&mut self, _name: &str, container_type: &str) {
+        self.in_lora += usize::from(container_type == "Struct:Lora");
+    }
+
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        self.in_lora -= usize::from(container_type == "Struct:Lora");
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        match self.in_lora {
+            0 => param.set_require_grad(false),
+            _ => param,
+        }
+    }
+}
+
+/// The projections of `model` by HF name (`model.layers.0.self_attn.q_proj`), mutable.
+fn projections<B: Backend>(model: &mut CausalLm<B>) -> Vec<(String, &mut Linear<B>)> {
+    let mut out = vec![];
+    for (i, layer) in model.model.layers.iter_mut().enumerate() {
+        let attn = &mut layer.self_attn;
+        let mlp = &mut layer.mlp;
+        let named: [(&str, &str, &mut Linear<B>); 7] = [
+            ("self_attn", "q_proj", &mut attn.q_proj),
+            ("self_attn", "k_proj", &mut attn.k_proj),
+            ("self_attn", "v_proj", &mut attn.v_proj),
+            ("self_attn", "o_proj", &mut attn.o_proj),
+            ("mlp", "gate_proj", &mut mlp.gate_proj),
+            ("mlp", "up_proj", &mut mlp.up_proj),
+            ("mlp", "down_proj", &mut mlp.down_proj),
+        ];
+        for (block, name, linear) in named {
+            out.push((format!("model.layers.{i}.{block}.{name}"), linear));
+        }
+    }
+    out
+}
+
+fn short_name(full: &str) -> &str {
+    full.rsplit('.').next().unwrap_or(full)
+}
+
+/// `model` with fresh adapters of `shape` on its target projections, as peft initializes
+/// them: A uniform in +-1/sqrt(in) (Kaiming-uniform with a = sqrt(5)), B zero, so the
+/// adapted model starts equal to the base. The base is frozen.
+pub fn attach_new<B: Backend>(
+    mut model: CausalLm<B>,
+    shape: &LoraShape,
+    seed: u64,
+) -> Result<CausalLm<B>> {
+    shape.check()?;
+    let device = model.device();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for (name, linear) in projections(&mut model) {
+        if !shape.targets.iter().any(|t| t == short_name(&name)) {
+            continue;
+        }
+        let [inp, out] = linear.weight.dims();
+        let bound = 1.0 / (inp as f32).sqrt();
+        let a: Vec<f32> = (0..inp * shape.rank)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        linear.lora = Some(Lora {
+            a: param(a, [inp, shape.rank], &device),
+            b: param(vec![0.0; shape.rank * out], [shape.rank, out], &device),
+            scale: shape.scale(),
+        });
+    }
+    Ok(freeze_base(model))
+}
+
+fn param<B: Backend>(data: Vec<f32>, shape: [usize; 2], device: &B::Device) -> Param<Tensor<B, 2>> {
+    Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
+}
+
+/// `model` without adapters.
+pub fn detach<B: Backend>(mut model: CausalLm<B>) -> CausalLm<B> {
+    for (_, linear) in projections(&mut model) {
+        linear.lora = None;
+    }
+    model
+}
+
+/// Whether any projection carries an adapter.
+pub fn has_adapters<B: Backend>(model: &CausalLm<B>) -> bool {
+    model.model.layers.iter().any(|l| {
+        let (a, m) = (&l.self_attn, &l.mlp);
+        [
+            &a.q_proj,
+            &a.k_proj,
+            &a.v_proj,
+            &a.o_proj,
+            &m.gate_proj,
+            &m.up_proj,
+            &m.down_proj,
+        ]
+        .iter()
+        .any(|p| p.lora.is_some())
+    })
+}
+
+/// `model` with each adapter folded into its base weight (`W + scale A B`) and removed.
+pub fn merged<B: Backend>(mut model: CausalLm<B>) -> CausalLm<B> {
+    for (_, linear) in projections(&mut model) {
+        if let Some(lora) = linear.lora.take() {
+            let w = linear.weight.val() + lora.weight_delta();
+            linear.weight = Param::initialized(linear.weight.id, w.detach());
+        }
+    }
+    model
+}
+
+/// PEFT's `adapter_config.json` for `shape` on a base model at `base`.
+pub fn peft_config(shape: &LoraShape, base: &str, dropout: f64) -> serde_json::Value {
+    serde_json::json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base,
+        "r": shape.rank,
+        "lora_alpha": shape.alpha,
+        "lora_dropout": dropout,
+        "use_rslora": shape.rslora,
+        "target_modules": shape.targets,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "modules_to_save": null,
+    })
+}
+
+/// The adapter's tensors under PEFT's names and layouts.
+pub fn to_peft_tensors<B: Backend>(model: &CausalLm<B>) -> BTreeMap<String, HostTensor> {
+    let mut model = model.clone();
+    let mut out = BTreeMap::new();
+    for (name, linear) in projections(&mut model) {
+        if let Some(lora) = &linear.lora {
+            let key = |which: &str| format!("base_model.model.{name}.lora_{which}.weight");
+            out.insert(key("A"), host(lora.a.val().transpose()));
+            out.insert(key("B"), host(lora.b.val().transpose()));
+        }
+    }
+    out
+}
+
+/// Writes the adapters of `model` as a PEFT adapter directory.
+pub fn save_adapter<B: Backend>(
+    model: &CausalLm<B>,
+    shape: &LoraShape,
+    base: &str,
+    dir: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::io::safetensors::write_file(&dir.join(WEIGHTS_FILE), &to_peft_tensors(model))?;
+    let config = serde_json::to_string_pretty(&peft_config(shape, base, 0.0))?;
+    crate::io::atomic_write(&dir.join(CONFIG_FILE), config.as_bytes())
+}
+
+/// A PEFT adapter directory's shape (from `adapter_config.json`).
+pub fn read_shape(dir: &Path) -> Result<LoraShape> {
+    let path = dir.join(CONFIG_FILE);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let field = |k: &str| {
+        v.get(k)
+            .with_context(|| format!("{}: no `{k}`", path.display()))
+    };
+    ensure!(
+        field("peft_type")?.as_str() == Some("LORA"),
+        "{}: `peft_type` is {}, not \"LORA\"",
+        path.display(),
+        field("peft_type")?
+    );
+    let targets = match field("target_modules")? {
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|t| t.as_str().map(String::from))
+            .collect(),
+        serde_json::Value::String(s) if s == "all-linear" => {
+            TARGETS.iter().map(|t| t.to_string()).collect()
+        }
+        other => bail!(
+            "{}: `target_modules` {other} is not a list of names",
+            path.display()
+        ),
+    };
+    let shape = LoraShape {
+        rank: field("r")?
+            .as_u64()
+            .with_context(|| format!("{}: `r` is not a count", path.display()))?
+            as usize,
+        alpha: field("lora_alpha")?
+            .as_f64()
+            .with_context(|| format!("{}: `lora_alpha` is not a number", path.display()))?,
+        rslora: v
+            .get("use_rslora")
+            .and_then(|x| x.as_bool())
+            .unwrap_or(false),
+        targets,
+    };
+    shape.check().with_context(|| path.display().to_string())?;
+    Ok(shape)
+}
+
+/// `model` (a base without adapters) with the PEFT adapter in `dir` attached, the base
+/// frozen. Every target projection must have both tensors in the file, of the base's shapes.
+pub fn attach_from<B: Backend>(
+    mut model: CausalLm<B>,
+    dir: &Path,
+) -> Result<(CausalLm<B>, LoraShape)> {
+    let shape = read_shape(dir)?;
+    let path = dir.join(WEIGHTS_FILE);
+    let mut weights = crate::io::weights::WeightMap::default();
+    crate::io::safetensors::read_file_into(&path, &mut weights)?;
+    let device = model.device();
+    for (name, linear) in projections(&mut model) {
+        if !shape.targets.iter().any(|t| t == short_name(&name)) {
+            continue;
+        }
+        let [inp, out] = linear.weight.dims();
+        let key = |which: &str| format!("base_model.model.{name}.lora_{which}.weight");
+        let a = weights
+            .take(&key("A"), &[shape.rank, inp])
+            .with_context(|| format!("{}", path.display()))?;
+        let b = weights
+            .take(&key("B"), &[out, shape.rank])
+            .with_context(|| format!("{}", path.display()))?;
+        let a = a.transposed();
+        let b = b.transposed();
+        linear.lora = Some(Lora {
+            a: param(a.data, [inp, shape.rank], &device),
+            b: param(b.data, [shape.rank, out], &device),
+            scale: shape.scale(),
+        });
+    }
+    let left: Vec<&str> = weights.names().take(5).collect();
+    ensure!(
+        left.is_empty(),
+        "{}: tensor(s) of no projection that `target_modules` names in this model: {}{}",
+        path.display(),
+        left.join(", "),
+        if weights.len() > 5 { ", ..." } else { "" }
+    );
+    Ok((freeze_base(model), shape))
+}

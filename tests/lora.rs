@@ -1,0 +1,318 @@
+//! LoRA parity with peft on the `tiny-llama-lora` fixture (flex backend): a frozen base with
+//! pi_theta's and pi_ref's PEFT adapters read from their files; per-token log-probs, the SELM
+//! losses and metrics, every adapter tensor's gradient, and one AdamW step on the adapters
+//! only. Then the PEFT files written back, a merged model, and bad adapters refused with the
+//! tensor named. Shapes, names and settings come from the fixture.
+
+mod common;
+
+use burn::module::Param;
+use burn::tensor::Tensor;
+use common::*;
+use selm_tui::model::CausalLm;
+use selm_tui::model::llama::Linear;
+use selm_tui::model::load::{host, load_hf_dir, to_hf_tensors};
+use selm_tui::model::lora;
+use selm_tui::selm::logprobs::response_token_logps;
+use selm_tui::selm::{TripleLogps, preference_loss};
+use selm_tui::train::{CosineWithWarmup, OptimConfig, SelmTrainer};
+use serde_json::Value;
+use std::path::Path;
+
+type B = selm_tui::backend::FlexAutodiff;
+type I = burn::backend::Flex;
+
+const NAME: &str = "tiny-llama-lora";
+
+/// The base with the adapter in `dir/<adapter>`.
+fn adapted<BB: burn::tensor::backend::Backend>(adapter: &str) -> CausalLm<BB> {
+    let dir = fixture(NAME);
+    let base = load_hf_dir::<BB>(&dir, &Default::default()).expect("base loads");
+    let (model, shape) = lora::attach_from(base, &dir.join(adapter)).expect("adapter loads");
+    let exp = &expected(NAME)["lora"];
+    assert_eq!(shape.rank as u64, exp["r"].as_u64().unwrap());
+    assert_close("scale", shape.scale(), f(&exp["scale"]), 1e-12, 0.0);
+    model
+}
+
+/// Each adapted projection of `model` by its PEFT tensor prefix
+/// (`base_model.model.model.layers.0.self_attn.q_proj`).
+fn adapters<BB: burn::tensor::backend::Backend>(
+    model: &CausalLm<BB>,
+) -> Vec<(String, &Linear<BB>)> {
+    let mut out = vec![];
+    for (i, l) in model.model.layers.iter().enumerate() {
+        let (a, m) = (&l.self_attn, &l.mlp);
+        for (block, name, p) in [
+            ("self_attn", "q_proj", &a.q_proj),
+            ("self_attn", "k_proj", &a.k_proj),
+            ("self_attn", "v_proj", &a.v_proj),
+            ("self_attn", "o_proj", &a.o_proj),
+            ("mlp", "gate_proj", &m.gate_proj),
+            ("mlp", "up_proj", &m.up_proj),
+            ("mlp", "down_proj", &m.down_proj),
+        ] {
+            if p.lora.is_some() {
+                out.push((
+                    format!("base_model.model.model.layers.{i}.{block}.{name}"),
+                    p,
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn trainer() -> SelmTrainer<B> {
+    let adamw = &expected(NAME)["selm"]["adamw"];
+    let betas = floats(&adamw["betas"]);
+    let optim = OptimConfig {
+        betas: (betas[0], betas[1]),
+        eps: f(&adamw["eps"]),
+        weight_decay: f(&adamw["weight_decay"]),
+        max_grad_norm: None,
+        micro_batch: None,
+    };
+    SelmTrainer::new(
+        adapted::<B>("policy"),
+        adapted::<I>("ref"),
+        optim,
+        CosineWithWarmup::constant(f(&adamw["lr"])),
+    )
+}
+
+fn close_lists(what: &str, got: &[f32], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_close(&format!("{what}[{i}]"), *g as f64, *w, 1e-4, 1e-4);
+    }
+}
+
+fn flat(v: &Value) -> Vec<f64> {
+    match v {
+        Value::Array(items) => items.iter().flat_map(flat).collect(),
+        v => vec![f(v)],
+    }
+}
+
+#[test]
+fn per_token_logps_equal_peft() {
+    let exp = expected(NAME);
+    let policy = adapted::<I>("policy");
+    let triples = fixture_triples(NAME);
+    let want = exp["token_logps"]["policy_chosen"].as_array().unwrap();
+    assert_eq!(want.len(), triples.len());
+    for (i, (t, w)) in triples.iter().zip(want).enumerate() {
+        let got = &response_token_logps(&policy, &[(&t.prompt, &t.chosen)])[0];
+        close_lists(&format!("token log-probs of chosen {i}"), got, &floats(w));
+    }
+}
+
+#[test]
+fn selm_loss_metrics_adapter_gradients_and_one_adamw_step_equal_peft() {
+    let exp = expected(NAME);
+    let selm = &exp["selm"];
+    let (alpha, beta) = (f(&selm["alpha"]), f(&selm["beta"]));
+    let triples = fixture_triples(NAME);
+    let mut trainer = trainer();
+
+    // The adapters' gradients, tensor by tensor, under PEFT's names and layouts.
+    let logps: TripleLogps<B> = trainer.logps(&triples);
+    let grads = preference_loss(&logps, trainer.objective, alpha, beta)
+        .loss
+        .backward();
+    let want = selm["grads"].as_object().unwrap();
+    let mut seen = 0;
+    for (prefix, linear) in adapters(trainer.policy()) {
+        let l = linear.lora.as_ref().unwrap();
+        for (which, p) in [("A", &l.a), ("B", &l.b)] {
+            let key = format!("{prefix}.lora_{which}.weight");
+            let w = flat(
+                want.get(&key)
+                    .unwrap_or_else(|| panic!("no gradient {key} in the fixture")),
+            );
+            let g = grad(p, &grads);
+            close_lists(&format!("gradient of {key}"), &g, &w);
+            seen += 1;
+        }
+        // The base weight is frozen: no gradient.
+        assert!(
+            linear.weight.grad(&grads).is_none(),
+            "{prefix}: base weight has a gradient"
+        );
+    }
+    assert_eq!(
+        seen,
+        want.len(),
+        "every adapter tensor of the fixture compared"
+    );
+
+    // The step: losses, metrics, the global norm over the adapters, the loss after AdamW.
+    let report = trainer.step(&triples, alpha, beta).expect("step");
+    let h = &report.triples;
+    for (key, got) in [
+        ("policy_chosen_logps", &h.policy_chosen),
+        ("policy_rejected_logps", &h.policy_rejected),
+        ("policy_response_logps", &h.policy_response),
+        ("reference_chosen_logps", &h.reference_chosen),
+        ("reference_rejected_logps", &h.reference_rejected),
+        ("reference_response_logps", &h.reference_response),
+        ("losses", &h.losses),
+    ] {
+        close_lists(key, got, &floats(&selm[key]));
+    }
+    assert_close("loss", report.metrics.loss, f(&selm["loss"]), 1e-4, 1e-4);
+    let metrics = serde_json::to_value(&report.metrics).unwrap();
+    for (key, want) in selm["metrics"].as_object().unwrap() {
+        assert_close(key, f(&metrics[key]), f(want), 1e-4, 1e-4);
+    }
+    assert_close(
+        "grad norm",
+        report.grad_norm,
+        f(&selm["grad_norm_total"]),
+        1e-3,
+        0.0,
+    );
+    let after = trainer
+        .evaluate(&triples, alpha, beta)
+        .metrics(alpha, beta)
+        .loss;
+    let adamw = &selm["adamw"];
+    assert_close(
+        "loss after one AdamW step",
+        after,
+        f(&adamw["loss_after_one_step"]),
+        1e-4,
+        1e-4,
+    );
+    for (prefix, linear) in adapters(trainer.policy()) {
+        let l = linear.lora.as_ref().unwrap();
+        for (which, p) in [("A", &l.a), ("B", &l.b)] {
+            let key = format!("{prefix}.lora_{which}.weight");
+            let norm = p.val().inner().square().sum().sqrt().into_scalar() as f64;
+            assert_close(
+                &format!("{key} after the step"),
+                norm,
+                f(&adamw["norms_after"][&key]),
+                1e-4,
+                1e-5,
+            );
+        }
+    }
+}
+
+fn grad(
+    p: &Param<Tensor<B, 2>>,
+    grads: &<B as burn::tensor::backend::AutodiffBackend>::Gradients,
+) -> Vec<f32> {
+    // PEFT stores A as [r, in] and B as [out, r]: ours transposed.
+    let g = p.grad(grads).unwrap_or_else(|| panic!("no gradient"));
+    host(g.transpose()).data
+}
+
+#[test]
+fn adapters_round_trip_through_peft_files_and_merge_into_the_base() {
+    let dir = fixture(NAME);
+    let policy = adapted::<I>("policy");
+    let tmp = tempfile::tempdir().unwrap();
+    let shape = lora::read_shape(&dir.join("policy")).unwrap();
+    lora::save_adapter(&policy, &shape, "base", tmp.path()).unwrap();
+    let again = lora::attach_from(
+        load_hf_dir::<I>(&dir, &Default::default()).unwrap(),
+        tmp.path(),
+    )
+    .unwrap()
+    .0;
+    let ours = lora::to_peft_tensors(&again);
+    let theirs = read_tensors(&dir.join("policy").join(lora::WEIGHTS_FILE));
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+    for (k, t) in &ours {
+        assert_eq!(t.shape, theirs[k].shape, "{k}");
+        assert_eq!(t.data, theirs[k].data, "{k}: bit for bit");
+    }
+    // Merged: the base weights plus scale * A B, with the adapted model's logits.
+    let rows = vec![vec![3u32, 9, 17, 4, 22], vec![5, 6, 7]];
+    let merged = lora::merged(policy.clone());
+    assert!(!lora::has_adapters(&merged));
+    let (a, b) = (logits_of(&policy, &rows), logits_of(&merged, &rows));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_close(
+            &format!("merged logit {i}"),
+            *y as f64,
+            *x as f64,
+            1e-4,
+            1e-4,
+        );
+    }
+    // An adapted model saves as its merged weights, never its adapter tensors.
+    let saved = to_hf_tensors(&policy);
+    assert!(
+        saved.keys().all(|k| !k.contains("lora")),
+        "{:?}",
+        saved.keys().collect::<Vec<_>>()
+    );
+}
+
+fn read_tensors(
+    path: &Path,
+) -> std::collections::BTreeMap<String, selm_tui::io::weights::HostTensor> {
+    let mut map = selm_tui::io::weights::WeightMap::default();
+    selm_tui::io::safetensors::read_file_into(path, &mut map).unwrap();
+    let names: Vec<String> = map.names().map(String::from).collect();
+    names
+        .into_iter()
+        .map(|n| {
+            let t = map.remove(&n).unwrap();
+            (n, t)
+        })
+        .collect()
+}
+
+#[test]
+fn bad_adapters_are_refused_with_the_reason() {
+    let dir = fixture(NAME);
+    let base = || load_hf_dir::<I>(&dir, &Default::default()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = |name: &str, edit: &dyn Fn(&mut Value)| -> std::path::PathBuf {
+        let d = tmp.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(
+            dir.join("policy").join(lora::WEIGHTS_FILE),
+            d.join(lora::WEIGHTS_FILE),
+        )
+        .unwrap();
+        let mut c: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("policy").join(lora::CONFIG_FILE)).unwrap(),
+        )
+        .unwrap();
+        edit(&mut c);
+        std::fs::write(d.join(lora::CONFIG_FILE), c.to_string()).unwrap();
+        d
+    };
+    let err = |d: &Path| match lora::attach_from(base(), d) {
+        Ok(_) => panic!("{} was accepted", d.display()),
+        Err(e) => format!("{e:#}"),
+    };
+    // A rank that does not match the tensors: the tensor and both shapes named.
+    let e = err(&copy("rank", &|c| c["r"] = 8.into()));
+    assert!(e.contains("lora_A.weight") && e.contains("expected"), "{e}");
+    // Fewer targets than the file has: the leftover tensors named.
+    let e = err(&copy("targets", &|c| {
+        c["target_modules"] = serde_json::json!(["q_proj"])
+    }));
+    assert!(
+        e.contains("target_modules") && e.contains("down_proj.lora_A.weight"),
+        "{e}"
+    );
+    // An unknown projection name.
+    let e = err(&copy("unknown", &|c| {
+        c["target_modules"] = serde_json::json!(["qkv"])
+    }));
+    assert!(e.contains("unknown LoRA target module `qkv`"), "{e}");
+    // Not LoRA.
+    let e = err(&copy("ia3", &|c| c["peft_type"] = "IA3".into()));
+    assert!(e.contains("peft_type"), "{e}");
+}
