@@ -216,7 +216,8 @@ fn adapters_round_trip_through_peft_files_and_merge_into_the_base() {
     let policy = adapted::<I>("policy");
     let tmp = tempfile::tempdir().unwrap();
     let shape = lora::read_shape(&dir.join("policy")).unwrap();
-    lora::save_adapter(&policy, &shape, "base", tmp.path()).unwrap();
+    assert_eq!(lora::shape_of(&policy), Some(shape));
+    lora::save_adapter(&policy, "base", tmp.path()).unwrap();
     let again = lora::attach_from(
         load_hf_dir::<I>(&dir, &Default::default()).unwrap(),
         tmp.path(),
@@ -315,4 +316,94 @@ fn bad_adapters_are_refused_with_the_reason() {
     // Not LoRA.
     let e = err(&copy("ia3", &|c| c["peft_type"] = "IA3".into()));
     assert!(e.contains("peft_type"), "{e}");
+}
+
+/// A headless LoRA run of the built-in model, two iterations: each checkpoint is the merged
+/// model with its adapter beside it in PEFT's format; the base stayed frozen (every tensor an
+/// adapter does not touch is the start model's, bit for bit, and each adapted weight is the
+/// start's plus scale A B); the adapter, read back onto the start model, is the checkpoint.
+#[test]
+fn a_lora_run_trains_adapters_on_a_frozen_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = selm_tui::config::Config::embedded_default();
+    c.run.out_dir = tmp.path().join("runs");
+    c.run.iterations = 2;
+    c.prompts.per_iteration = 32;
+    c.prompts.eval = 8;
+    c.train.batch_size = 16;
+    c.train.lr = 1e-3;
+    c.train.lora = Some(
+        toml::from_str(
+            "rank = 4\nalpha = 8.0\ntarget_modules = [\"q_proj\", \"v_proj\", \"down_proj\"]",
+        )
+        .unwrap(),
+    );
+    let config = tmp.path().join("lora.toml");
+    std::fs::write(&config, c.to_toml()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_selm-tui"))
+        .args(["--config", config.to_str().unwrap(), "run", "--headless"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = std::fs::read_dir(tmp.path().join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let start_dir = c.model_dir().unwrap();
+    let start = read_tensors(&start_dir.join("model.safetensors"));
+    for it in [1, 2] {
+        let ckpt = run.join(format!("checkpoints/iter-{it:03}"));
+        let shape = lora::read_shape(&ckpt).unwrap();
+        assert_eq!((shape.rank, shape.targets.len()), (4, 3));
+        let merged = read_tensors(&ckpt.join("model.safetensors"));
+        let adapter = read_tensors(&ckpt.join(lora::WEIGHTS_FILE));
+        assert_eq!(
+            merged.keys().collect::<Vec<_>>(),
+            start.keys().collect::<Vec<_>>()
+        );
+        let mut adapted = 0;
+        for (name, t) in &merged {
+            let prefix = format!("base_model.model.{}", name.trim_end_matches(".weight"));
+            match (
+                adapter.get(&format!("{prefix}.lora_A.weight")),
+                adapter.get(&format!("{prefix}.lora_B.weight")),
+            ) {
+                (Some(a), Some(b)) => {
+                    // W' = W + scale B A in HF's [out, in] layout.
+                    let (r, inp, out) = (a.shape[0], a.shape[1], b.shape[0]);
+                    let mut moved = 0f32;
+                    for o in 0..out {
+                        for i in 0..inp {
+                            let ba: f32 = (0..r)
+                                .map(|k| b.data[o * r + k] * a.data[k * inp + i])
+                                .sum();
+                            let want = start[name].data[o * inp + i] + shape.scale() as f32 * ba;
+                            assert_close(name, t.data[o * inp + i] as f64, want as f64, 1e-5, 1e-6);
+                            moved = moved
+                                .max((t.data[o * inp + i] - start[name].data[o * inp + i]).abs());
+                        }
+                    }
+                    assert!(
+                        moved > 0.0,
+                        "{name}: the adapter of iteration {it} is still a no-op"
+                    );
+                    adapted += 1;
+                }
+                _ => assert_eq!(
+                    t.data, start[name].data,
+                    "{name} moved: the base is not frozen"
+                ),
+            }
+        }
+        let layers = selm_tui::model::ModelConfig::from_file(&start_dir.join("config.json"))
+            .unwrap()
+            .num_layers;
+        assert_eq!(adapted, 3 * layers);
+    }
 }

@@ -195,6 +195,44 @@ fn killed_at_any_point_and_resumed_equals_the_uninterrupted_run() {
     }
 }
 
+/// A LoRA run (the start model frozen, adapters trained; checkpoints merged, with the
+/// adapters in PEFT's format): killed inside an update, between update and sync, and in
+/// iteration 2, and resumed, it equals the uninterrupted run byte for byte, adapters included.
+#[test]
+fn a_lora_run_resumes_to_the_same_adapters() {
+    let base = tempfile::tempdir().unwrap();
+    let lora = |c: &mut selm_tui::config::Config| {
+        c.train.lora = Some(toml::from_str("rank = 4\nalpha = 8.0").unwrap());
+        c.train.lr = 1e-3;
+    };
+    let ref_dir = base.path().join("ref");
+    let config = write_config_with(&ref_dir, lora);
+    ok(&selm()
+        .args(["--config", config.to_str().unwrap(), "run", "--headless"])
+        .output()
+        .unwrap());
+    let reference = run_dir(&ref_dir);
+    assert!(
+        reference
+            .join("checkpoints/iter-002/adapter_model.safetensors")
+            .is_file()
+    );
+    for at in ["1:update:1", "1:sync_eval:0", "2:generate:1", "2:update:1"] {
+        let dir = base.path().join(at.replace(':', "-"));
+        let config = write_config_with(&dir, lora);
+        killed_run(
+            &["--config", config.to_str().unwrap(), "run", "--headless"],
+            at,
+        );
+        let run = run_dir(&dir);
+        ok(&selm()
+            .args(["resume", run.to_str().unwrap(), "--headless"])
+            .output()
+            .unwrap());
+        assert_same_run(&reference, &run);
+    }
+}
+
 /// pi_ref fixed at the start model (and the XPO objective): a resume must take pi_ref from
 /// the start model and pi_theta from the checkpoint, not both from the checkpoint.
 #[test]

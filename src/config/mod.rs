@@ -1,8 +1,11 @@
 //! The TOML run configuration. Unknown keys are rejected; every error names its key. Every
 //! key is documented where it is declared here, and checked in [`Config::validate`].
 
+mod lora;
 mod server;
 mod validate;
+
+pub use lora::LoraSection;
 
 pub use server::{
     GenerateEngine, PoolingEndpoint, RankInput, RankServer, Reload, ServerApi, ServerSection,
@@ -273,6 +276,9 @@ pub struct Train {
     pub max_grad_norm: Option<f64>,
     #[serde(default)]
     pub weight_decay: f64,
+    /// Low-rank adapters instead of full updates ([train.lora]); absent: full updates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSection>,
     /// `in_process` (Burn, on the run's backend) or `command` (an external trainer such as
     /// TRL + DeepSpeed, `command`; generation then runs on a server, and selm-tui loads no
     /// weights).

@@ -260,6 +260,17 @@ impl Config {
 impl Config {
     /// `train.engine` and `train.command`.
     fn validate_train_engine(&self) -> Result<()> {
+        if let Some(lora) = &self.train.lora {
+            let shape = lora.shape();
+            positive("train.lora.rank", shape.rank)?;
+            range("train.lora.alpha", shape.alpha, f64::MIN_POSITIVE, f64::MAX)?;
+            shape.check().context("key `train.lora.target_modules`")?;
+            if self.train.engine == TrainEngine::Command {
+                bail!(
+                    "key `train.lora`: LoRA runs update in-process for now;                      `train.engine = \"command\"` (scripts/selm_trl.py) takes no adapters yet"
+                );
+            }
+        }
         let command = match (self.train.engine, self.train.command.as_deref()) {
             (TrainEngine::InProcess, None) => return Ok(()),
             (TrainEngine::InProcess, Some(_)) => {
@@ -462,5 +473,35 @@ mod tests {
         let ok = format!("{text}\n[rank.server]\nurl = \"http://h:1\"\n");
         let c = Config::from_toml(&ok, "t.toml").unwrap();
         assert_eq!(c.rank.server.unwrap().url.as_deref(), Some("http://h:1"));
+    }
+
+    #[test]
+    fn a_bad_lora_section_names_its_key() {
+        let lora = |section: &str| {
+            let text = with("[eval]", &format!("[train.lora]\n{section}\n\n[eval]"));
+            Config::from_toml(&text, "t.toml").map(|c| c.train.lora)
+        };
+        let cases: &[(&str, &[&str])] = &[
+            ("rank = 0", &["train.lora.rank"]),
+            ("alpha = -1.0", &["train.lora.alpha"]),
+            (
+                "target_modules = [\"qkv_proj\"]",
+                &["train.lora.target_modules", "qkv_proj"],
+            ),
+            ("target_modules = []", &["train.lora.target_modules"]),
+            ("dropout = 0.1", &["dropout"]),
+        ];
+        for (section, needles) in cases {
+            let e = format!("{:#}", lora(section).unwrap_err());
+            assert!(needles.iter().all(|n| e.contains(n)), "{section}: {e}");
+        }
+        let ok = lora("rank = 4").unwrap().unwrap();
+        assert_eq!((ok.rank, ok.alpha, ok.target_modules.len()), (4, 16.0, 7));
+        let text = with("[eval]", "[train.lora]\n\n[eval]").replace(
+            "[train]",
+            "[train]\nengine = \"command\"\ncommand = \"t {params}\"",
+        );
+        let e = format!("{:#}", Config::from_toml(&text, "t.toml").unwrap_err());
+        assert!(e.contains("train.lora") && e.contains("in-process"), "{e}");
     }
 }

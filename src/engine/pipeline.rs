@@ -3,14 +3,13 @@
 //! pause and change parameters between units. Each stage's work is in `super::stages`.
 
 use anyhow::{Context, Result};
-use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use std::time::Instant;
 
 use super::interrupt::Interrupt;
 use super::messages::{Event, LiveParams, Origin, Stage, StageSummary, Wait};
 use super::stages::{HumanDesk, IterationState};
-use super::start::{load_start, prompt_sets};
+use super::start::{load_start, prompt_sets, start_models};
 use crate::config::{Config, GenerateEngine};
 use crate::external::server::{ModelServer, Role};
 use crate::external::trainer::RunningTrainer;
@@ -79,10 +78,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
     /// Loads the model (policy and reference), draws the prompt sets, creates the run dir.
     pub fn new(config: Config, device: &B::Device) -> Result<Self> {
         let (models, tokenizer) = load_start::<B>(&config, device)?;
-        let models = models.map(|policy| {
-            let reference = policy.valid();
-            (policy, reference)
-        });
+        let models = models.map(|m| start_models(&config, m)).transpose()?;
         let run = RunDir::create(&config.run.out_dir, &config.run.name)?;
         let lock = RunLock::acquire(&run.path)?;
         run.write_config(&config)?;
@@ -315,7 +311,8 @@ impl<B: AutodiffBackend> Pipeline<B> {
         if let (Stage::Update, Some(trainer)) = (stage, &self.trainer) {
             // The only stage boundary where pi_theta differs from the last checkpoint (an
             // external trainer's model is in its directory).
-            self.run.save_policy_state(trainer.policy())?;
+            self.run
+                .save_policy_state(trainer.policy(), &self.base_model()?)?;
         }
         self.cursor = 0;
         let advance = match stage.next() {
@@ -357,6 +354,15 @@ impl<B: AutodiffBackend> Pipeline<B> {
             metrics_jsonl_bytes: jsonl,
             metrics_csv_bytes: csv,
         })
+    }
+
+    /// The starting model's absolute path: the base a LoRA checkpoint's adapter names.
+    pub(super) fn base_model(&self) -> Result<String> {
+        let dir = self.config.model_dir()?;
+        Ok(std::path::absolute(&dir)
+            .unwrap_or(dir)
+            .display()
+            .to_string())
     }
 
     /// Runs unit number `self.cursor` of the current stage.

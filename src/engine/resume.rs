@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::messages::{Event, Stage};
 use super::pipeline::{Pipeline, now};
-use super::start::load_start;
+use super::start::{load_start, start_models};
 use crate::config::Config;
 use crate::io::read_jsonl;
 use crate::model::CausalLm;
@@ -87,10 +87,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             );
         }
         let (start, tokenizer) = load_start::<B>(&config, device)?;
-        let models = start.map(|policy| {
-            let reference = policy.valid();
-            (policy, reference)
-        });
+        let models = start.map(|m| start_models(&config, m)).transpose()?;
         run.reset_metrics()?;
         let params = last_params(&run)?.unwrap_or_else(|| config.live_params());
         let mut p = Self::assemble(config, run, lock, models, tokenizer, device)?;
@@ -162,7 +159,8 @@ impl<B: AutodiffBackend> Pipeline<B> {
 }
 
 /// Policy and reference in Burn where the run stopped: the checkpoints hold pi_theta; pi_ref
-/// is the last one, or the start model when it is never synced.
+/// is the last one, or the start model when it is never synced. A LoRA run's checkpoints
+/// are read as the start model with their adapters.
 fn resumed_models<B: AutodiffBackend>(
     config: &Config,
     run: &RunDir,
@@ -170,18 +168,25 @@ fn resumed_models<B: AutodiffBackend>(
     start: CausalLm<B>,
     device: &B::Device,
 ) -> Result<(CausalLm<B>, CausalLm<B::InnerBackend>)> {
+    let saved = |dir: &std::path::Path| match config.train.lora {
+        Some(_) => crate::model::lora::attach_from(start.clone(), dir)
+            .map(|(model, _)| model)
+            .with_context(|| format!("the adapter in {}", dir.display())),
+        None => load_hf_dir::<B>(dir, device),
+    };
+    let (fresh, start_reference) = start_models(config, start.clone())?;
     let last = match state.iteration {
-        1 => start.clone(),
-        n => load_hf_dir::<B>(&run.checkpoint_dir(n - 1), device)?,
+        1 => fresh,
+        n => saved(&run.checkpoint_dir(n - 1))?,
     };
     let policy = if state.stage == Stage::SyncEval {
-        load_hf_dir::<B>(&run.policy_state_dir(), device)?
+        saved(&run.policy_state_dir())?
     } else {
         last.clone()
     };
-    let reference = match config.train.sync_reference {
+    let reference = match config.train.sync_reference && state.iteration > 1 {
         true => last.valid(),
-        false => start.valid(),
+        false => start_reference,
     };
     Ok((policy, reference))
 }

@@ -2,6 +2,7 @@
 //! an external trainer), and the training and held-out prompt sets.
 
 use anyhow::{Context, Result};
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::config::{Config, RankerKind, TrainEngine};
@@ -31,6 +32,27 @@ pub(super) fn load_start<B: AutodiffBackend>(
     let model = ModelConfig::from_file(&path.join("config.json"))?;
     let tokenizer = TextTokenizer::from_hf_dir(&path, &model.tokens())?;
     Ok((None, tokenizer))
+}
+
+/// Salt of the run seed that draws fresh adapters.
+const LORA_SALT: u64 = 0x4c6f_5241;
+
+/// The policy and reference a run starts from `start`: with `[train.lora]` the policy is
+/// `start` (frozen) with fresh adapters, drawn from the run's seed, and the reference
+/// `start` alone; the two share its weights.
+pub(super) fn start_models<B: AutodiffBackend>(
+    config: &Config,
+    start: CausalLm<B>,
+) -> Result<(CausalLm<B>, CausalLm<B::InnerBackend>)> {
+    let reference = start.valid();
+    let policy = match &config.train.lora {
+        Some(lora) => {
+            crate::model::lora::attach_new(start, &lora.shape(), config.run.seed ^ LORA_SALT)
+                .context("key `train.lora`")?
+        }
+        None => start,
+    };
+    Ok((policy, reference))
 }
 
 /// The training and held-out prompts `config` describes.

@@ -42,10 +42,23 @@ pub struct Lora<B: Backend> {
     pub a: Param<Tensor<B, 2>>,
     /// `[r, out]`: PEFT's `lora_B.weight` transposed.
     pub b: Param<Tensor<B, 2>>,
+    pub alpha: f64,
+    pub rslora: bool,
+    /// alpha / r, or alpha / sqrt(r) with rsLoRA.
     pub scale: f64,
 }
 
 impl<B: Backend> Lora<B> {
+    fn new(a: Param<Tensor<B, 2>>, b: Param<Tensor<B, 2>>, shape: &LoraShape) -> Self {
+        Self {
+            a,
+            b,
+            alpha: shape.alpha,
+            rslora: shape.rslora,
+            scale: shape.scale(),
+        }
+    }
+
     /// `scale * (x A) B` for `x: [rows, in]`.
     pub fn delta(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         x.matmul(self.a.val()).matmul(self.b.val()) * self.scale
@@ -168,11 +181,11 @@ pub fn attach_new<B: Backend>(
         let a: Vec<f32> = (0..inp * shape.rank)
             .map(|_| rng.random_range(-bound..bound))
             .collect();
-        linear.lora = Some(Lora {
-            a: param(a, [inp, shape.rank], &device),
-            b: param(vec![0.0; shape.rank * out], [shape.rank, out], &device),
-            scale: shape.scale(),
-        });
+        linear.lora = Some(Lora::new(
+            param(a, [inp, shape.rank], &device),
+            param(vec![0.0; shape.rank * out], [shape.rank, out], &device),
+            shape,
+        ));
     }
     Ok(freeze_base(model))
 }
@@ -191,20 +204,28 @@ pub fn detach<B: Backend>(mut model: CausalLm<B>) -> CausalLm<B> {
 
 /// Whether any projection carries an adapter.
 pub fn has_adapters<B: Backend>(model: &CausalLm<B>) -> bool {
-    model.model.layers.iter().any(|l| {
-        let (a, m) = (&l.self_attn, &l.mlp);
-        [
-            &a.q_proj,
-            &a.k_proj,
-            &a.v_proj,
-            &a.o_proj,
-            &m.gate_proj,
-            &m.up_proj,
-            &m.down_proj,
-        ]
-        .iter()
-        .any(|p| p.lora.is_some())
-    })
+    shape_of(model).is_some()
+}
+
+/// The shape of `model`'s adapters (the first one's rank and scaling, the projections that
+/// carry one), None without adapters.
+pub fn shape_of<B: Backend>(model: &CausalLm<B>) -> Option<LoraShape> {
+    let mut model = model.clone();
+    let mut shape: Option<LoraShape> = None;
+    for (name, linear) in projections(&mut model) {
+        let Some(lora) = &linear.lora else { continue };
+        let target = short_name(&name).to_string();
+        let s = shape.get_or_insert_with(|| LoraShape {
+            rank: lora.a.dims()[1],
+            alpha: lora.alpha,
+            rslora: lora.rslora,
+            targets: vec![],
+        });
+        if !s.targets.contains(&target) {
+            s.targets.push(target);
+        }
+    }
+    shape
 }
 
 /// `model` with each adapter folded into its base weight (`W + scale A B`) and removed.
@@ -251,16 +272,13 @@ pub fn to_peft_tensors<B: Backend>(model: &CausalLm<B>) -> BTreeMap<String, Host
     out
 }
 
-/// Writes the adapters of `model` as a PEFT adapter directory.
-pub fn save_adapter<B: Backend>(
-    model: &CausalLm<B>,
-    shape: &LoraShape,
-    base: &str,
-    dir: &Path,
-) -> Result<()> {
+/// Writes the adapters of `model` as a PEFT adapter directory for the base model `base`
+/// (a path or hub id: what `base_model_name_or_path` says).
+pub fn save_adapter<B: Backend>(model: &CausalLm<B>, base: &str, dir: &Path) -> Result<()> {
+    let shape = shape_of(model).context("the model has no adapters to save")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     crate::io::safetensors::write_file(&dir.join(WEIGHTS_FILE), &to_peft_tensors(model))?;
-    let config = serde_json::to_string_pretty(&peft_config(shape, base, 0.0))?;
+    let config = serde_json::to_string_pretty(&peft_config(&shape, base, 0.0))?;
     crate::io::atomic_write(&dir.join(CONFIG_FILE), config.as_bytes())
 }
 
@@ -294,7 +312,7 @@ pub fn read_shape(dir: &Path) -> Result<LoraShape> {
             path.display()
         ),
     };
-    let shape = LoraShape {
+    let mut shape = LoraShape {
         rank: field("r")?
             .as_u64()
             .with_context(|| format!("{}: `r` is not a count", path.display()))?
@@ -309,6 +327,11 @@ pub fn read_shape(dir: &Path) -> Result<LoraShape> {
         targets,
     };
     shape.check().with_context(|| path.display().to_string())?;
+    // peft writes its target set in any order: ours is the projections' order.
+    shape
+        .targets
+        .sort_by_key(|t| TARGETS.iter().position(|x| x == t));
+    shape.targets.dedup();
     Ok(shape)
 }
 
@@ -337,11 +360,11 @@ pub fn attach_from<B: Backend>(
             .with_context(|| format!("{}", path.display()))?;
         let a = a.transposed();
         let b = b.transposed();
-        linear.lora = Some(Lora {
-            a: param(a.data, [inp, shape.rank], &device),
-            b: param(b.data, [shape.rank, out], &device),
-            scale: shape.scale(),
-        });
+        linear.lora = Some(Lora::new(
+            param(a.data, [inp, shape.rank], &device),
+            param(b.data, [shape.rank, out], &device),
+            &shape,
+        ));
     }
     let left: Vec<&str> = weights.names().take(5).collect();
     ensure!(

@@ -312,30 +312,38 @@ impl RunDir {
     }
 
     /// Saves the policy as an HF directory under `checkpoints/iter-NNN`, via a temporary
-    /// directory renamed into place.
+    /// directory renamed into place. A policy with adapters is saved merged, with its
+    /// adapters beside it in PEFT's format for the base model `base`.
     pub fn save_checkpoint<B: Backend>(
         &self,
         iteration: usize,
         model: &CausalLm<B>,
         tokenizer_files: &[(String, String)],
+        base: &str,
     ) -> Result<PathBuf> {
-        save_model_dir(&self.checkpoint_dir(iteration), model, tokenizer_files)
+        save_model_dir(
+            &self.checkpoint_dir(iteration),
+            model,
+            tokenizer_files,
+            base,
+        )
     }
 
     /// Saves the updated policy for a resume (see [`Self::policy_state_dir`]).
-    pub fn save_policy_state<B: Backend>(&self, model: &CausalLm<B>) -> Result<()> {
+    pub fn save_policy_state<B: Backend>(&self, model: &CausalLm<B>, base: &str) -> Result<()> {
         let dir = self.policy_state_dir();
         std::fs::create_dir_all(dir.parent().expect("state/"))?;
-        save_model_dir(&dir, model, &[]).map(|_| ())
+        save_model_dir(&dir, model, &[], base).map(|_| ())
     }
 }
 
-/// Writes `model` (and tokenizer files) as an HF directory at `dest`, through a sibling
-/// temporary directory renamed into place.
+/// Writes `model` (and tokenizer files; and its adapters for `base`, if any) as an HF
+/// directory at `dest`, through a sibling temporary directory renamed into place.
 fn save_model_dir<B: Backend>(
     dest: &Path,
     model: &CausalLm<B>,
     tokenizer_files: &[(String, String)],
+    base: &str,
 ) -> Result<PathBuf> {
     // Inside the run directory: `<dest>.partial` can only be an earlier attempt's.
     let tmp = dest.with_extension("partial");
@@ -343,6 +351,9 @@ fn save_model_dir<B: Backend>(
         std::fs::remove_dir_all(&tmp)?;
     }
     save_hf_dir(model, &tmp)?;
+    if crate::model::lora::has_adapters(model) {
+        crate::model::lora::save_adapter(model, base, &tmp)?;
+    }
     for (name, content) in tokenizer_files {
         atomic_write(&tmp.join(name), content.as_bytes())?;
     }
