@@ -16,6 +16,7 @@ use crate::cli;
 use crate::config::resolve_model_path;
 use crate::model::generate::generate;
 use crate::model::load::random;
+use crate::model::lora::{self, LoraShape, TARGETS};
 use crate::model::sampling::SamplingParams;
 use crate::model::{CausalLm, ModelConfig};
 use crate::selm::Triple;
@@ -81,6 +82,10 @@ pub struct BenchArgs {
     /// Tokens generated per prompt (at least 1).
     #[arg(long, default_value_t = 64, value_parser = cli::at_least_one)]
     pub new_tokens: usize,
+    /// Train LoRA adapters of this rank (alpha = 2 x rank, every projection) on the frozen
+    /// model instead of every weight; pi_ref is the model without them.
+    #[arg(long, value_parser = cli::at_least_one)]
+    pub lora_rank: Option<usize>,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -114,6 +119,10 @@ pub struct BenchReport {
     /// on a GPU backend.
     pub kernels: String,
     pub params: usize,
+    /// The LoRA rank trained (None: full updates).
+    pub lora_rank: Option<usize>,
+    /// Parameters the update trains (all of them, or the adapters').
+    pub trainable_params: usize,
     pub batch: usize,
     pub seq: usize,
     /// Triples per forward/backward pass of an update.
@@ -160,6 +169,19 @@ impl OnBackend for Bench {
             .collect();
 
         let reference = policy.valid();
+        let policy = match args.lora_rank {
+            Some(rank) => {
+                let shape = LoraShape {
+                    rank,
+                    alpha: 2.0 * rank as f64,
+                    rslora: false,
+                    targets: TARGETS.iter().map(|t| t.to_string()).collect(),
+                };
+                lora::attach_new(policy, &shape, 3)?
+            }
+            None => policy,
+        };
+        let trainable_params = policy.num_params() - lora_frozen(&policy);
         if !args.reference_forward {
             carry_reference_logps(&reference, &mut triples);
         }
@@ -205,6 +227,8 @@ impl OnBackend for Bench {
                 _ => "device".into(),
             },
             params,
+            lora_rank: args.lora_rank,
+            trainable_params,
             batch: args.batch,
             seq: args.seq,
             micro_batch,
@@ -218,6 +242,24 @@ impl OnBackend for Bench {
             peak_rss_mib: peak_rss_mib(),
         })
     }
+}
+
+/// Parameters of `model` that take no gradient (a LoRA policy's frozen base).
+fn lora_frozen<B: AutodiffBackend>(model: &CausalLm<B>) -> usize {
+    struct Frozen(usize);
+    impl<B: AutodiffBackend> burn::module::ModuleVisitor<B> for Frozen {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+        ) {
+            if !param.is_require_grad() {
+                self.0 += param.shape().num_elements();
+            }
+        }
+    }
+    let mut v = Frozen(0);
+    model.visit(&mut v);
+    v.0
 }
 
 /// What generation records for the loop's samples: pi_ref's log-prob of every response token.
@@ -272,6 +314,12 @@ impl BenchReport {
             self.kernels,
             self.params as f64 / 1e6
         );
+        if let Some(rank) = self.lora_rank {
+            println!(
+                "  LoRA rank {rank}: {:.2}M trainable parameters",
+                self.trainable_params as f64 / 1e6
+            );
+        }
         println!(
             "  update  {} triples x {} tokens ({} per pass, pi_ref {}): {:>9.1} ms/step  {:>9.1} tokens/s",
             self.batch,
