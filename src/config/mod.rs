@@ -377,6 +377,14 @@ impl Config {
         }
     }
 
+    /// The model as the front ends show it: `model.path`, with the LoRA rank of a LoRA run.
+    pub fn model_label(&self) -> String {
+        match &self.train.lora {
+            Some(lora) => format!("{} + LoRA r{}", self.model.path, lora.rank),
+            None => self.model.path.clone(),
+        }
+    }
+
     /// The model directory or GGUF file `model.path` names.
     pub fn model_dir(&self) -> Result<PathBuf> {
         resolve_model_path(&self.model.path).context("key `model.path`")

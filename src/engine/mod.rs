@@ -132,7 +132,7 @@ fn worker<B: AutodiffBackend>(
     emit(Event::Started {
         run_dir: pipeline.run().path.display().to_string(),
         backend: spec.to_string(),
-        model: pipeline.config().model.path.clone(),
+        model: pipeline.config().model_label(),
         iterations: pipeline.config().run.iterations,
         params: pipeline.params(),
     });

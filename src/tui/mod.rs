@@ -173,7 +173,7 @@ pub fn run(start: Start, spec: BackendSpec) -> Result<()> {
     };
     let mut app = App::new(config.live_params(), config.run.auto_pause);
     app.run.backend = spec.to_string();
-    app.run.model = config.model.path.clone();
+    app.run.model = config.model_label();
     app.run.iterations = config.run.iterations;
     app.log.info(match start {
         Start::New(_) => "loading the model and evaluating the starting point",

@@ -18,7 +18,7 @@ pub fn load_run(dir: &Path) -> Result<App> {
     app.run.state = EngineState::ReadOnly;
     app.run.run_dir = dir.display().to_string();
     app.run.backend = config.runtime.backend.clone();
-    app.run.model = config.model.path.clone();
+    app.run.model = config.model_label();
     app.run.iterations = config.run.iterations;
     app.log.info(format!("opened {} read-only", dir.display()));
     load_history(&run, &mut app)?;
