@@ -122,18 +122,21 @@ class PairRM:
         load_part(self.head, state, "head_layer.", folder)
         self.torch = torch
         self.device = device
-        self.encoder.float().to(device).eval()
-        self.head.float().to(device).eval()
+        # As llm-blender's loadranker: half precision on a GPU when the config says fp16.
+        half = device.split(":")[0] in ("cuda", "mps") and cfg.get("fp16", False)
+        for m in (self.encoder, self.head):
+            (m.half() if half else m.float()).to(device).eval()
         self.pairs_per_batch = max(1, pairs_per_batch)
 
     def encode(self, source: str, candidates: List[str]) -> tuple:
         """The ids of the source and of each candidate, cut as llm-blender cuts a batch of
         one prompt: the source to source_maxlength, each candidate to candidate_maxlength plus
         half of what the source left."""
-        # The prefixes' own strings in a text would add positions the head reads.
-        clean = lambda t: strip_prefixes(t).replace(self.sep, " ")
-        source = SOURCE + clean(source)
-        candidates = [CAND + clean(c) for c in candidates]
+        # A prefix's own string in a text would add a position the head reads (llm-blender
+        # fails on those): such strings become spaces. A prompt keeps `<|candidate|>`, which
+        # llm-blender reads as a token there.
+        source = SOURCE + strip(source, [SOURCE, CAND1, CAND2]).replace(self.sep, " ")
+        candidates = [CAND + strip(c, PREFIXES).replace(self.sep, " ") for c in candidates]
         if self.manual_sep:
             source = self.cut(source, self.source_max) + self.sep
             source_ids = self.tok.encode(source, truncation=True)
@@ -196,8 +199,8 @@ class PairRM:
         return [float(s) for s in (cmp - cmp.T).mean(axis=-1)]
 
 
-def strip_prefixes(text: str) -> str:
-    for p in PREFIXES:
+def strip(text: str, prefixes: List[str]) -> str:
+    for p in prefixes:
         text = text.replace(p, " ")
     return text
 
@@ -237,12 +240,15 @@ def load_part(module, state: dict, prefix: str, folder: Path) -> None:
     part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     own = module.state_dict()
     missing = sorted(k for k in own if k not in part)
+    if missing:
+        raise ValueError(f"{folder}: the weights lack {[prefix + k for k in missing]}")
+    # Older checkpoints carry buffers newer transformers no longer keep (position_ids);
+    # llm-blender loads non-strictly, so others are reported and skipped as it skips them.
     unexpected = sorted(k for k in part if k not in own)
-    if missing or unexpected:
-        raise ValueError(
-            f"{folder}: the weights do not fit the model: missing "
-            f"{[prefix + k for k in missing]}, unexpected {[prefix + k for k in unexpected]}"
-        )
+    for k in unexpected:
+        del part[k]
+        if not k.endswith("position_ids"):
+            print(f"pairrm_ranker: {folder}: tensor {prefix + k} is not used", file=sys.stderr)
     for k, v in part.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise ValueError(f"{folder}: tensor {prefix + k} has shape {list(v.shape)}, expected {list(own[k].shape)}")

@@ -359,10 +359,17 @@ fn a_lora_run_trains_adapters_on_a_frozen_base() {
     let start = read_tensors(&start_dir.join("model.safetensors"));
     for it in [1, 2] {
         let ckpt = run.join(format!("checkpoints/iter-{it:03}"));
-        let shape = lora::read_shape(&ckpt).unwrap();
+        // The adapter in a folder of its own: loaders read the top level as the model.
+        let top: Vec<String> = std::fs::read_dir(&ckpt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!top.iter().any(|f| f.starts_with("adapter_")), "{top:?}");
+        let adapter_dir = ckpt.join(selm_tui::run::ADAPTER_DIR);
+        let shape = lora::read_shape(&adapter_dir).unwrap();
         assert_eq!((shape.rank, shape.targets.len()), (4, 3));
         let merged = read_tensors(&ckpt.join("model.safetensors"));
-        let adapter = read_tensors(&ckpt.join(lora::WEIGHTS_FILE));
+        let adapter = read_tensors(&adapter_dir.join(lora::WEIGHTS_FILE));
         assert_eq!(
             merged.keys().collect::<Vec<_>>(),
             start.keys().collect::<Vec<_>>()

@@ -214,7 +214,7 @@ fn a_lora_run_resumes_to_the_same_adapters() {
     let reference = run_dir(&ref_dir);
     assert!(
         reference
-            .join("checkpoints/iter-002/adapter_model.safetensors")
+            .join("checkpoints/iter-002/adapter/adapter_model.safetensors")
             .is_file()
     );
     for at in ["1:update:1", "1:sync_eval:0", "2:generate:1", "2:update:1"] {

@@ -119,7 +119,8 @@ pub struct RankServer {
     /// How a candidate is sent: `text`, the prompt text followed by the response as one
     /// input (the server adds the tokenizer's special tokens, BOS); `chat`, the
     /// conversation [user: prompt, assistant: response] as `messages`, rendered by the
-    /// model's chat template without a generation prompt.
+    /// model's chat template without a generation prompt; `auto`, `chat` when `rank.model`
+    /// has a chat template, else `text` (as the in-process `reward_model` ranker chooses).
     #[serde(default)]
     pub input: RankInput,
     /// Ask for the score after the model's activation (vLLM: sigmoid for one label);
@@ -178,6 +179,7 @@ pub enum PoolingEndpoint {
 #[serde(rename_all = "snake_case")]
 pub enum RankInput {
     #[default]
+    Auto,
     Text,
     Chat,
 }

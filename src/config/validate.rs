@@ -2,11 +2,11 @@
 
 use anyhow::{Context, Result, bail};
 
-use super::{Config, GenerateEngine, Rank, RankerKind, Reload, TrainEngine};
+use super::{Config, GenerateEngine, Rank, RankerKind, Reload, ServerSection, TrainEngine};
 use crate::config::server::{TRAIN_PLACEHOLDERS, placeholders};
 
 /// `rank.ranker = "server"` and `[rank.server]`.
-fn validate_rank_server(rank: &Rank) -> Result<()> {
+fn validate_rank_server(rank: &Rank, generate: Option<&ServerSection>) -> Result<()> {
     let server = rank.server.as_ref().context(
         "key `rank.server`: the `server` ranker needs a [rank.server] section with `command` \
          (e.g. \"vllm serve {model} --port {port} --runner pooling\") or `url`",
@@ -34,6 +34,14 @@ fn validate_rank_server(rank: &Rank) -> Result<()> {
         (None, Some(_)) => {}
     }
     positive("rank.server.concurrency", server.concurrency)?;
+    let generation_port = generate.and_then(|g| g.port);
+    if server.port.is_some() && server.port == generation_port {
+        bail!(
+            "key `rank.server.port`: {} is `generate.server.port` too; the two servers need \
+             ports of their own",
+            server.port.unwrap_or_default()
+        );
+    }
     for (key, v) in [
         ("rank.server.timeout_s", server.timeout_s),
         ("rank.server.ready_timeout_s", server.ready_timeout_s),
@@ -162,7 +170,7 @@ impl Config {
                      Qwen2ForSequenceClassification)"
                 )
             }
-            Some(RankerKind::Server) => validate_rank_server(rank)?,
+            Some(RankerKind::Server) => validate_rank_server(rank, self.generate.server.as_ref())?,
             _ => {}
         }
         let [lo, hi] = self.rank.score_range;
@@ -267,7 +275,8 @@ impl Config {
             shape.check().context("key `train.lora.target_modules`")?;
             if self.train.engine == TrainEngine::Command {
                 bail!(
-                    "key `train.lora`: LoRA runs update in-process for now;                      `train.engine = \"command\"` (scripts/selm_trl.py) takes no adapters yet"
+                    "key `train.lora`: LoRA runs update in-process for now; \
+                     `train.engine = \"command\"` (scripts/selm_trl.py) takes no adapters yet"
                 );
             }
         }

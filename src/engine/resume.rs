@@ -169,9 +169,12 @@ fn resumed_models<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<(CausalLm<B>, CausalLm<B::InnerBackend>)> {
     let saved = |dir: &std::path::Path| match config.train.lora {
-        Some(_) => crate::model::lora::attach_from(start.clone(), dir)
-            .map(|(model, _)| model)
-            .with_context(|| format!("the adapter in {}", dir.display())),
+        Some(_) => {
+            let adapter = dir.join(crate::run::ADAPTER_DIR);
+            crate::model::lora::attach_from(start.clone(), &adapter)
+                .map(|(model, _)| model)
+                .with_context(|| format!("the adapter in {}", adapter.display()))
+        }
         None => load_hf_dir::<B>(dir, device),
     };
     let (fresh, start_reference) = start_models(config, start.clone())?;

@@ -56,9 +56,11 @@ fn answer_all<J: Sync, T: Send>(
     std::thread::scope(|scope| {
         for _ in 0..concurrency.clamp(1, n.max(1)) {
             scope.spawn(|| {
-                loop {
+                // `stop` before taking a job: a job taken is always sent, so the jobs never
+                // sent all come after every one that failed.
+                while !stop.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n || stop.load(Ordering::Relaxed) {
+                    if i >= n {
                         break;
                     }
                     let result = send(&jobs[i]);

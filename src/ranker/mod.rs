@@ -120,6 +120,10 @@ pub trait Ranker: Send {
     /// One score per candidate, higher is better.
     fn score(&mut self, request: &RankRequest<'_>) -> Result<Vec<f64>>;
 
+    /// After a failed unit of work: drop what may be stuck (a server this ranker started
+    /// stops; the next scores start it again). Others keep their state.
+    fn reset(&mut self) {}
+
     /// The scores of several prompts. A ranker that waits on the outside (a server) shows
     /// the wait to `watch`, which may cut it short ([`crate::external::wait::Interrupted`]),
     /// and may score the prompts concurrently; the others score them one by one.

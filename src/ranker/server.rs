@@ -28,9 +28,18 @@ impl ServerRanker {
     /// The ranker `config` describes, the reward model `model` (for a managed server), the
     /// server's output in `log`; nothing starts until the first scores are asked for.
     pub fn new(config: &RankServer, model: Option<&Path>, log: PathBuf) -> Result<Self> {
+        let mut config = config.clone();
+        if config.input == RankInput::Auto {
+            let chat = model.is_some_and(has_chat_template);
+            config.input = if chat {
+                RankInput::Chat
+            } else {
+                RankInput::Text
+            };
+        }
         Ok(Self {
             server: ModelServer::new(Role::RANK, &config.as_server(), log)?,
-            config: config.clone(),
+            config,
             // A running server serves what it serves; the path only keys the "serving" state.
             model: model.map_or_else(|| PathBuf::from("."), Path::to_path_buf),
         })
@@ -55,7 +64,7 @@ impl ServerRanker {
                 bodies.push((i, body));
             };
             match self.config.input {
-                RankInput::Text => {
+                RankInput::Text | RankInput::Auto => {
                     let input: Vec<String> = r
                         .candidates
                         .iter()
@@ -80,6 +89,10 @@ impl ServerRanker {
 impl Ranker for ServerRanker {
     fn name(&self) -> &str {
         RankerKind::Server.name()
+    }
+
+    fn reset(&mut self) {
+        self.server.stop();
     }
 
     fn score(&mut self, request: &RankRequest<'_>) -> Result<Vec<f64>> {
@@ -122,6 +135,16 @@ impl Ranker for ServerRanker {
     }
 }
 
+/// Whether the HF directory `dir` has a chat template (in `tokenizer_config.json` or
+/// `chat_template.jinja`), which the model then expects its conversations rendered with.
+fn has_chat_template(dir: &Path) -> bool {
+    let config = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok();
+    let in_config = config
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .is_some_and(|v| !v["chat_template"].is_null());
+    in_config || dir.join("chat_template.jinja").is_file()
+}
+
 /// The `n` scores of a `/classify` or `/pooling` answer, by its items' `index`: each item
 /// one value (`probs` or `data`), the model's single label.
 fn scores_of(answer: &Value, n: usize) -> Result<Vec<f64>> {
@@ -148,7 +171,15 @@ fn scores_of(answer: &Value, n: usize) -> Result<Vec<f64>> {
                 clip(item)
             );
         };
-        ensure!(index < n, "item index {index} of {n} inputs");
+        ensure!(
+            index < n && scores[index].is_nan(),
+            "item index {index} repeated or out of range for {n} inputs: {}",
+            clip(answer)
+        );
+        ensure!(
+            value.is_finite(),
+            "item {index}: score {value} is not finite"
+        );
         scores[index] = value;
     }
     Ok(scores)
@@ -171,6 +202,48 @@ fn clip(v: &Value) -> String {
 mod tests {
     use super::*;
 
+    fn bodies_for(model: &Path, extra: &str) -> Vec<(usize, Value)> {
+        let config: RankServer =
+            toml::from_str(&format!("url = \"http://127.0.0.1:9\"\n{extra}")).unwrap();
+        let ranker = ServerRanker::new(&config, Some(model), model.join("log")).unwrap();
+        let candidates = vec!["4".to_string(), "5".to_string()];
+        let request = RankRequest {
+            prompt: "2+2=",
+            task: None,
+            reference: None,
+            candidates: &candidates,
+        };
+        ranker.bodies(&[request.clone(), request])
+    }
+
+    #[test]
+    fn candidates_go_as_text_or_as_conversations_as_the_model_expects() {
+        let dir = tempfile::tempdir().unwrap();
+        // No chat template: one request per prompt, the prompt text then each response.
+        let bodies = bodies_for(dir.path(), "");
+        assert_eq!(bodies.len(), 2);
+        assert_eq!(bodies[1].0, 1);
+        assert_eq!(bodies[0].1["input"], json!(["2+2=4", "2+2=5"]));
+        assert_eq!(bodies[0].1["use_activation"], false);
+        // A chat template: one conversation per candidate, in order.
+        let template = json!({"chat_template": "{{ messages }}"}).to_string();
+        std::fs::write(dir.path().join("tokenizer_config.json"), template).unwrap();
+        let bodies = bodies_for(dir.path(), "endpoint = \"pooling\"\nactivation = true");
+        let owners: Vec<usize> = bodies.iter().map(|(i, _)| *i).collect();
+        assert_eq!(owners, [0, 0, 1, 1]);
+        let b = &bodies[1].1;
+        assert_eq!(
+            b["messages"][1],
+            json!({"role": "assistant", "content": "5"})
+        );
+        assert_eq!(
+            (b["task"].as_str(), b["use_activation"].as_bool()),
+            (Some("classify"), Some(true))
+        );
+        // Said outright, `text` wins over the template.
+        assert_eq!(bodies_for(dir.path(), "input = \"text\"").len(), 2);
+    }
+
     #[test]
     fn scores_are_read_by_index_from_either_endpoint() {
         let classify = json!({"data": [
@@ -184,6 +257,14 @@ mod tests {
         let e = scores_of(&two_labels, 1).unwrap_err().to_string();
         assert!(e.contains("2 values"), "{e}");
         assert!(scores_of(&classify, 3).is_err());
+        let repeated =
+            json!({"data": [{"index": 0, "probs": [1.0]}, {"index": 0, "probs": [2.0]}]});
+        assert!(
+            scores_of(&repeated, 2)
+                .unwrap_err()
+                .to_string()
+                .contains("repeated")
+        );
         assert!(scores_of(&json!({"error": "x"}), 1).is_err());
     }
 }

@@ -337,8 +337,14 @@ impl RunDir {
     }
 }
 
-/// Writes `model` (and tokenizer files; and its adapters for `base`, if any) as an HF
-/// directory at `dest`, through a sibling temporary directory renamed into place.
+/// Where a LoRA checkpoint keeps its adapter (PEFT's files), inside the merged model's
+/// directory: a folder of its own, since a loader (vLLM, transformers with peft) reads every
+/// `*.safetensors` and `adapter_config.json` at the top level as the model.
+pub const ADAPTER_DIR: &str = "adapter";
+
+/// Writes `model` (and tokenizer files; and its adapters for `base`, if any, in
+/// [`ADAPTER_DIR`]) as an HF directory at `dest`, through a sibling temporary directory
+/// renamed into place.
 fn save_model_dir<B: Backend>(
     dest: &Path,
     model: &CausalLm<B>,
@@ -352,7 +358,7 @@ fn save_model_dir<B: Backend>(
     }
     save_hf_dir(model, &tmp)?;
     if crate::model::lora::has_adapters(model) {
-        crate::model::lora::save_adapter(model, base, &tmp)?;
+        crate::model::lora::save_adapter(model, base, &tmp.join(ADAPTER_DIR))?;
     }
     for (name, content) in tokenizer_files {
         atomic_write(&tmp.join(name), content.as_bytes())?;

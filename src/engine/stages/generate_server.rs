@@ -85,11 +85,13 @@ impl<B: AutodiffBackend> Pipeline<B> {
         }
     }
 
-    /// Stops a server this run started (after a failure: a retry starts it again).
+    /// Stops the servers this run started, the generation server's and the ranker's (after
+    /// a failure: one that hangs is not waited on again; a retry starts it afresh).
     pub(crate) fn stop_server(&mut self) {
         if let Some(server) = self.server.as_mut() {
             server.stop();
         }
+        self.ranker.reset();
     }
 
     /// The batch's requests: the prompt as text, y_ref greedy, samples seeded per prompt
