@@ -313,9 +313,22 @@ fn bad_adapters_are_refused_with_the_reason() {
         c["target_modules"] = serde_json::json!(["qkv"])
     }));
     assert!(e.contains("unknown LoRA target module `qkv`"), "{e}");
-    // Not LoRA.
+    // Not LoRA, or LoRA with arithmetic of its own.
     let e = err(&copy("ia3", &|c| c["peft_type"] = "IA3".into()));
     assert!(e.contains("peft_type"), "{e}");
+    for (key, value) in [
+        ("alpha_pattern", serde_json::json!({"q_proj": 32})),
+        ("rank_pattern", serde_json::json!({"v_proj": 2})),
+        ("layers_to_transform", serde_json::json!([0])),
+        ("use_dora", serde_json::json!(true)),
+        ("bias", serde_json::json!("all")),
+    ] {
+        let e = err(&copy(key, &|c| c[key] = value.clone()));
+        assert!(
+            e.contains(&format!("`{key}`")) && e.contains("plain LoRA"),
+            "{e}"
+        );
+    }
 }
 
 /// A headless LoRA run of the built-in model, two iterations: each checkpoint is the merged

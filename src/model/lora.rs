@@ -299,6 +299,26 @@ pub fn read_shape(dir: &Path) -> Result<LoraShape> {
         path.display(),
         field("peft_type")?
     );
+    // What plain LoRA leaves unset: anything else would change the adapters' arithmetic.
+    let plain = |k: &str, ok: &dyn Fn(&serde_json::Value) -> bool| match v.get(k) {
+        Some(x) if !ok(x) => bail!(
+            "{}: `{k}` is {x}: only plain LoRA adapters are read (no per-module ranks or \
+             alphas, layer subsets, DoRA, biases or fan-in-fan-out weights)",
+            path.display()
+        ),
+        _ => Ok(()),
+    };
+    let empty = |x: &serde_json::Value| {
+        x.is_null()
+            || x.as_object().is_some_and(|o| o.is_empty())
+            || x.as_array().is_some_and(|a| a.is_empty())
+    };
+    for key in ["rank_pattern", "alpha_pattern", "layers_to_transform"] {
+        plain(key, &empty)?;
+    }
+    plain("use_dora", &|x| x.as_bool() != Some(true))?;
+    plain("fan_in_fan_out", &|x| x.as_bool() != Some(true))?;
+    plain("bias", &|x| x.as_str().is_none_or(|b| b == "none"))?;
     let targets = match field("target_modules")? {
         serde_json::Value::Array(a) => a
             .iter()
