@@ -254,13 +254,7 @@ pub fn builtin_reward_model(dir: &Path, seed: u64) -> Result<PathBuf> {
         dst.join("config.json"),
         serde_json::to_string_pretty(&config)?,
     )?;
-    let mut weights = crate::io::safetensors::read_model_dir(&src)?;
-    let names: Vec<String> = weights.names().map(str::to_string).collect();
-    let mut tensors = std::collections::BTreeMap::new();
-    for n in names {
-        let t = weights.remove(&n).expect("a listed tensor");
-        tensors.insert(n, t);
-    }
+    let mut tensors = crate::io::safetensors::read_model_dir(&src)?.into_map();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let score = (0..hidden)
         .map(|_| rng.random_range(-0.5f32..0.5))

@@ -40,27 +40,11 @@ fn adapted<BB: burn::tensor::backend::Backend>(adapter: &str) -> CausalLm<BB> {
 fn adapters<BB: burn::tensor::backend::Backend>(
     model: &CausalLm<BB>,
 ) -> Vec<(String, &Linear<BB>)> {
-    let mut out = vec![];
-    for (i, l) in model.model.layers.iter().enumerate() {
-        let (a, m) = (&l.self_attn, &l.mlp);
-        for (block, name, p) in [
-            ("self_attn", "q_proj", &a.q_proj),
-            ("self_attn", "k_proj", &a.k_proj),
-            ("self_attn", "v_proj", &a.v_proj),
-            ("self_attn", "o_proj", &a.o_proj),
-            ("mlp", "gate_proj", &m.gate_proj),
-            ("mlp", "up_proj", &m.up_proj),
-            ("mlp", "down_proj", &m.down_proj),
-        ] {
-            if p.lora.is_some() {
-                out.push((
-                    format!("base_model.model.model.layers.{i}.{block}.{name}"),
-                    p,
-                ));
-            }
-        }
-    }
-    out
+    lora::projections_of(model)
+        .into_iter()
+        .filter(|(_, p)| p.lora.is_some())
+        .map(|(name, p)| (format!("base_model.model.{name}"), p))
+        .collect()
 }
 
 fn trainer() -> SelmTrainer<B> {
@@ -262,14 +246,7 @@ fn read_tensors(
 ) -> std::collections::BTreeMap<String, selm_tui::io::weights::HostTensor> {
     let mut map = selm_tui::io::weights::WeightMap::default();
     selm_tui::io::safetensors::read_file_into(path, &mut map).unwrap();
-    let names: Vec<String> = map.names().map(String::from).collect();
-    names
-        .into_iter()
-        .map(|n| {
-            let t = map.remove(&n).unwrap();
-            (n, t)
-        })
-        .collect()
+    map.into_map()
 }
 
 #[test]

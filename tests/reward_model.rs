@@ -37,15 +37,9 @@ fn write_json(path: &Path, v: &Value) {
 
 /// Every tensor of an HF directory, by name.
 fn tensors_of(dir: &Path) -> BTreeMap<String, HostTensor> {
-    let mut weights = selm_tui::io::safetensors::read_model_dir(dir).unwrap();
-    let names: Vec<String> = weights.names().map(str::to_string).collect();
-    names
-        .into_iter()
-        .map(|n| {
-            let t = weights.remove(&n).unwrap();
-            (n, t)
-        })
-        .collect()
+    selm_tui::io::safetensors::read_model_dir(dir)
+        .unwrap()
+        .into_map()
 }
 
 fn write_tensors(dir: &Path, tensors: &BTreeMap<String, HostTensor>) {

@@ -63,6 +63,11 @@ impl WeightMap {
         self.tensors.remove(name)
     }
 
+    /// Every tensor, by name.
+    pub fn into_map(self) -> BTreeMap<String, HostTensor> {
+        self.tensors
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
     }

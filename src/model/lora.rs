@@ -157,6 +157,27 @@ fn projections<B: Backend>(model: &mut CausalLm<B>) -> Vec<(String, &mut Linear<
     out
 }
 
+/// The projections of `model` by HF name, to read (the order of [`projections`]).
+pub fn projections_of<B: Backend>(model: &CausalLm<B>) -> Vec<(String, &Linear<B>)> {
+    let mut out = vec![];
+    for (i, layer) in model.model.layers.iter().enumerate() {
+        let (attn, mlp) = (&layer.self_attn, &layer.mlp);
+        let named: [(&str, &str, &Linear<B>); 7] = [
+            ("self_attn", "q_proj", &attn.q_proj),
+            ("self_attn", "k_proj", &attn.k_proj),
+            ("self_attn", "v_proj", &attn.v_proj),
+            ("self_attn", "o_proj", &attn.o_proj),
+            ("mlp", "gate_proj", &mlp.gate_proj),
+            ("mlp", "up_proj", &mlp.up_proj),
+            ("mlp", "down_proj", &mlp.down_proj),
+        ];
+        for (block, name, linear) in named {
+            out.push((format!("model.layers.{i}.{block}.{name}"), linear));
+        }
+    }
+    out
+}
+
 fn short_name(full: &str) -> &str {
     full.rsplit('.').next().unwrap_or(full)
 }
@@ -210,9 +231,8 @@ pub fn has_adapters<B: Backend>(model: &CausalLm<B>) -> bool {
 /// The shape of `model`'s adapters (the first one's rank and scaling, the projections that
 /// carry one), None without adapters.
 pub fn shape_of<B: Backend>(model: &CausalLm<B>) -> Option<LoraShape> {
-    let mut model = model.clone();
     let mut shape: Option<LoraShape> = None;
-    for (name, linear) in projections(&mut model) {
+    for (name, linear) in projections_of(model) {
         let Some(lora) = &linear.lora else { continue };
         let target = short_name(&name).to_string();
         let s = shape.get_or_insert_with(|| LoraShape {
@@ -260,9 +280,8 @@ pub fn peft_config(shape: &LoraShape, base: &str, dropout: f64) -> serde_json::V
 
 /// The adapter's tensors under PEFT's names and layouts.
 pub fn to_peft_tensors<B: Backend>(model: &CausalLm<B>) -> BTreeMap<String, HostTensor> {
-    let mut model = model.clone();
     let mut out = BTreeMap::new();
-    for (name, linear) in projections(&mut model) {
+    for (name, linear) in projections_of(model) {
         if let Some(lora) = &linear.lora {
             let key = |which: &str| format!("base_model.model.{name}.lora_{which}.weight");
             out.insert(key("A"), host(lora.a.val().transpose()));
