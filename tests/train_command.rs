@@ -255,6 +255,129 @@ fn the_trl_update_takes_the_in_process_update_s_steps() {
         .unwrap_or_else(|e| panic!("{}: {e:#}", saved.display()));
 }
 
+/// `[train.lora]` of rank 4 on every projection.
+fn lora_section(extra: &str) -> selm_tui::config::LoraSection {
+    toml::from_str(&format!("rank = 4\nalpha = 8.0\n{extra}")).unwrap()
+}
+
+#[test]
+fn the_trl_lora_update_takes_the_in_process_lora_update_s_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = config(tmp.path(), 1);
+    c.train.lora = Some(lora_section(""));
+    c.validate().unwrap();
+    let mut p = Pipeline::<B>::new(c, &Default::default()).unwrap();
+    p.evaluate_start(&mut |_| {}).unwrap();
+    while p.position() != (1, Stage::Update) {
+        p.advance(&mut |_| {}).unwrap();
+    }
+    let params = p.write_trainer_inputs().unwrap();
+    while !p.is_finished() {
+        p.advance(&mut |_| {}).unwrap();
+    }
+    let run = p.run().path.clone();
+    drop(p);
+    let trl = run_trainer(Command::new(python()), &params);
+    let ours = train_rows(&run);
+    assert!(ours.len() >= 2, "{} steps", ours.len());
+    assert_eq!(trl.len(), ours.len());
+    // Step 1: the same loss, log-probs and gradient norm (which needs the same first
+    // adapter: B is zero, so the gradient of B is A's image) to 1e-4; accuracies as above.
+    for (key, want) in ours[0].as_object().unwrap() {
+        let Some(got) = trl[0].get(key) else { continue };
+        if key == "rewards/accuracies" {
+            continue;
+        }
+        let (got, want) = (f(got), f(want));
+        assert!(
+            (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+            "step 1 {key}: TRL {got}, in-process {want}"
+        );
+    }
+    let mut worst_loss = 0f64;
+    for (step, (t, o)) in trl.iter().zip(&ours).enumerate() {
+        worst_loss = worst_loss.max((f(&t["loss"]) - f(&o["loss"])).abs());
+        assert!(worst_loss <= 1e-4, "step {step}: {t} vs {o}");
+    }
+    // The trained adapters: every tensor within Adam's step-rounding of the in-process
+    // one (see above: a few steps of lr each), and the merged model TRL saved equals the
+    // base plus its adapter.
+    let p: Value = serde_json::from_str(&std::fs::read_to_string(&params).unwrap()).unwrap();
+    let out = PathBuf::from(p["out"].as_str().unwrap());
+    let mine = run.join("checkpoints/iter-001/adapter");
+    let worst_adapter = largest_difference(
+        &adapter_tensors(&out.join("adapter")),
+        &adapter_tensors(&mine),
+    );
+    let base = Path::new(p["model"].as_str().unwrap());
+    let worst_merge = merged_difference(base, &out);
+    // The updated policies' and pi_ref's log-probs of every pair, as above.
+    let ours = run_pair_logps(&run);
+    let theirs = trainer_pair_logps(params.parent().unwrap());
+    let (mut worst_policy, mut worst_reference) = (0f64, 0f64);
+    for (key, want) in &ours {
+        let got = theirs.get(key).expect("the same pairs");
+        for (g, w) in got.iter().zip(want) {
+            worst_policy = worst_policy.max((g[0] - w[0]).abs());
+            worst_reference = worst_reference.max((g[1] - w[1]).abs());
+        }
+    }
+    eprintln!("policy {worst_policy:.2e}, reference {worst_reference:.2e}");
+    eprintln!(
+        "{} LoRA steps; largest difference: loss {worst_loss:.2e}, adapter tensors \
+         {worst_adapter:.2e}, TRL's merged model vs base + its adapter {worst_merge:.2e}",
+        trl.len()
+    );
+    assert!(worst_adapter <= 2e-4, "adapters {worst_adapter}");
+    assert!(worst_merge <= 1e-5, "merged {worst_merge}");
+}
+
+fn adapter_tensors(
+    dir: &Path,
+) -> std::collections::BTreeMap<String, selm_tui::io::weights::HostTensor> {
+    let mut map = selm_tui::io::weights::WeightMap::default();
+    selm_tui::io::safetensors::read_file_into(
+        &dir.join(selm_tui::model::lora::WEIGHTS_FILE),
+        &mut map,
+    )
+    .unwrap();
+    map.into_map()
+}
+
+/// The largest difference between the model in `out` and `base` merged with `out/adapter`,
+/// checked to be well below how far the adapter moved the base.
+fn merged_difference(base: &Path, out: &Path) -> f32 {
+    type F = burn::backend::Flex;
+    let load = |d: &Path| selm_tui::model::load::load_hf_dir::<F>(d, &Default::default()).unwrap();
+    let tensors = selm_tui::model::load::to_hf_tensors::<F>;
+    let (adapted, _) =
+        selm_tui::model::lora::attach_from(load(base), &out.join("adapter")).unwrap();
+    let ours = tensors(&selm_tui::model::lora::merged(adapted));
+    let theirs = tensors(&load(out));
+    let moved = largest_difference(&tensors(&load(base)), &theirs);
+    let worst = largest_difference(&ours, &theirs);
+    assert!(
+        moved > 100.0 * worst.max(1e-7),
+        "merged moved {moved}, differs {worst}"
+    );
+    worst
+}
+
+fn largest_difference(
+    a: &std::collections::BTreeMap<String, selm_tui::io::weights::HostTensor>,
+    b: &std::collections::BTreeMap<String, selm_tui::io::weights::HostTensor>,
+) -> f32 {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    let mut worst = 0f32;
+    for (name, t) in a {
+        assert_eq!(t.shape, b[name].shape, "{name}");
+        for (u, v) in t.data.iter().zip(&b[name].data) {
+            worst = worst.max((u - v).abs());
+        }
+    }
+    worst
+}
+
 /// Runs `scripts/selm_trl.py --params params` under `launcher`; its metrics lines.
 fn run_trainer(mut launcher: Command, params: &Path) -> Vec<Value> {
     let out = launcher

@@ -7,7 +7,9 @@
 //! in-process greedy decoding's. A SIGKILL of selm-tui takes every vLLM process along (the
 //! API server, its EngineCore and workers). And `rank.ranker = "server"` on vLLM's pooling
 //! runner serving a tiny reward model: its scores equal the in-process `reward_model`
-//! ranker's.
+//! ranker's. And a LoRA run: vLLM started once on the base with `--enable-lora`, loading each
+//! iteration's adapter (`reload = "lora"`), `scripts/selm_trl.py` training the adapters; the
+//! candidates' log-probs equal peft's for the adapter served.
 
 use selm_tui::config::{Config, GenerateEngine, RankServer, RankerKind, ServerSection};
 use selm_tui::model::load::load_pretrained;
@@ -76,6 +78,18 @@ fn write(config: &Config, path: &Path) -> PathBuf {
 /// reported, checked token by token against selm-tui's forward pass of `model`; returns how
 /// many were compared.
 fn check_logprobs(run: &Path, iteration: usize, model: &Path) -> usize {
+    let (compared, worst) = logprob_difference(run, iteration, model);
+    assert!(
+        worst <= 1e-4,
+        "iteration {iteration}: vLLM's log-probs differ from the model's by {worst:.2e}"
+    );
+    println!("iteration {iteration}: {compared} candidates, largest difference {worst:.2e}");
+    compared
+}
+
+/// How many candidates of `iteration` have vLLM's log-probs, and their largest difference
+/// from selm-tui's forward pass of `model`.
+fn logprob_difference(run: &Path, iteration: usize, model: &Path) -> (usize, f64) {
     let (model, tok) = load_pretrained::<burn::backend::Flex>(model, &Default::default()).unwrap();
     let rows = read_jsonl(&run.join(format!("iter-{iteration:03}/candidates.jsonl")));
     let mut compared = 0;
@@ -100,12 +114,7 @@ fn check_logprobs(run: &Path, iteration: usize, model: &Path) -> usize {
             compared += 1;
         }
     }
-    assert!(
-        worst <= 1e-4,
-        "iteration {iteration}: vLLM's log-probs differ from the model's by {worst:.2e}"
-    );
-    println!("iteration {iteration}: {compared} candidates, largest difference {worst:.2e}");
-    compared
+    (compared, worst)
 }
 
 /// A vLLM this test started, in a process group of its own: the group is killed on drop
@@ -267,6 +276,116 @@ fn a_managed_vllm_serves_pi_ref_and_dies_with_selm_tui() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(processes_with("VLLM").is_empty() && processes_with("vllm.entrypoints").is_empty());
+}
+
+/// A LoRA run on both external engines: vLLM started once on the base with `--enable-lora`,
+/// taking each iteration's adapter (`reload = "lora"`), and `scripts/selm_trl.py` training
+/// the adapters; checkpoints hold adapters only.
+#[test]
+fn a_lora_run_loads_each_adapter_on_one_vllm_and_its_logprobs_are_peft_s() {
+    let _one = ONE_VLLM.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server_section(&format!(
+        "command = \"{} --enable-lora --max-lora-rank 8\"",
+        vllm_command("{checkpoint}", "{port}")
+    ));
+    let mut c = config(&tmp.path().join("lora"), 2, server);
+    c.generate.server.as_mut().unwrap().reload = Some(selm_tui::config::Reload::Lora);
+    c.train.lora = Some(toml::from_str("rank = 4\nalpha = 8.0\ncheckpoint = \"adapter\"").unwrap());
+    c.train.engine = selm_tui::config::TrainEngine::Command;
+    c.train.command = Some(format!(
+        "{} {}/scripts/selm_trl.py --params {{params}}",
+        selm_tui::testing::venv_bin("torch", "python").display(),
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    c.train.batch_size = 4;
+    // Steps large enough that the adapter moves log-probs well past the tolerance.
+    c.train.lr = 5e-3;
+    c.validate().unwrap();
+    let stdout = ok(&headless(&write(&c, &tmp.path().join("lora.toml"))));
+    assert!(stdout.contains("iter 2 sync + eval"), "{stdout}");
+    let run = run_dir(&tmp.path().join("lora"));
+    // The base was started once; iteration 2 asked for the first adapter by name.
+    let log = std::fs::read_to_string(run.join("server.log")).unwrap();
+    assert_eq!(log.matches("# selm-tui: starting").count(), 1, "{log}");
+    assert!(log.contains("load_lora_adapter"), "{log}");
+    for iteration in [1, 2] {
+        let dir = run.join(format!("checkpoints/iter-{iteration:03}"));
+        assert!(dir.join("adapter/adapter_config.json").is_file());
+        assert!(!dir.join("model.safetensors").exists(), "adapter-only");
+    }
+    // vLLM's log-probs of the candidates, token by token, equal peft's pi_ref (the trainer's
+    // measurement of the same responses): the base in iteration 1, base + the first adapter
+    // in iteration 2, which moved them well past the tolerance.
+    let base = c.model_dir().unwrap();
+    for iteration in [1, 2] {
+        let (compared, worst) = vs_trainer_reference(&run, iteration, &base);
+        assert!(compared >= c.prompts.per_iteration, "{compared} compared");
+        assert!(
+            worst <= 1e-4,
+            "iteration {iteration}: {worst:.2e} from peft's"
+        );
+        println!("iteration {iteration}: {compared} responses, largest difference {worst:.2e}");
+    }
+    let moved = std::panic::catch_unwind(|| check_logprobs(&run, 2, &base));
+    assert!(
+        moved.is_err(),
+        "iteration 2's log-probs are the base's: no adapter served"
+    );
+    // An adapter-only checkpoint exports as the merged model.
+    let out = tmp.path().join("export");
+    selm_tui::export::export(&run, 2, &out).unwrap();
+    load_pretrained::<burn::backend::Flex>(&out, &Default::default()).unwrap();
+    assert_gone("vllm.entrypoints", Duration::from_secs(15));
+}
+
+/// The candidates of `iteration` the trainer measured (chosen, rejected, y_ref of its
+/// pairs), vLLM's per-token log-probs against the trainer's pi_ref ones: how many, and the
+/// largest difference.
+fn vs_trainer_reference(run: &Path, iteration: usize, model: &Path) -> (usize, f64) {
+    let dir = run.join(format!("iter-{iteration:03}"));
+    let ids = |v: &serde_json::Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
+    };
+    // (prompt, response) ids -> pi_ref's per-token log-probs as the trainer measured them.
+    let mut measured = std::collections::HashMap::new();
+    let inputs = read_jsonl(&dir.join("train/pairs.jsonl"));
+    let outputs = read_jsonl(&dir.join("train/pair_logps.jsonl"));
+    for (input, output) in inputs.iter().zip(&outputs) {
+        for (key, r) in [
+            ("chosen", "chosen"),
+            ("rejected", "rejected"),
+            ("reference", "y_ref"),
+        ] {
+            let response = (ids(&input["prompt_ids"]), ids(&input[format!("{key}_ids")]));
+            measured.insert(response, output[r]["reference"].clone());
+        }
+    }
+    let (_, tok) = load_pretrained::<burn::backend::Flex>(model, &Default::default()).unwrap();
+    let (mut compared, mut worst) = (0, 0f64);
+    for row in read_jsonl(&dir.join("candidates.jsonl")) {
+        let prompt = tok.encode_prompt(row["prompt"].as_str().unwrap()).unwrap();
+        let prompt: Vec<u64> = prompt.iter().map(|&t| t as u64).collect();
+        for cand in row["candidates"].as_array().unwrap() {
+            let key = (prompt.clone(), ids(&cand["tokens"]));
+            let (Some(served), Some(theirs)) =
+                (cand["reference_logps"].as_array(), measured.get(&key))
+            else {
+                continue;
+            };
+            let theirs = theirs.as_array().unwrap();
+            assert_eq!(served.len(), theirs.len());
+            for (a, b) in served.iter().zip(theirs) {
+                worst = worst.max((a.as_f64().unwrap() - b.as_f64().unwrap()).abs());
+            }
+            compared += 1;
+        }
+    }
+    (compared, worst)
 }
 
 /// Each prompt of `iteration` with its candidates and the scores the run gave them.

@@ -6,8 +6,8 @@ use crate::model::lora::{LoraShape, TARGETS};
 
 /// Each iteration's policy is the starting model (frozen) plus an adapter; pi_ref is the
 /// base plus the previous iteration's adapter, frozen (with `train.sync_reference = false`,
-/// the base alone), so no second copy of the model is held. Checkpoints hold the merged
-/// model and the adapter in PEFT's format.
+/// the base alone), so no second copy of the model is held. Checkpoints hold the adapter in
+/// PEFT's format, and the merged model unless `checkpoint = "adapter"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoraSection {
@@ -24,6 +24,23 @@ pub struct LoraSection {
     /// rsLoRA scaling (alpha / sqrt(r)).
     #[serde(default)]
     pub rslora: bool,
+    /// Dropout on the adapters' input while training (peft's `lora_dropout`); external
+    /// trainers only for now.
+    #[serde(default)]
+    pub dropout: f64,
+    /// What a checkpoint holds besides `adapter/`: the merged HF model (`merged`, the
+    /// default: every tool that reads a model reads it) or nothing (`adapter`: a 7B run's
+    /// checkpoints stay megabytes; `selm-tui export` merges one when wanted).
+    #[serde(default)]
+    pub checkpoint: LoraCheckpoint,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoraCheckpoint {
+    #[default]
+    Merged,
+    Adapter,
 }
 
 impl LoraSection {

@@ -5,7 +5,7 @@ mod lora;
 mod server;
 mod validate;
 
-pub use lora::LoraSection;
+pub use lora::{LoraCheckpoint, LoraSection};
 
 pub use server::{
     GenerateEngine, PoolingEndpoint, RankInput, RankServer, Reload, ServerApi, ServerSection,

@@ -45,8 +45,9 @@ pub struct ServerSection {
     pub url: Option<String>,
     /// How a server takes a new checkpoint in place: `sglang` (POST
     /// /update_weights_from_disk), `vllm` (POST /collective_rpc `reload_weights`, the server in
-    /// dev mode) or `command` (`reload_command`). Required for `url` beyond one iteration;
-    /// with `command`, the server stays up for the whole run.
+    /// dev mode), `command` (`reload_command`) or, for a LoRA run, `lora` (the server keeps
+    /// the base and loads each adapter: vLLM with `--enable-lora`). Required for `url` beyond
+    /// one iteration; with `command`, the server stays up for the whole run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<Reload>,
     /// For `reload = "command"`: a shell command with `{checkpoint}`.
@@ -191,6 +192,9 @@ pub enum Reload {
     Sglang,
     Vllm,
     Command,
+    /// The server keeps the base model and loads each iteration's adapter (vLLM with
+    /// `--enable-lora`: `POST /v1/load_lora_adapter`); requests name the adapter.
+    Lora,
 }
 
 /// The `/v1/completions` dialect.

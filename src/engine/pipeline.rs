@@ -135,9 +135,10 @@ impl<B: AutodiffBackend> Pipeline<B> {
         });
         let desk = config.rank.is_human().then(HumanDesk::default);
         let server = match (config.generate.engine, &config.generate.server) {
-            (GenerateEngine::Server, Some(section)) => {
-                Some(ModelServer::new(Role::GENERATE, section, run.server_log())?)
-            }
+            (GenerateEngine::Server, Some(section)) => Some(
+                ModelServer::new(Role::GENERATE, section, run.server_log())?
+                    .with_lora_base(config.model_dir()?),
+            ),
             _ => None,
         };
         Ok(Self {
@@ -312,7 +313,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             // The only stage boundary where pi_theta differs from the last checkpoint (an
             // external trainer's model is in its directory).
             self.run
-                .save_policy_state(trainer.policy(), &self.base_model()?)?;
+                .save_policy_state(trainer.policy(), &self.save_as()?)?;
         }
         self.cursor = 0;
         let advance = match stage.next() {
@@ -357,6 +358,26 @@ impl<B: AutodiffBackend> Pipeline<B> {
     }
 
     /// The starting model's absolute path: the base a LoRA checkpoint's adapter names.
+    /// The architecture of the policy: the in-process model's, else the starting model's
+    /// `config.json` (an external trainer's run loads no weights).
+    pub(super) fn model_config(&self) -> Result<crate::model::ModelConfig> {
+        match &self.trainer {
+            Some(t) => Ok(t.policy().config().clone()),
+            None => {
+                crate::model::ModelConfig::from_file(&self.config.model_dir()?.join("config.json"))
+            }
+        }
+    }
+
+    /// How checkpoints of this run's policy are written.
+    pub(super) fn save_as(&self) -> Result<crate::run::SaveAs> {
+        let lora = self.config.train.lora.as_ref();
+        Ok(crate::run::SaveAs {
+            base: self.base_model()?,
+            merged: lora.is_none_or(|l| l.checkpoint == crate::config::LoraCheckpoint::Merged),
+        })
+    }
+
     pub(super) fn base_model(&self) -> Result<String> {
         let dir = self.config.model_dir()?;
         Ok(std::path::absolute(&dir)

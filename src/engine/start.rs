@@ -37,6 +37,12 @@ pub(super) fn load_start<B: AutodiffBackend>(
 /// Salt of the run seed that draws fresh adapters.
 const LORA_SALT: u64 = 0x4c6f_5241;
 
+/// The seed a run's fresh adapters are drawn from (in-process, and for an external
+/// trainer's first adapter).
+pub(super) fn lora_seed(config: &Config) -> u64 {
+    config.run.seed ^ LORA_SALT
+}
+
 /// The policy and reference a run starts from `start`: with `[train.lora]` the policy is
 /// `start` (frozen) with fresh adapters, drawn from the run's seed, and the reference
 /// `start` alone; the two share its weights.
@@ -46,10 +52,8 @@ pub(super) fn start_models<B: AutodiffBackend>(
 ) -> Result<(CausalLm<B>, CausalLm<B::InnerBackend>)> {
     let reference = start.valid();
     let policy = match &config.train.lora {
-        Some(lora) => {
-            crate::model::lora::attach_new(start, &lora.shape(), config.run.seed ^ LORA_SALT)
-                .context("key `train.lora`")?
-        }
+        Some(lora) => crate::model::lora::attach_new(start, &lora.shape(), lora_seed(config))
+            .context("key `train.lora`")?,
         None => start,
     };
     Ok((policy, reference))

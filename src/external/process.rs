@@ -31,22 +31,28 @@ pub struct GroupChild {
 impl GroupChild {
     /// Starts `command` under `sh -c`, its stdout and stderr appended to `log`.
     pub fn spawn(command: &str, log: &Path) -> Result<Self> {
+        Self::spawn_env(command, log, &[])
+    }
+
+    /// [`Self::spawn`] with variables added to the environment.
+    pub fn spawn_env(command: &str, log: &Path, env: &[(&str, &str)]) -> Result<Self> {
         let out = open_log(log)?;
-        Self::start(command, log, out.try_clone()?.into())
+        Self::start(command, log, out.try_clone()?.into(), env)
     }
 
     /// Starts `command` with its stdout on a pipe returned to the caller (who keeps it in
     /// the log), its stderr appended to `log`.
     pub fn spawn_piped(command: &str, log: &Path) -> Result<(Self, ChildStdout)> {
-        let mut this = Self::start(command, log, Stdio::piped())?;
+        let mut this = Self::start(command, log, Stdio::piped(), &[])?;
         let stdout = this.child.stdout.take().expect("piped");
         Ok((this, stdout))
     }
 
-    fn start(command: &str, log: &Path, stdout: Stdio) -> Result<Self> {
+    fn start(command: &str, log: &Path, stdout: Stdio, env: &[(&str, &str)]) -> Result<Self> {
         let child = Command::new("sh")
             .arg("-c")
             .arg(command)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(open_log(log)?)

@@ -76,6 +76,25 @@ pub struct TrainerParams {
     pub pad_token_id: u32,
     /// Ids sampling must never emit (as selm-tui's own decoding suppresses them).
     pub suppress_token_ids: Vec<u32>,
+    /// A LoRA update (`[train.lora]`): `model` and `ref_model` are then the base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<TrainerLora>,
+}
+
+/// A LoRA update: the trainer trains the adapter at `adapter` (PEFT's files) on the base
+/// `model`, pi_ref being the base plus that adapter frozen (`reference_adapter`) or the base
+/// alone. It saves the trained adapter in PEFT's format in `<out>/adapter/` and, when
+/// `merged`, the merged model at `out` as a full update would.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrainerLora {
+    pub rank: usize,
+    pub alpha: f64,
+    pub rslora: bool,
+    pub dropout: f64,
+    pub target_modules: Vec<String>,
+    pub adapter: PathBuf,
+    pub reference_adapter: bool,
+    pub merged: bool,
 }
 
 impl TrainerParams {

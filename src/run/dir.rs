@@ -272,6 +272,11 @@ impl RunDir {
             .join(format!("iter-{iteration:03}"))
     }
 
+    /// Whether `iteration`'s checkpoint is there, whole.
+    pub fn has_checkpoint(&self, iteration: usize) -> bool {
+        is_checkpoint(&self.checkpoint_dir(iteration))
+    }
+
     /// The iterations with a finished checkpoint, in order.
     pub fn checkpoints(&self) -> Vec<usize> {
         let Ok(entries) = std::fs::read_dir(self.path.join("checkpoints")) else {
@@ -282,7 +287,7 @@ impl RunDir {
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let n = name.strip_prefix("iter-")?.parse().ok()?;
-                (e.path().join("config.json").is_file()).then_some(n)
+                is_checkpoint(&e.path()).then_some(n)
             })
             .collect();
         found.sort_unstable();
@@ -312,28 +317,23 @@ impl RunDir {
     }
 
     /// Saves the policy as an HF directory under `checkpoints/iter-NNN`, via a temporary
-    /// directory renamed into place. A policy with adapters is saved merged, with its
-    /// adapters beside it in PEFT's format for the base model `base`.
+    /// directory renamed into place. A policy with adapters is saved merged (unless
+    /// `as_.merged` is false), with its adapters beside it in PEFT's format for `as_.base`.
     pub fn save_checkpoint<B: Backend>(
         &self,
         iteration: usize,
         model: &CausalLm<B>,
         tokenizer_files: &[(String, String)],
-        base: &str,
+        as_: &SaveAs,
     ) -> Result<PathBuf> {
-        save_model_dir(
-            &self.checkpoint_dir(iteration),
-            model,
-            tokenizer_files,
-            base,
-        )
+        save_model_dir(&self.checkpoint_dir(iteration), model, tokenizer_files, as_)
     }
 
     /// Saves the updated policy for a resume (see [`Self::policy_state_dir`]).
-    pub fn save_policy_state<B: Backend>(&self, model: &CausalLm<B>, base: &str) -> Result<()> {
+    pub fn save_policy_state<B: Backend>(&self, model: &CausalLm<B>, as_: &SaveAs) -> Result<()> {
         let dir = self.policy_state_dir();
         std::fs::create_dir_all(dir.parent().expect("state/"))?;
-        save_model_dir(&dir, model, &[], base).map(|_| ())
+        save_model_dir(&dir, model, &[], as_).map(|_| ())
     }
 }
 
@@ -342,23 +342,42 @@ impl RunDir {
 /// `*.safetensors` and `adapter_config.json` at the top level as the model.
 pub const ADAPTER_DIR: &str = "adapter";
 
-/// Writes `model` (and tokenizer files; and its adapters for `base`, if any, in
+/// A finished checkpoint: a model directory, or a LoRA run's adapter-only one.
+fn is_checkpoint(dir: &Path) -> bool {
+    dir.join("config.json").is_file()
+        || dir
+            .join(ADAPTER_DIR)
+            .join(crate::model::lora::CONFIG_FILE)
+            .is_file()
+}
+
+/// How a policy is saved: a LoRA policy's base model (a path or hub id, for its
+/// `adapter_config.json`) and whether the merged model is written beside the adapter.
+pub struct SaveAs {
+    pub base: String,
+    pub merged: bool,
+}
+
+/// Writes `model` (and tokenizer files; and its adapters for `as_.base`, if any, in
 /// [`ADAPTER_DIR`]) as an HF directory at `dest`, through a sibling temporary directory
-/// renamed into place.
+/// renamed into place. An adapted model without `as_.merged` is saved as its adapter only.
 fn save_model_dir<B: Backend>(
     dest: &Path,
     model: &CausalLm<B>,
     tokenizer_files: &[(String, String)],
-    base: &str,
+    as_: &SaveAs,
 ) -> Result<PathBuf> {
     // Inside the run directory: `<dest>.partial` can only be an earlier attempt's.
     let tmp = dest.with_extension("partial");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
     }
-    save_hf_dir(model, &tmp)?;
-    if crate::model::lora::has_adapters(model) {
-        crate::model::lora::save_adapter(model, base, &tmp.join(ADAPTER_DIR))?;
+    let adapted = crate::model::lora::has_adapters(model);
+    if as_.merged || !adapted {
+        save_hf_dir(model, &tmp)?;
+    }
+    if adapted {
+        crate::model::lora::save_adapter(model, &as_.base, &tmp.join(ADAPTER_DIR))?;
     }
     for (name, content) in tokenizer_files {
         atomic_write(&tmp.join(name), content.as_bytes())?;

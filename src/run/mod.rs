@@ -8,6 +8,6 @@ mod lock;
 pub mod records;
 mod stage;
 
-pub use dir::{ADAPTER_DIR, RunDir, read_if_present};
+pub use dir::{ADAPTER_DIR, RunDir, SaveAs, read_if_present};
 pub use lock::RunLock;
 pub use stage::Stage;

@@ -238,6 +238,7 @@ impl Config {
                  stay up, which needs `reload` (a managed server without it is stopped instead)"
             );
         }
+        self.validate_lora_serving(server)?;
         if server.reload == Some(Reload::Command)
             && !server
                 .reload_command
@@ -266,6 +267,28 @@ impl Config {
 }
 
 impl Config {
+    /// A LoRA run's generation server: `reload = "lora"` needs adapters to load, and
+    /// adapter-only checkpoints leave a server nothing else to load.
+    fn validate_lora_serving(&self, server: &crate::config::ServerSection) -> Result<()> {
+        let lora = self.train.lora.as_ref();
+        if server.reload == Some(Reload::Lora) && lora.is_none() {
+            bail!(
+                "key `generate.server.reload`: `lora` loads each iteration's adapter, which \
+                 needs a [train.lora] section"
+            );
+        }
+        let adapter_only =
+            lora.is_some_and(|l| l.checkpoint == crate::config::LoraCheckpoint::Adapter);
+        if adapter_only && server.reload != Some(Reload::Lora) && self.run.iterations > 1 {
+            bail!(
+                "key `train.lora.checkpoint`: adapter-only checkpoints hold no model for the \
+                 generation server to load; set `generate.server.reload = \"lora\"` (vLLM \
+                 with --enable-lora) or `checkpoint = \"merged\"`"
+            );
+        }
+        Ok(())
+    }
+
     /// `train.engine` and `train.command`.
     fn validate_train_engine(&self) -> Result<()> {
         if let Some(lora) = &self.train.lora {
@@ -273,10 +296,17 @@ impl Config {
             positive("train.lora.rank", shape.rank)?;
             range("train.lora.alpha", shape.alpha, f64::MIN_POSITIVE, f64::MAX)?;
             shape.check().context("key `train.lora.target_modules`")?;
-            if self.train.engine == TrainEngine::Command {
+            if !(0.0..1.0).contains(&lora.dropout) {
                 bail!(
-                    "key `train.lora`: LoRA runs update in-process for now; \
-                     `train.engine = \"command\"` (scripts/selm_trl.py) takes no adapters yet"
+                    "key `train.lora.dropout`: must be in [0, 1), got {}",
+                    lora.dropout
+                );
+            }
+            if lora.dropout > 0.0 && self.train.engine == TrainEngine::InProcess {
+                bail!(
+                    "key `train.lora.dropout`: the in-process update has no adapter dropout \
+                     yet; set 0, or train with `train.engine = \"command\"` \
+                     (scripts/selm_trl.py applies peft's)"
                 );
             }
         }

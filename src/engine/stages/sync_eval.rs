@@ -36,7 +36,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             self.iteration,
             &self.burn()?.policy().valid(),
             &self.tokenizer_files,
-            &self.base_model()?,
+            &self.save_as()?,
         )?;
         emit(Event::Log(LogLine::info(format!(
             "checkpoint {}",

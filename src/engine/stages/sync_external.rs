@@ -8,7 +8,8 @@ use std::path::Path;
 
 use crate::engine::messages::{Event, LogLine};
 use crate::engine::pipeline::{Pipeline, Progress};
-use crate::external::trainer::{MeasuredPair, MeasuredResponse, check_model_dir};
+use crate::external::trainer::{MeasuredPair, MeasuredResponse, TrainerParams, check_model_dir};
+use crate::run::ADAPTER_DIR;
 use crate::run::read_if_present;
 use crate::run::records::{PairLogps, ResponseLogps};
 
@@ -20,12 +21,11 @@ impl<B: AutodiffBackend> Pipeline<B> {
         let params = self.trainer_params()?;
         let checkpoint = self.run.checkpoint_dir(self.iteration);
         // A resume may find the model moved already (a stop right after the move).
-        if params.out.exists() || !checkpoint.join("config.json").is_file() {
+        if params.out.exists() || !self.run.has_checkpoint(self.iteration) {
             if self.state.triples.is_empty() {
-                // No update ran: pi_theta is the model the iteration started from.
-                copy_dir(&params.model, &params.out)?;
+                self.keep_unchanged(&params)?;
             }
-            check_model_dir(&params.out)?;
+            self.check_trainer_output(&params)?;
             self.run
                 .adopt_checkpoint(self.iteration, &params.out, &self.tokenizer_files)?;
         }
@@ -58,6 +58,62 @@ impl<B: AutodiffBackend> Pipeline<B> {
         let summary = self.evaluate_iteration(emit)?;
         self.publish_summary(summary, emit)?;
         Ok((1, 1))
+    }
+
+    /// No update ran: pi_theta is the model (and adapter) the iteration started from.
+    fn keep_unchanged(&self, params: &TrainerParams) -> Result<()> {
+        let Some(lora) = &params.lora else {
+            return copy_dir(&params.model, &params.out);
+        };
+        if lora.merged {
+            let last = match self.iteration {
+                1 => self.config.model_dir()?,
+                n => self.run.checkpoint_dir(n - 1),
+            };
+            copy_dir(&last, &params.out)?;
+        }
+        if self.iteration == 1 {
+            // The first adapter is written with the trainer's inputs, which an iteration
+            // with no pairs never wrote.
+            let section = self.config.train.lora.as_ref().expect("a LoRA run");
+            return crate::model::lora::save_fresh_adapter(
+                &self.model_config()?,
+                &section.shape(),
+                crate::engine::start::lora_seed(&self.config),
+                &self.base_model()?,
+                &params.out.join(ADAPTER_DIR),
+            );
+        }
+        copy_dir(&lora.adapter, &params.out.join(ADAPTER_DIR))
+    }
+
+    /// The trainer left what this iteration's checkpoint needs: a model directory, or with
+    /// LoRA an adapter of the configured shape (and the merged model unless adapter-only).
+    pub(in crate::engine) fn check_trainer_output(&self, params: &TrainerParams) -> Result<()> {
+        let Some(lora) = &params.lora else {
+            return check_model_dir(&params.out);
+        };
+        if lora.merged {
+            check_model_dir(&params.out)?;
+        }
+        let dir = params.out.join(ADAPTER_DIR);
+        let shape = crate::model::lora::read_shape(&dir)
+            .with_context(|| format!("the trainer's adapter in {}", dir.display()))?;
+        let want = self.config.train.lora.as_ref().expect("a LoRA run").shape();
+        if shape != want {
+            bail!(
+                "{}: the trainer saved an adapter of rank {}, alpha {}, targets {:?}; \
+                 [train.lora] says rank {}, alpha {}, targets {:?}",
+                dir.display(),
+                shape.rank,
+                shape.alpha,
+                shape.targets,
+                want.rank,
+                want.alpha,
+                want.targets
+            );
+        }
+        Ok(())
     }
 
     /// The trainer's `pair_logps.jsonl` (in its input's order, the mini-batches') as the

@@ -9,11 +9,12 @@ use burn::tensor::backend::AutodiffBackend;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::config::LoraCheckpoint;
 use crate::engine::messages::{Event, LogLine, Stage};
 use crate::engine::pipeline::{Pipeline, Progress};
 use crate::external::process::expand;
 use crate::external::trainer::{
-    EvalPromptRow, PreferenceRow, RunningTrainer, TrainerParams, TrainerPoll, check_model_dir,
+    EvalPromptRow, PreferenceRow, RunningTrainer, TrainerLora, TrainerParams, TrainerPoll,
 };
 
 /// How long one unit waits for the trainer.
@@ -63,12 +64,13 @@ impl<B: AutodiffBackend> Pipeline<B> {
                         self.run.trainer_log().display()
                     );
                 }
-                check_model_dir(&self.trainer_params()?.out).with_context(|| {
-                    format!(
-                        "the trainer exited 0 (its output in {})",
-                        self.run.trainer_log().display()
-                    )
-                })?;
+                self.check_trainer_output(&self.trainer_params()?)
+                    .with_context(|| {
+                        format!(
+                            "the trainer exited 0 (its output in {})",
+                            self.run.trainer_log().display()
+                        )
+                    })?;
                 return Ok((total, total));
             }
         }
@@ -83,8 +85,23 @@ impl<B: AutodiffBackend> Pipeline<B> {
         let params = self.trainer_params()?;
         let pairs = self.preference_rows()?;
         let eval_prompts = self.eval_prompt_rows()?;
-        self.run
-            .write_trainer_inputs(&params, &pairs, &eval_prompts)
+        let path = self
+            .run
+            .write_trainer_inputs(&params, &pairs, &eval_prompts)?;
+        if let (Some(lora), Some(section)) = (&params.lora, &self.config.train.lora)
+            && self.iteration == 1
+        {
+            // The first adapter, as the in-process update draws it from the run's seed.
+            crate::model::lora::save_fresh_adapter(
+                &self.model_config()?,
+                &section.shape(),
+                crate::engine::start::lora_seed(&self.config),
+                &self.base_model()?,
+                &lora.adapter,
+            )
+            .context("writing the first adapter")?;
+        }
+        Ok(path)
     }
 
     /// Writes the update's inputs and starts `train.command` on them, from the stage's start:
@@ -121,16 +138,34 @@ impl<B: AutodiffBackend> Pipeline<B> {
         };
         let start = abs(&self.config.model_dir()?)?;
         // The policy starts from pi_theta: the start, then the last checkpoint.
-        let model = match self.iteration {
+        let last = match self.iteration {
             1 => start.clone(),
             n => abs(&self.run.checkpoint_dir(n - 1))?,
         };
-        let ref_model = match self.config.train.sync_reference {
+        let dir = abs(&self.run.trainer_dir(self.iteration))?;
+        let t = &self.config.train;
+        // A LoRA update trains the last adapter on the base (iteration 1: a fresh one).
+        let lora = t.lora.as_ref().map(|l| TrainerLora {
+            rank: l.rank,
+            alpha: l.alpha,
+            rslora: l.rslora,
+            dropout: l.dropout,
+            target_modules: l.target_modules.clone(),
+            adapter: match self.iteration {
+                1 => dir.join("first_adapter"),
+                _ => last.join(crate::run::ADAPTER_DIR),
+            },
+            reference_adapter: t.sync_reference && self.iteration > 1,
+            merged: l.checkpoint == LoraCheckpoint::Merged,
+        });
+        let model = match lora {
+            Some(_) => start.clone(),
+            None => last,
+        };
+        let ref_model = match t.sync_reference {
             true => model.clone(),
             false => start,
         };
-        let dir = abs(&self.run.trainer_dir(self.iteration))?;
-        let t = &self.config.train;
         Ok(TrainerParams {
             iteration: self.iteration,
             objective: t.objective.name().to_string(),
@@ -157,6 +192,7 @@ impl<B: AutodiffBackend> Pipeline<B> {
             eos_token_ids: self.tokenizer.eos_ids().to_vec(),
             pad_token_id: self.tokenizer.pad,
             suppress_token_ids: self.tokenizer.suppressed_ids(),
+            lora,
         })
     }
 

@@ -56,6 +56,10 @@ pub struct ModelServer {
     asleep: bool,
     /// The model id requests carry.
     model: Option<String>,
+    /// With `reload = "lora"`: the base model the server is started on, and the name of the
+    /// adapter loaded on it (None: requests go to the base).
+    base: Option<PathBuf>,
+    adapter: Option<String>,
 }
 
 impl ModelServer {
@@ -77,6 +81,8 @@ impl ModelServer {
             pending: None,
             asleep: false,
             model: None,
+            base: None,
+            adapter: None,
         })
     }
 
@@ -114,7 +120,8 @@ impl ModelServer {
         let since = self.pending.as_ref().expect("begun").since;
         let finished = self
             .finish_reload(watch)
-            .and_then(|()| self.wait_ready(since, watch));
+            .and_then(|()| self.wait_ready(since, watch))
+            .and_then(|()| self.load_adapter(checkpoint, watch));
         match finished {
             // Interrupted: the same `serve` picks the start or reload up where it was.
             Err(e) if wait::is_interrupted(&e) => return Err(e),
@@ -135,6 +142,15 @@ impl ModelServer {
     fn begin(&mut self, checkpoint: &Path, starting: bool) -> Result<()> {
         let since = Instant::now();
         let reload = match (&self.config.command, self.config.reload) {
+            // The base, started once; its adapter is loaded when it answers.
+            (Some(template), Some(Reload::Lora)) => {
+                if self.child.is_none() {
+                    let base = self.lora_base()?;
+                    self.restart(template.clone(), &base)?;
+                }
+                None
+            }
+            (None, Some(Reload::Lora)) => None,
             // A managed server that can reload stays up: started once, then told to load.
             (Some(_), Some(how)) if self.child.is_some() => {
                 Some(self.send_reload(how, checkpoint)?)
@@ -167,7 +183,7 @@ impl ModelServer {
     pub fn requester(&self) -> Requester {
         Requester {
             client: self.client.clone(),
-            model: self.model.clone().unwrap_or_default(),
+            model: (self.adapter.clone().or(self.model.clone())).unwrap_or_default(),
         }
     }
 
@@ -203,6 +219,7 @@ impl ModelServer {
         self.serving = None;
         self.pending = None;
         self.asleep = false;
+        self.adapter = None;
     }
 
     fn restart(&mut self, template: String, checkpoint: &Path) -> Result<()> {
@@ -223,7 +240,11 @@ impl ModelServer {
         );
         let header = format!("\n# selm-tui: starting `{command}`\n");
         append(&self.log, &header)?;
-        self.child = Some(GroupChild::spawn(&command, &self.log)?);
+        self.child = Some(GroupChild::spawn_env(
+            &command,
+            &self.log,
+            &self.extra_env(),
+        )?);
         Ok(())
     }
 
@@ -245,6 +266,7 @@ impl ModelServer {
                     "kwargs": { "weights_path": path },
                 }),
             ),
+            Reload::Lora => unreachable!("adapters are loaded once the server answers"),
             Reload::Command => {
                 let template = self.config.reload_command.as_deref().unwrap_or_default();
                 let command = expand(template, &[("checkpoint", path)]);
@@ -403,5 +425,6 @@ fn port(config: &ServerSection) -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+mod lora;
 #[cfg(test)]
 mod tests;
