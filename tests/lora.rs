@@ -404,3 +404,84 @@ fn a_lora_run_trains_adapters_on_a_frozen_base() {
         assert_eq!(adapted, 3 * layers);
     }
 }
+
+/// The first adapter an external trainer gets is drawn from the model's config alone, and
+/// is the one the in-process update attaches, bit for bit.
+#[test]
+fn a_fresh_adapter_drawn_without_weights_is_the_in_process_one() {
+    let config = fixture_config(NAME);
+    for targets in ["", "target_modules = [\"k_proj\", \"up_proj\"]"] {
+        let section: selm_tui::config::LoraSection =
+            toml::from_str(&format!("rank = 3\nalpha = 5.0\n{targets}")).unwrap();
+        let shape = section.shape();
+        let tmp = tempfile::tempdir().unwrap();
+        lora::save_fresh_adapter(&config, &shape, 7, "base", tmp.path()).unwrap();
+        let base = load_hf_dir::<I>(&fixture(NAME), &Default::default()).unwrap();
+        let attached = lora::attach_new(base, &shape, 7).unwrap();
+        let ours = lora::to_peft_tensors(&attached);
+        let drawn = read_tensors(&tmp.path().join(lora::WEIGHTS_FILE));
+        assert_eq!(
+            ours.keys().collect::<Vec<_>>(),
+            drawn.keys().collect::<Vec<_>>()
+        );
+        for (name, t) in &ours {
+            assert_eq!(
+                (&t.shape, &t.data),
+                (&drawn[name].shape, &drawn[name].data),
+                "{name}"
+            );
+        }
+        assert_eq!(lora::read_shape(tmp.path()).unwrap(), shape);
+    }
+}
+
+/// `checkpoint = "adapter"`: checkpoints hold the adapter only (no model weights), a resume
+/// and `export` read them, and the export is the start model merged with the adapter.
+#[test]
+fn adapter_only_checkpoints_export_as_the_merged_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = selm_tui::config::Config::embedded_default();
+    c.run.out_dir = tmp.path().join("runs");
+    c.run.iterations = 2;
+    c.prompts.per_iteration = 16;
+    c.prompts.eval = 4;
+    c.train.batch_size = 8;
+    c.train.lr = 1e-3;
+    c.train.lora = Some(toml::from_str("rank = 4\ncheckpoint = \"adapter\"").unwrap());
+    let config = tmp.path().join("lora.toml");
+    std::fs::write(&config, c.to_toml()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_selm-tui"))
+        .args(["--config", config.to_str().unwrap(), "run", "--headless"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let run = std::fs::read_dir(tmp.path().join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for it in [1, 2] {
+        let ckpt = run.join(format!("checkpoints/iter-{it:03}"));
+        assert!(!ckpt.join("model.safetensors").exists(), "iteration {it}");
+        assert!(ckpt.join("adapter").join(lora::CONFIG_FILE).is_file());
+    }
+    let exported = tmp.path().join("export");
+    selm_tui::export::export(&run, 2, &exported).unwrap();
+    type F = burn::backend::Flex;
+    let (start, _) =
+        selm_tui::model::load::load_pretrained::<F>(&c.model_dir().unwrap(), &Default::default())
+            .unwrap();
+    let (adapted, _) = lora::attach_from(start, &run.join("checkpoints/iter-002/adapter")).unwrap();
+    let want = selm_tui::model::load::to_hf_tensors(&lora::merged(adapted));
+    let got = read_tensors(&exported.join("model.safetensors"));
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>()
+    );
+    for (name, t) in &want {
+        assert_eq!(t.data, got[name].data, "{name}");
+    }
+    assert!(exported.join("tokenizer.json").is_file());
+}

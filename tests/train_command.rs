@@ -612,6 +612,26 @@ fn the_cluster_recipe_parses_and_its_commands_expand() {
     assert!(root.join(&c.rank.command[1]).is_file());
 }
 
+/// The one-GPU LoRA recipe: valid, vLLM told to load adapters of its rank, the trainer one
+/// process without DeepSpeed, checkpoints adapter-only.
+#[test]
+fn the_one_gpu_lora_recipe_parses_and_fits_its_server() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let c = Config::from_file(&root.join("configs/cluster/zephyr-7b-selm-lora-1gpu.toml")).unwrap();
+    let lora = c.train.lora.as_ref().expect("[train.lora]");
+    assert_eq!(lora.checkpoint, selm_tui::config::LoraCheckpoint::Adapter);
+    let server = c.generate.server.as_ref().unwrap();
+    assert_eq!(server.reload, Some(selm_tui::config::Reload::Lora));
+    let serve = server.command.as_deref().unwrap();
+    let words: Vec<&str> = serve.split_whitespace().collect();
+    let after = |flag: &str| words[words.iter().position(|w| *w == flag).unwrap() + 1];
+    assert!(words.contains(&"--enable-lora"), "{serve}");
+    assert!(after("--max-lora-rank").parse::<usize>().unwrap() >= lora.rank);
+    let train = c.train.command.as_deref().unwrap();
+    assert!(!train.contains("accelerate") && train.contains("scripts/selm_trl.py"));
+    assert!(root.join("scripts/selm_trl.py").is_file());
+}
+
 /// The trainer refuses what it would not train as asked: an objective it does not know.
 #[test]
 fn the_trainer_refuses_an_unknown_objective() {

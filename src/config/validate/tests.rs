@@ -166,7 +166,9 @@ fn a_bad_lora_section_names_its_key() {
             &["train.lora.target_modules", "qkv_proj"],
         ),
         ("target_modules = []", &["train.lora.target_modules"]),
-        ("dropout = 0.1", &["dropout"]),
+        ("dropout = 0.1", &["train.lora.dropout", "in-process"]),
+        ("dropout = 1.0", &["train.lora.dropout", "[0, 1)"]),
+        ("checkpoint = \"weights\"", &["checkpoint", "weights"]),
     ];
     for (section, needles) in cases {
         let e = format!("{:#}", lora(section).unwrap_err());
@@ -174,10 +176,37 @@ fn a_bad_lora_section_names_its_key() {
     }
     let ok = lora("rank = 4").unwrap().unwrap();
     assert_eq!((ok.rank, ok.alpha, ok.target_modules.len()), (4, 16.0, 7));
-    let text = with("[eval]", "[train.lora]\n\n[eval]").replace(
-        "[train]",
-        "[train]\nengine = \"command\"\ncommand = \"t {params}\"",
+    // The external trainer takes adapters, with dropout.
+    let server = "[generate.server]\ncommand = \"vllm serve {checkpoint} --port {port}\"\n";
+    let external = |lora: &str, reload: &str| {
+        with(
+            "[eval]",
+            &format!("[train.lora]\n{lora}\n\n{server}{reload}\n[eval]"),
+        )
+        .replace(
+            "[train]",
+            "[train]\nengine = \"command\"\ncommand = \"t {params}\"",
+        )
+        .replace("engine = \"in_process\"", "engine = \"server\"")
+    };
+    let c = Config::from_toml(&external("dropout = 0.05", ""), "t.toml").unwrap();
+    assert_eq!(c.train.lora.unwrap().dropout, 0.05);
+    // Adapter-only checkpoints leave a server only adapters to load.
+    let e = err(&external("checkpoint = \"adapter\"", ""));
+    assert!(
+        e.contains("train.lora.checkpoint") && e.contains("reload"),
+        "{e}"
     );
-    let e = format!("{:#}", Config::from_toml(&text, "t.toml").unwrap_err());
-    assert!(e.contains("train.lora") && e.contains("in-process"), "{e}");
+    Config::from_toml(
+        &external("checkpoint = \"adapter\"", "reload = \"lora\""),
+        "t.toml",
+    )
+    .unwrap();
+    // A server told to load adapters needs a LoRA run.
+    let text = external("", "reload = \"lora\"").replace("[train.lora]\n", "");
+    let e = err(&text);
+    assert!(
+        e.contains("generate.server.reload") && e.contains("[train.lora]"),
+        "{e}"
+    );
 }
