@@ -24,8 +24,7 @@ pub struct LoraSection {
     /// rsLoRA scaling (alpha / sqrt(r)).
     #[serde(default)]
     pub rslora: bool,
-    /// Dropout on the adapters' input while training (peft's `lora_dropout`); external
-    /// trainers only for now.
+    /// Dropout on the adapters' input while training (peft's `lora_dropout`).
     #[serde(default)]
     pub dropout: f64,
     /// What a checkpoint holds besides `adapter/`: the merged HF model (`merged`, the

@@ -168,11 +168,11 @@ fn resumed_models<B: AutodiffBackend>(
     start: CausalLm<B>,
     device: &B::Device,
 ) -> Result<(CausalLm<B>, CausalLm<B::InnerBackend>)> {
-    let saved = |dir: &std::path::Path| match config.train.lora {
-        Some(_) => {
+    let saved = |dir: &std::path::Path| match &config.train.lora {
+        Some(lora) => {
             let adapter = dir.join(crate::run::ADAPTER_DIR);
             crate::model::lora::attach_from(start.clone(), &adapter)
-                .map(|(model, _)| model)
+                .map(|(model, _)| crate::model::lora::with_dropout(model, lora.dropout))
                 .with_context(|| format!("the adapter in {}", adapter.display()))
         }
         None => load_hf_dir::<B>(dir, device),

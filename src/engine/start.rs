@@ -52,8 +52,11 @@ pub(super) fn start_models<B: AutodiffBackend>(
 ) -> Result<(CausalLm<B>, CausalLm<B::InnerBackend>)> {
     let reference = start.valid();
     let policy = match &config.train.lora {
-        Some(lora) => crate::model::lora::attach_new(start, &lora.shape(), lora_seed(config))
-            .context("key `train.lora`")?,
+        Some(lora) => crate::model::lora::with_dropout(
+            crate::model::lora::attach_new(start, &lora.shape(), lora_seed(config))
+                .context("key `train.lora`")?,
+            lora.dropout,
+        ),
         None => start,
     };
     Ok((policy, reference))

@@ -302,13 +302,6 @@ impl Config {
                     lora.dropout
                 );
             }
-            if lora.dropout > 0.0 && self.train.engine == TrainEngine::InProcess {
-                bail!(
-                    "key `train.lora.dropout`: the in-process update has no adapter dropout \
-                     yet; set 0, or train with `train.engine = \"command\"` \
-                     (scripts/selm_trl.py applies peft's)"
-                );
-            }
         }
         let command = match (self.train.engine, self.train.command.as_deref()) {
             (TrainEngine::InProcess, None) => return Ok(()),

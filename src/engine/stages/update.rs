@@ -23,6 +23,22 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .map(|&i| self.state.triples[i].clone())
             .collect();
         let (alpha, beta) = (self.params.alpha, self.params.beta);
+        if self
+            .config
+            .train
+            .lora
+            .as_ref()
+            .is_some_and(|l| l.dropout > 0.0)
+        {
+            // This step's dropout masks, the same when a resume takes it again.
+            let seed = super::generate_server::request_seed(
+                self.config.run.seed ^ DROPOUT_SALT,
+                self.iteration,
+                self.cursor,
+                0,
+            );
+            B::seed(&self.burn()?.policy().device(), seed);
+        }
         let report = self.burn_mut()?.step(&batch, alpha, beta)?;
         self.record_step(report.metrics, report.grad_norm, report.lr, emit)?;
         Ok((self.cursor + 1, total))
@@ -62,3 +78,6 @@ impl<B: AutodiffBackend> Pipeline<B> {
         Ok(())
     }
 }
+
+/// Sets the adapters' dropout masks apart from every other draw of the run seed.
+const DROPOUT_SALT: u64 = 0xd20f;

@@ -9,7 +9,7 @@
 use anyhow::{Result, ensure};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Distribution, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,8 @@ pub struct Lora<B: Backend> {
     pub rslora: bool,
     /// alpha / r, or alpha / sqrt(r) with rsLoRA.
     pub scale: f64,
+    /// Dropout on the adapter's input while training (peft's `lora_dropout`).
+    pub dropout: f64,
 }
 
 impl<B: Backend> Lora<B> {
@@ -51,11 +53,22 @@ impl<B: Backend> Lora<B> {
             alpha: shape.alpha,
             rslora: shape.rslora,
             scale: shape.scale(),
+            dropout: 0.0,
         }
     }
 
-    /// `scale * (x A) B` for `x: [rows, in]`.
+    /// `scale * (drop(x) A) B` for `x: [rows, in]`. Inputs are dropped only on the autodiff
+    /// backend (training): evaluation, decoding and pi_ref see every input. The masks come
+    /// from the backend's generator, which the update seeds per step.
     pub fn delta(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let x = match self.dropout > 0.0 && B::ad_enabled(&x.device()) {
+            true => {
+                let keep = 1.0 - self.dropout;
+                let mask = Tensor::random(x.shape(), Distribution::Bernoulli(keep), &x.device());
+                x * mask / keep
+            }
+            false => x,
+        };
         x.matmul(self.a.val()).matmul(self.b.val()) * self.scale
     }
 
@@ -217,6 +230,16 @@ fn draw_a(rng: &mut StdRng, inp: usize, rank: usize) -> Vec<f32> {
 
 fn param<B: Backend>(data: Vec<f32>, shape: [usize; 2], device: &B::Device) -> Param<Tensor<B, 2>> {
     Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
+}
+
+/// `model` with dropout `p` on every adapter's input while training.
+pub fn with_dropout<B: Backend>(mut model: CausalLm<B>, p: f64) -> CausalLm<B> {
+    for (_, linear) in projections(&mut model) {
+        if let Some(lora) = linear.lora.as_mut() {
+            lora.dropout = p;
+        }
+    }
+    model
 }
 
 /// `model` without adapters.
