@@ -117,7 +117,8 @@ impl<B: AutodiffBackend> Pipeline<B> {
         }
         self.state.losses.clear();
         let params = self.trainer_params()?;
-        let params_path = self.write_trainer_inputs()?;
+        // Absolute, as every path in it: the trainer may run from another directory.
+        let params_path = std::path::absolute(self.write_trainer_inputs()?)?;
         let pairs = self.state.triples.len();
         let run_dir = std::path::absolute(&self.run.path)?;
         let template = self.config.train.command.as_deref().unwrap_or_default();
