@@ -23,7 +23,8 @@ copies it as "ref") or the base alone; it saves the trained adapter in PEFT's fo
 
 Runs alone (`python3 scripts/selm_trl.py --params P`), under `accelerate launch`, and under
 DeepSpeed ZeRO-3 (`accelerate launch --config_file configs/accelerate/zero3.yaml ...`, which
-saves a full 16-bit model). Requirements: scripts/requirements-trl.txt.
+saves a full 16-bit model; LoRA under ZeRO-3 has adapters in the base's dtype and was not run
+by the tests). Requirements: scripts/requirements-trl.txt (LoRA: scripts/requirements-lora.txt).
 """
 
 import argparse
@@ -419,6 +420,8 @@ def main():
         pairs=len(rows),
         ref_adapter=ref_adapter,
     )
+    if p.get("lora"):
+        set_adapter_dropout(trainer.model, p["lora"]["dropout"])
     trainer.train()
     if trainer.selm_steps == 0:
         raise SystemExit(
@@ -461,12 +464,39 @@ def load_models(p):
         )
     config.lora_dropout = lora["dropout"]
     config.inference_mode = False
-    # The base is frozen: bf16 on a GPU (only the float32 adapters take steps).
+    # The base is frozen: bf16 on a GPU (only the adapters take steps, in float32 but under
+    # ZeRO-3, whose parameters must share one dtype: TRL #6089).
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     base = AutoModelForCausalLM.from_pretrained(p["model"], dtype=dtype)
-    model = PeftModel.from_pretrained(base, lora["adapter"], config=config, is_trainable=True)
+    model = PeftModel.from_pretrained(
+        base,
+        lora["adapter"],
+        config=config,
+        is_trainable=True,
+        autocast_adapter_dtype=not is_deepspeed_zero3_enabled(),
+    )
     # TRL copies the starting adapter as a frozen "ref" adapter (ref_model=None).
     return model, None, "ref" if lora["reference_adapter"] else None
+
+
+def set_adapter_dropout(model, p):
+    """peft's dropout on the trained adapter's input. TRL's `disable_dropout` (on by default,
+    for the model's own dropout) zeroes every nn.Dropout, the adapter's included: set it
+    back."""
+    if p == 0:
+        return
+    layers = [
+        m.lora_dropout["default"]
+        for m in model.modules()
+        if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
+        and "default" in m.lora_dropout
+    ]
+    if not layers or not all(isinstance(d, torch.nn.Dropout) for d in layers):
+        raise SystemExit(f"lora.dropout {p}: the adapter has no dropout layers to set")
+    for d in layers:
+        d.p = p
 
 
 def save_lora(trainer, p):
@@ -485,8 +515,10 @@ def save_lora(trainer, p):
 
 
 def save_merged(peft_model, state, p):
-    """W + scale * B A for every adapted projection, the rest of the base as it is, saved as
-    an HF directory in the base's dtype."""
+    """W + scale * B A for every adapted projection (computed in float32), the rest of the
+    base as it is, saved as an HF directory in the dtype the base was loaded in: float32 on
+    the CPU, bf16 on a GPU (where a small update may round away: adapter-only checkpoints
+    keep it whole)."""
     from safetensors.torch import save_file
 
     lora = p["lora"]

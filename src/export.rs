@@ -1,7 +1,8 @@
-//! `selm-tui export`: one iteration's checkpoint as a self-contained HF model directory
-//! (config.json, model.safetensors with `format = pt`, tokenizer.json,
-//! tokenizer_config.json with the chat template, generation_config.json) that
-//! transformers' `AutoModelForCausalLM` / `AutoTokenizer` load unchanged.
+//! `selm-tui export`: one iteration's checkpoint, or any model selm-tui loads (a GGUF file
+//! included), as a self-contained HF model directory (config.json, model.safetensors with
+//! `format = pt`, tokenizer.json, tokenizer_config.json with the chat template,
+//! generation_config.json) that transformers' `AutoModelForCausalLM` / `AutoTokenizer` and
+//! vLLM load unchanged.
 
 use anyhow::{Context, Result, bail};
 use std::path::Path;
@@ -36,6 +37,46 @@ pub fn export(run_dir: &Path, iteration: usize, out: &Path) -> Result<()> {
         );
     }
     let src = run.checkpoint_dir(iteration);
+    write_staged(out, |staging| {
+        // An adapter-only checkpoint (a LoRA run's) is merged into its base first.
+        let adapter_only = !src.join("config.json").is_file();
+        if adapter_only {
+            merge_adapter(&src, staging)?;
+        }
+        for f in FILES {
+            let from = src.join(f);
+            let merged = adapter_only && matches!(*f, "config.json" | "model.safetensors");
+            if merged || (*f == "tokenizer_config.json" && !from.exists()) {
+                continue;
+            }
+            let bytes =
+                std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+            atomic_write(&staging.join(f), &bytes)?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes the model at `model` (what `model.path` takes: an HF directory, a GGUF file whose
+/// quantized weights are dequantized, `builtin:` or `cache:` names) to `out` as an HF
+/// directory in float32: the same weights for a server that reads only safetensors.
+pub fn export_model(model: &Path, out: &Path) -> Result<()> {
+    let (model, tokenizer) =
+        crate::model::load::load_pretrained::<burn::backend::Flex>(model, &Default::default())?;
+    write_staged(out, |staging| {
+        crate::model::load::save_hf_dir(&model, staging)?;
+        atomic_write(
+            &staging.join("tokenizer.json"),
+            tokenizer.to_json()?.as_bytes(),
+        )?;
+        let config = serde_json::to_string_pretty(&tokenizer.tokenizer_config_json())?;
+        atomic_write(&staging.join("tokenizer_config.json"), config.as_bytes())
+    })
+}
+
+/// Fills a staging directory beside `out` with `fill`, adds generation_config.json from its
+/// config.json, and renames it to `out` (which must not exist, or be empty).
+fn write_staged(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
         bail!(
             "{} exists and is not empty; not overwriting it",
@@ -51,20 +92,7 @@ pub fn export(run_dir: &Path, iteration: usize, out: &Path) -> Result<()> {
         .prefix(".selm-export-")
         .tempdir_in(parent)
         .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
-    // An adapter-only checkpoint (a LoRA run's) is merged into its base first.
-    let adapter_only = !src.join("config.json").is_file();
-    if adapter_only {
-        merge_adapter(&src, staging.path())?;
-    }
-    for f in FILES {
-        let from = src.join(f);
-        let merged = adapter_only && matches!(*f, "config.json" | "model.safetensors");
-        if merged || (*f == "tokenizer_config.json" && !from.exists()) {
-            continue;
-        }
-        let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
-        atomic_write(&staging.path().join(f), &bytes)?;
-    }
+    fill(staging.path())?;
     let config = ModelConfig::from_file(&staging.path().join("config.json"))?;
     let generation = serde_json::json!({
         "bos_token_id": config.bos_token_id,

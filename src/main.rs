@@ -104,13 +104,19 @@ struct RunArgs {
 
 #[derive(clap::Args)]
 struct ExportArgs {
-    /// The run directory.
+    /// The run directory (with --iteration), or with --model the directory to write.
     run_dir: PathBuf,
     /// Which iteration's checkpoint (1 = after the first update).
-    #[arg(long, value_parser = cli::at_least_one)]
-    iteration: usize,
+    #[arg(long, value_parser = cli::at_least_one, required_unless_present = "model")]
+    iteration: Option<usize>,
+    /// Export this model instead of a run's checkpoint (an HF directory, a GGUF file, a
+    /// `builtin:` or `cache:` name): float32 weights, a GGUF's dequantized. Then the one
+    /// positional argument is where to write.
+    #[arg(long, conflicts_with = "iteration")]
+    model: Option<String>,
     /// Where to write (must not exist, or be empty).
-    out_dir: PathBuf,
+    #[arg(required_unless_present = "model")]
+    out_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -188,8 +194,21 @@ fn run_command() -> Result<()> {
         None => run(runtime, RunArgs::default()),
         Some(Command::Run(args)) => run(runtime, args),
         Some(Command::Export(args)) => {
-            selm_tui::export::export(&args.run_dir, args.iteration, &args.out_dir)?;
-            println!("wrote {}", args.out_dir.display());
+            let out = match (&args.model, args.iteration, args.out_dir) {
+                (Some(model), _, None) => {
+                    let path = selm_tui::paths::resolve(model).context("--model")?;
+                    selm_tui::export::export_model(&path, &args.run_dir)?;
+                    args.run_dir
+                }
+                (None, Some(iteration), Some(out)) => {
+                    selm_tui::export::export(&args.run_dir, iteration, &out)?;
+                    out
+                }
+                _ => anyhow::bail!(
+                    "export RUN_DIR --iteration N OUT_DIR, or export --model PATH OUT_DIR"
+                ),
+            };
+            println!("wrote {}", out.display());
             Ok(())
         }
         Some(Command::Inspect(args)) => inspect(args),

@@ -83,3 +83,43 @@ fn a_missing_run_or_checkpoint_is_named() {
         "{err}"
     );
 }
+
+/// `export --model`: any model selm-tui loads, written as an HF directory that reads back
+/// with the same weights; a run export without `--iteration` is refused by name.
+#[test]
+fn a_model_exports_as_an_hf_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("tiny");
+    let bin = env!("CARGO_BIN_EXE_selm-tui");
+    let run = std::process::Command::new(bin)
+        .args(["export", "--model", "builtin:tiny-tasks"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    type F = burn::backend::Flex;
+    let load = |p: &Path| selm_tui::model::load::load_pretrained::<F>(p, &Default::default());
+    let start = selm_tui::paths::resolve("builtin:tiny-tasks").unwrap();
+    let (a, ta) = load(&start).unwrap();
+    let (b, tb) = load(&out).unwrap();
+    let (a, b) = (
+        selm_tui::model::load::to_hf_tensors(&a),
+        selm_tui::model::load::to_hf_tensors(&b),
+    );
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, t) in &a {
+        assert_eq!(t.data, b[name].data, "{name}");
+    }
+    assert_eq!(ta.encode("12+7=").unwrap(), tb.encode("12+7=").unwrap());
+    assert!(out.join("generation_config.json").is_file());
+    let refused = std::process::Command::new(bin)
+        .args(["export", "some-run", "out"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--iteration"));
+}

@@ -18,9 +18,32 @@ use selm_tui::testing::decode_with_specials;
 
 #[test]
 fn smollm2_q4_1_matches_transformers() {
+    matches_transformers(&smollm2_gguf());
+}
+
+/// `export --model` writes the GGUF as an HF directory (float32, the tokenizer and chat
+/// template in tokenizer.json / tokenizer_config.json) that reads back as the same model.
+#[test]
+fn the_gguf_exported_as_an_hf_directory_matches_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("smollm2-f32");
+    selm_tui::export::export_model(&smollm2_gguf(), &out).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    matches_transformers(&out);
+}
+
+/// The model at `path` against transformers' figures for the GGUF.
+fn matches_transformers(path: &std::path::Path) {
     let exp = expected("smollm2-135m-instruct-q4_1");
     let device = Default::default();
-    let (model, tok) = load_pretrained::<Flex>(&smollm2_gguf(), &device).unwrap();
+    let (model, tok) = load_pretrained::<Flex>(path, &device).unwrap();
     let c = model.config();
     assert_eq!(c.vocab_size as u64, exp["vocab_size"].as_u64().unwrap());
     assert_eq!(
@@ -33,7 +56,8 @@ fn smollm2_q4_1_matches_transformers() {
     for case in exp["tokenization"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         assert_eq!(tok.encode(text).unwrap(), ids(&case["ids"]), "{text:?}");
-        // The plain-prompt path adds nothing: the GGUF says add_bos_token = false.
+        // The plain-prompt path adds nothing: the GGUF says add_bos_token = false (and the
+        // export's tokenizer_config.json carries it).
         assert_eq!(
             tok.encode_prompt(text).unwrap(),
             ids(&case["ids"]),

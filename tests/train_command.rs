@@ -330,6 +330,21 @@ fn the_trl_lora_update_takes_the_in_process_lora_update_s_steps() {
     );
     assert!(worst_adapter <= 2e-4, "adapters {worst_adapter}");
     assert!(worst_merge <= 1e-5, "merged {worst_merge}");
+
+    // With `dropout`, the adapter's inputs are dropped in training (TRL's own dropout switch
+    // would zero it): step 1's loss is the base's either way (B = 0), its gradient is not.
+    let dropped = two_process_params(&params, "dropout");
+    let mut d: Value = serde_json::from_str(&std::fs::read_to_string(&dropped).unwrap()).unwrap();
+    d["micro_batch_size"] = p["micro_batch_size"].clone();
+    d["lora"]["dropout"] = 0.3.into();
+    std::fs::write(&dropped, d.to_string()).unwrap();
+    let with_dropout = run_trainer(Command::new(python()), &dropped);
+    assert!((f(&with_dropout[0]["loss"]) - f(&trl[0]["loss"])).abs() <= 1e-6);
+    let (g0, g1) = (f(&trl[0]["grad_norm"]), f(&with_dropout[0]["grad_norm"]));
+    assert!(
+        (g0 - g1).abs() > 1e-3 * g0,
+        "grad norm {g0} with and without dropout"
+    );
 }
 
 fn adapter_tensors(

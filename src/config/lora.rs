@@ -43,12 +43,16 @@ pub enum LoraCheckpoint {
 }
 
 impl LoraSection {
+    /// The adapters' shape, targets in the projections' order (as PEFT files read back).
     pub fn shape(&self) -> LoraShape {
+        let mut targets = self.target_modules.clone();
+        targets.sort_by_key(|t| TARGETS.iter().position(|x| x == t));
+        targets.dedup();
         LoraShape {
             rank: self.rank,
             alpha: self.alpha,
             rslora: self.rslora,
-            targets: self.target_modules.clone(),
+            targets,
         }
     }
 }

@@ -277,9 +277,16 @@ impl Config {
                  needs a [train.lora] section"
             );
         }
+        if server.reload == Some(Reload::Lora) && server.api != crate::config::ServerApi::Openai {
+            bail!(
+                "key `generate.server.reload`: `lora` loads adapters through vLLM's \
+                 /v1/load_lora_adapter, which `transformers serve` does not have"
+            );
+        }
         let adapter_only =
             lora.is_some_and(|l| l.checkpoint == crate::config::LoraCheckpoint::Adapter);
-        if adapter_only && server.reload != Some(Reload::Lora) && self.run.iterations > 1 {
+        // (Even for one iteration: the held-out samples may come from the server.)
+        if adapter_only && server.reload != Some(Reload::Lora) {
             bail!(
                 "key `train.lora.checkpoint`: adapter-only checkpoints hold no model for the \
                  generation server to load; set `generate.server.reload = \"lora\"` (vLLM \

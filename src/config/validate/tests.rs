@@ -174,6 +174,12 @@ fn a_bad_lora_section_names_its_key() {
         assert!(needles.iter().all(|n| e.contains(n)), "{section}: {e}");
     }
     assert_eq!(lora("dropout = 0.1").unwrap().unwrap().dropout, 0.1);
+    // Targets in any order, repeated: the shape PEFT files read back as.
+    let any_order = lora("target_modules = [\"v_proj\", \"q_proj\", \"v_proj\"]");
+    assert_eq!(
+        any_order.unwrap().unwrap().shape().targets,
+        ["q_proj", "v_proj"]
+    );
     let ok = lora("rank = 4").unwrap().unwrap();
     assert_eq!((ok.rank, ok.alpha, ok.target_modules.len()), (4, 16.0, 7));
     // The external trainer takes adapters, with dropout.
@@ -202,6 +208,9 @@ fn a_bad_lora_section_names_its_key() {
         "t.toml",
     )
     .unwrap();
+    // Only vLLM's API loads adapters.
+    let text = external("", "reload = \"lora\"\napi = \"transformers\"");
+    assert!(err(&text).contains("transformers serve"), "{}", err(&text));
     // A server told to load adapters needs a LoRA run.
     let text = external("", "reload = \"lora\"").replace("[train.lora]\n", "");
     let e = err(&text);

@@ -39,14 +39,21 @@ impl ModelServer {
     }
 
     /// Makes requests go to `checkpoint`'s adapter (its `adapter/`), loaded on the server
-    /// in place of the last; a checkpoint without one (the base itself) is served by the
-    /// base. Other reloads have loaded the checkpoint already.
-    pub(super) fn load_adapter(&mut self, checkpoint: &Path, watch: &mut Watch) -> Result<()> {
+    /// in place of the last; the starting model, or a checkpoint without one, is served by
+    /// the base. Other reloads have loaded the checkpoint already.
+    pub(super) fn load_adapter(
+        &mut self,
+        checkpoint: &Path,
+        starting: bool,
+        watch: &mut Watch,
+    ) -> Result<()> {
         if self.config.reload != Some(Reload::Lora) {
             return Ok(());
         }
         let adapter = checkpoint.join(ADAPTER_DIR);
-        if !adapter.join(crate::model::lora::CONFIG_FILE).is_file() {
+        // The starting model is the base: an `adapter/` beside it (a merged checkpoint of an
+        // earlier LoRA run) is already in its weights.
+        if starting || !adapter.join(crate::model::lora::CONFIG_FILE).is_file() {
             self.adapter = None;
             return Ok(());
         }

@@ -121,7 +121,7 @@ impl ModelServer {
         let finished = self
             .finish_reload(watch)
             .and_then(|()| self.wait_ready(since, watch))
-            .and_then(|()| self.load_adapter(checkpoint, watch));
+            .and_then(|()| self.load_adapter(checkpoint, starting, watch));
         match finished {
             // Interrupted: the same `serve` picks the start or reload up where it was.
             Err(e) if wait::is_interrupted(&e) => return Err(e),
