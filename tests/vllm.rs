@@ -327,10 +327,10 @@ fn a_lora_run_loads_each_adapter_on_one_vllm_and_its_logprobs_are_peft_s() {
         );
         println!("iteration {iteration}: {compared} responses, largest difference {worst:.2e}");
     }
-    let moved = std::panic::catch_unwind(|| check_logprobs(&run, 2, &base));
+    let (_, moved) = logprob_difference(&run, 2, &base);
     assert!(
-        moved.is_err(),
-        "iteration 2's log-probs are the base's: no adapter served"
+        moved > 1e-2,
+        "iteration 2's log-probs are the base's ({moved:.2e} apart): no adapter served"
     );
     // An adapter-only checkpoint exports as the merged model.
     let out = tmp.path().join("export");
