@@ -435,33 +435,12 @@ fn a_fresh_adapter_drawn_without_weights_is_the_in_process_one() {
     }
 }
 
-/// `checkpoint = "adapter"`: checkpoints hold the adapter only (no model weights), a resume
-/// and `export` read them, and the export is the start model merged with the adapter.
+/// `checkpoint = "adapter"`: checkpoints hold the adapter only (no model weights), and
+/// `export` writes the start model merged with the adapter.
 #[test]
 fn adapter_only_checkpoints_export_as_the_merged_model() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = selm_tui::config::Config::embedded_default();
-    c.run.out_dir = tmp.path().join("runs");
-    c.run.iterations = 2;
-    c.prompts.per_iteration = 16;
-    c.prompts.eval = 4;
-    c.train.batch_size = 8;
-    c.train.lr = 1e-3;
-    c.train.lora = Some(toml::from_str("rank = 4\ncheckpoint = \"adapter\"").unwrap());
-    let config = tmp.path().join("lora.toml");
-    std::fs::write(&config, c.to_toml()).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_selm-tui"))
-        .args(["--config", config.to_str().unwrap(), "run", "--headless"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let run = std::fs::read_dir(tmp.path().join("runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let (c, run) = small_lora_run(tmp.path(), "runs", 2, "rank = 4\ncheckpoint = \"adapter\"");
     for it in [1, 2] {
         let ckpt = run.join(format!("checkpoints/iter-{it:03}"));
         assert!(!ckpt.join("model.safetensors").exists(), "iteration {it}");
@@ -493,31 +472,8 @@ fn adapter_only_checkpoints_export_as_the_merged_model() {
 fn adapter_dropout_changes_the_steps_and_repeats_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let steps = |name: &str, dropout: f64| -> Vec<(f64, f64)> {
-        let mut c = selm_tui::config::Config::embedded_default();
-        c.run.out_dir = tmp.path().join(name);
-        c.run.iterations = 1;
-        c.prompts.per_iteration = 16;
-        c.prompts.eval = 4;
-        c.train.batch_size = 8;
-        c.train.lr = 1e-3;
-        c.train.lora = Some(toml::from_str(&format!("rank = 4\ndropout = {dropout}")).unwrap());
-        let config = tmp.path().join(format!("{name}.toml"));
-        std::fs::write(&config, c.to_toml()).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_selm-tui"))
-            .args(["--config", config.to_str().unwrap(), "run", "--headless"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let run = std::fs::read_dir(tmp.path().join(name))
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let lora = format!("rank = 4\ndropout = {dropout}");
+        let (_, run) = small_lora_run(tmp.path(), name, 1, &lora);
         read_jsonl(&run.join("metrics.jsonl"))
             .iter()
             .filter(|m| m["kind"] == "train")
@@ -534,4 +490,37 @@ fn adapter_dropout_changes_the_steps_and_repeats_exactly() {
         "{plain:?} {dropped:?}"
     );
     assert_eq!(dropped, steps("again", 0.3));
+}
+
+/// A headless LoRA run of the built-in model (16 prompts an iteration, updates of 8 pairs)
+/// in `root/name` with `[train.lora]` `lora`: its config and run directory.
+fn small_lora_run(
+    root: &Path,
+    name: &str,
+    iterations: usize,
+    lora: &str,
+) -> (selm_tui::config::Config, std::path::PathBuf) {
+    let mut c = selm_tui::config::Config::embedded_default();
+    c.run.out_dir = root.join(name);
+    c.run.iterations = iterations;
+    c.prompts.per_iteration = 16;
+    c.prompts.eval = 4;
+    c.train.batch_size = 8;
+    c.train.lr = 1e-3;
+    c.train.lora = Some(toml::from_str(lora).unwrap());
+    let config = root.join(format!("{name}.toml"));
+    std::fs::write(&config, c.to_toml()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_selm-tui"))
+        .args(["--config", config.to_str().unwrap(), "run", "--headless"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let run = std::fs::read_dir(&c.run.out_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    (c, run)
 }

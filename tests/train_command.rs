@@ -126,22 +126,26 @@ fn trainer_pair_logps(train: &Path) -> Measured {
         .collect()
 }
 
-#[test]
-fn the_trl_update_takes_the_in_process_update_s_steps() {
-    let tmp = tempfile::tempdir().unwrap();
-    let c = config(tmp.path(), 1);
+/// A one-iteration in-process run of `c`, which also writes the inputs the command engine
+/// would hand its trainer at the update of this very iteration: their params.json and the
+/// run directory.
+fn in_process_run(c: Config) -> (PathBuf, PathBuf) {
     let mut p = Pipeline::<B>::new(c, &Default::default()).unwrap();
     p.evaluate_start(&mut |_| {}).unwrap();
     while p.position() != (1, Stage::Update) {
         p.advance(&mut |_| {}).unwrap();
     }
-    // The inputs the command engine would hand its trainer, from this very iteration.
     let params = p.write_trainer_inputs().unwrap();
     while !p.is_finished() {
         p.advance(&mut |_| {}).unwrap();
     }
-    let run = p.run().path.clone();
-    drop(p);
+    (params, p.run().path.clone())
+}
+
+#[test]
+fn the_trl_update_takes_the_in_process_update_s_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (params, run) = in_process_run(config(tmp.path(), 1));
     let trl = run_trainer(Command::new(python()), &params);
     let ours = train_rows(&run);
     assert!(ours.len() >= 2, "{} steps", ours.len());
@@ -266,17 +270,7 @@ fn the_trl_lora_update_takes_the_in_process_lora_update_s_steps() {
     let mut c = config(tmp.path(), 1);
     c.train.lora = Some(lora_section(""));
     c.validate().unwrap();
-    let mut p = Pipeline::<B>::new(c, &Default::default()).unwrap();
-    p.evaluate_start(&mut |_| {}).unwrap();
-    while p.position() != (1, Stage::Update) {
-        p.advance(&mut |_| {}).unwrap();
-    }
-    let params = p.write_trainer_inputs().unwrap();
-    while !p.is_finished() {
-        p.advance(&mut |_| {}).unwrap();
-    }
-    let run = p.run().path.clone();
-    drop(p);
+    let (params, run) = in_process_run(c);
     let trl = run_trainer(Command::new(python()), &params);
     let ours = train_rows(&run);
     assert!(ours.len() >= 2, "{} steps", ours.len());

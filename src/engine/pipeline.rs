@@ -357,35 +357,6 @@ impl<B: AutodiffBackend> Pipeline<B> {
         })
     }
 
-    /// The starting model's absolute path: the base a LoRA checkpoint's adapter names.
-    /// The architecture of the policy: the in-process model's, else the starting model's
-    /// `config.json` (an external trainer's run loads no weights).
-    pub(super) fn model_config(&self) -> Result<crate::model::ModelConfig> {
-        match &self.trainer {
-            Some(t) => Ok(t.policy().config().clone()),
-            None => {
-                crate::model::ModelConfig::from_file(&self.config.model_dir()?.join("config.json"))
-            }
-        }
-    }
-
-    /// How checkpoints of this run's policy are written.
-    pub(super) fn save_as(&self) -> Result<crate::run::SaveAs> {
-        let lora = self.config.train.lora.as_ref();
-        Ok(crate::run::SaveAs {
-            base: self.base_model()?,
-            merged: lora.is_none_or(|l| l.checkpoint == crate::config::LoraCheckpoint::Merged),
-        })
-    }
-
-    pub(super) fn base_model(&self) -> Result<String> {
-        let dir = self.config.model_dir()?;
-        Ok(std::path::absolute(&dir)
-            .unwrap_or(dir)
-            .display()
-            .to_string())
-    }
-
     /// Runs unit number `self.cursor` of the current stage.
     fn run_unit(&mut self, emit: &mut dyn FnMut(Event)) -> Result<Progress> {
         match self.stage {

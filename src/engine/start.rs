@@ -5,7 +5,8 @@ use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::config::{Config, RankerKind, TrainEngine};
+use super::pipeline::Pipeline;
+use crate::config::{Config, LoraCheckpoint, RankerKind, TrainEngine};
 use crate::model::load::load_pretrained;
 use crate::model::{CausalLm, ModelConfig};
 use crate::prompts::PromptSets;
@@ -105,5 +106,34 @@ fn read_prompt_sets(config: &Config) -> Result<PromptSets> {
             n_train,
             config.prompts.eval,
         ),
+    }
+}
+
+impl<B: AutodiffBackend> Pipeline<B> {
+    /// The architecture of the policy: the in-process model's, else the starting model's
+    /// `config.json` (an external trainer's run loads no weights).
+    pub(super) fn model_config(&self) -> Result<ModelConfig> {
+        match self.burn() {
+            Ok(t) => Ok(t.policy().config().clone()),
+            Err(_) => ModelConfig::from_file(&self.config.model_dir()?.join("config.json")),
+        }
+    }
+
+    /// How checkpoints of this run's policy are written.
+    pub(super) fn save_as(&self) -> Result<crate::run::SaveAs> {
+        let lora = self.config.train.lora.as_ref();
+        Ok(crate::run::SaveAs {
+            base: self.base_model()?,
+            merged: lora.is_none_or(|l| l.checkpoint == LoraCheckpoint::Merged),
+        })
+    }
+
+    /// The starting model's absolute path: the base a LoRA checkpoint's adapter names.
+    pub(super) fn base_model(&self) -> Result<String> {
+        let dir = self.config.model_dir()?;
+        Ok(std::path::absolute(&dir)
+            .unwrap_or(dir)
+            .display()
+            .to_string())
     }
 }
