@@ -126,6 +126,23 @@ fn trainer_pair_logps(train: &Path) -> Measured {
         .collect()
 }
 
+/// The largest differences between the run's pair log-probs (summed per response) and those
+/// the trainer of `params` measured: pi_theta's, then pi_ref's.
+fn pair_logps_difference(run: &Path, params: &Path) -> (f64, f64) {
+    let ours = run_pair_logps(run);
+    let theirs = trainer_pair_logps(params.parent().unwrap());
+    assert_eq!(ours.len(), theirs.len());
+    let (mut worst_policy, mut worst_reference) = (0f64, 0f64);
+    for (key, want) in &ours {
+        let got = theirs.get(key).expect("the same pairs");
+        for (g, w) in got.iter().zip(want) {
+            worst_policy = worst_policy.max((g[0] - w[0]).abs());
+            worst_reference = worst_reference.max((g[1] - w[1]).abs());
+        }
+    }
+    (worst_policy, worst_reference)
+}
+
 /// A one-iteration in-process run of `c`, which also writes the inputs the command engine
 /// would hand its trainer at the update of this very iteration: their params.json and the
 /// run directory.
@@ -181,17 +198,7 @@ fn the_trl_update_takes_the_in_process_update_s_steps() {
     // steps move each weight by about lr whatever its gradient's size, so where a gradient
     // is near zero its last bits decide how far the weight moves (up to lr = 1e-4 here);
     // a sequence log-prob sums many such moves. Measured here: about 1e-5.
-    let ours = run_pair_logps(&run);
-    let theirs = trainer_pair_logps(params.parent().unwrap());
-    assert_eq!(ours.len(), theirs.len());
-    let (mut worst_policy, mut worst_reference) = (0f64, 0f64);
-    for (key, want) in &ours {
-        let got = theirs.get(key).expect("the same pairs");
-        for (g, w) in got.iter().zip(want) {
-            worst_policy = worst_policy.max((g[0] - w[0]).abs());
-            worst_reference = worst_reference.max((g[1] - w[1]).abs());
-        }
-    }
+    let (worst_policy, worst_reference) = pair_logps_difference(&run, &params);
     eprintln!(
         "{} steps; largest difference: step 1 metrics {worst_step1:.2e} (relative), loss \
          {worst_loss:.2e}, updated policy log-probs {worst_policy:.2e}, reference {worst_reference:.2e}",
@@ -306,16 +313,7 @@ fn the_trl_lora_update_takes_the_in_process_lora_update_s_steps() {
     let base = Path::new(p["model"].as_str().unwrap());
     let worst_merge = merged_difference(base, &out);
     // The updated policies' and pi_ref's log-probs of every pair, as above.
-    let ours = run_pair_logps(&run);
-    let theirs = trainer_pair_logps(params.parent().unwrap());
-    let (mut worst_policy, mut worst_reference) = (0f64, 0f64);
-    for (key, want) in &ours {
-        let got = theirs.get(key).expect("the same pairs");
-        for (g, w) in got.iter().zip(want) {
-            worst_policy = worst_policy.max((g[0] - w[0]).abs());
-            worst_reference = worst_reference.max((g[1] - w[1]).abs());
-        }
-    }
+    let (worst_policy, worst_reference) = pair_logps_difference(&run, &params);
     eprintln!("policy {worst_policy:.2e}, reference {worst_reference:.2e}");
     eprintln!(
         "{} LoRA steps; largest difference: loss {worst_loss:.2e}, adapter tensors \

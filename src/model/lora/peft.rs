@@ -102,13 +102,18 @@ fn write_adapter(
     crate::io::atomic_write(&dir.join(CONFIG_FILE), config.as_bytes())
 }
 
-/// The base model a PEFT adapter directory names (`base_model_name_or_path`).
-pub fn base_of(dir: &Path) -> Result<String> {
+/// A PEFT adapter directory's `adapter_config.json`: its path and contents.
+fn read_config(dir: &Path) -> Result<(std::path::PathBuf, serde_json::Value)> {
     let path = dir.join(CONFIG_FILE);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let v = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    Ok((path, v))
+}
+
+/// The base model a PEFT adapter directory names (`base_model_name_or_path`).
+pub fn base_of(dir: &Path) -> Result<String> {
+    let (path, v) = read_config(dir)?;
     v.get("base_model_name_or_path")
         .and_then(|b| b.as_str())
         .map(String::from)
@@ -117,11 +122,7 @@ pub fn base_of(dir: &Path) -> Result<String> {
 
 /// A PEFT adapter directory's shape (from `adapter_config.json`).
 pub fn read_shape(dir: &Path) -> Result<LoraShape> {
-    let path = dir.join(CONFIG_FILE);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let (path, v) = read_config(dir)?;
     let field = |k: &str| {
         v.get(k)
             .with_context(|| format!("{}: no `{k}`", path.display()))
