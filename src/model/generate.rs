@@ -107,24 +107,11 @@ pub(crate) fn decode<B: Backend>(
         return out;
     }
     assert!(width > 0, "every prompt needs at least one token");
-    let mut cache = KvCache::new(config.num_layers);
-    let mut fed = 0; // tokens of each row already in the cache
+    let mut forward = Forward::new(model, use_cache, width + max_new_tokens);
     // The outputs the rows of the batch decode for: a row that finishes leaves the batch.
     let mut active: Vec<usize> = (0..prompts.len()).collect();
     for step in 0..max_new_tokens {
-        let start = if use_cache { fed } else { 0 };
-        let mut logits = if use_cache && fed == 0 {
-            prefill_shared(model, prompts, &rows, &device, &mut cache)
-        } else {
-            last_logits(
-                model,
-                &rows,
-                start,
-                &device,
-                use_cache.then_some(&mut cache),
-            )
-        };
-        fed = rows[0].ids.len();
+        let mut logits = forward.logits(model, prompts, &rows, &device);
         let vocab = logits.len() / rows.len();
         for ((row, &b), logits) in rows.iter_mut().zip(&active).zip(logits.chunks_mut(vocab)) {
             let lse = mode.logps.then(|| logsumexp(logits));
@@ -150,16 +137,145 @@ pub(crate) fn decode<B: Backend>(
         if keep.len() < rows.len() {
             // Finished rows stop costing compute. The rest decode as before (up to rounding,
             // as in any batch), since a row attends only to its own keys.
-            if use_cache {
-                let index: Vec<i64> = keep.iter().map(|&i| i as i64).collect();
-                let n = index.len();
-                cache.select_rows(Tensor::from_data(TensorData::new(index, [n]), &device));
-            }
+            forward.keep(&keep, &device);
             rows = keep.iter().map(|&i| rows[i].clone()).collect();
             active = keep.iter().map(|&i| active[i]).collect();
         }
     }
     out
+}
+
+/// How [`decode`] runs the model: through its tensor ops (with a tensor cache or
+/// recomputing every position), or on the CPU decode path where that applies.
+enum Forward<B: Backend> {
+    Tensors {
+        cache: Option<KvCache<B>>,
+        /// Tokens of each row already in the cache.
+        fed: usize,
+    },
+    #[cfg(feature = "flex")]
+    Cpu(Box<CpuForward>),
+}
+
+/// The CPU decode path's state: the decoder until the first call makes its session.
+#[cfg(feature = "flex")]
+struct CpuForward {
+    decoder: Option<super::cpu_decode::CpuDecoder>,
+    session: Option<super::cpu_decode::Session>,
+    capacity: usize,
+    fed: usize,
+}
+
+impl<B: Backend> Forward<B> {
+    /// With a cache, the CPU decode path when the model has one, else tensors; without
+    /// (the tests' reference), tensors recomputing every position.
+    fn new(model: &CausalLm<B>, cache: bool, capacity: usize) -> Self {
+        #[cfg(feature = "flex")]
+        if cache && let Some(decoder) = super::cpu_decode::CpuDecoder::new(model) {
+            return Self::Cpu(Box::new(CpuForward {
+                decoder: Some(decoder),
+                session: None,
+                capacity,
+                fed: 0,
+            }));
+        }
+        let _ = capacity;
+        Self::Tensors {
+            cache: cache.then(|| KvCache::new(model.config().num_layers)),
+            fed: 0,
+        }
+    }
+
+    /// The logits of each row's next token, `[rows * vocab]`, feeding what the model has
+    /// not seen of `rows` yet.
+    fn logits(
+        &mut self,
+        model: &CausalLm<B>,
+        prompts: &[Vec<u32>],
+        rows: &[Row],
+        device: &B::Device,
+    ) -> Vec<f32> {
+        let total = rows[0].ids.len();
+        match self {
+            Self::Tensors { cache, fed } => {
+                let logits = match cache {
+                    Some(cache) if *fed == 0 => prefill_shared(model, prompts, rows, device, cache),
+                    Some(cache) => last_logits(model, rows, *fed, device, Some(cache)),
+                    None => last_logits(model, rows, 0, device, None),
+                };
+                *fed = total;
+                logits
+            }
+            #[cfg(feature = "flex")]
+            Self::Cpu(cpu) => {
+                let CpuForward {
+                    decoder,
+                    session,
+                    capacity,
+                    fed,
+                } = &mut **cpu;
+                let logits = match session {
+                    Some(session) => cpu_logits(session, rows, *fed),
+                    None => {
+                        // Each distinct prompt once, then its keys and logits copied to every
+                        // row that has it.
+                        let (firsts, of_row) = distinct_rows(prompts.iter().map(Vec::as_slice));
+                        let distinct: Vec<Row> = firsts.iter().map(|&b| rows[b].clone()).collect();
+                        let decoder = decoder.take().expect("a decoder until the first call");
+                        let s = session.insert(super::cpu_decode::Session::new(
+                            decoder,
+                            distinct.len(),
+                            *capacity,
+                        ));
+                        let logits = cpu_logits(s, &distinct, 0);
+                        if distinct.len() < rows.len() {
+                            s.select_rows(&of_row);
+                        }
+                        let vocab = logits.len() / distinct.len();
+                        of_row
+                            .iter()
+                            .flat_map(|&u| logits[u * vocab..(u + 1) * vocab].iter().copied())
+                            .collect()
+                    }
+                };
+                *fed = total;
+                logits
+            }
+        }
+    }
+
+    /// Keeps rows `keep` of the cache.
+    fn keep(&mut self, keep: &[usize], device: &B::Device) {
+        match self {
+            Self::Tensors {
+                cache: Some(cache), ..
+            } => {
+                let index: Vec<i64> = keep.iter().map(|&i| i as i64).collect();
+                let n = index.len();
+                cache.select_rows(Tensor::from_data(TensorData::new(index, [n]), device));
+            }
+            Self::Tensors { cache: None, .. } => {}
+            #[cfg(feature = "flex")]
+            Self::Cpu(cpu) => {
+                if let Some(session) = &mut cpu.session {
+                    session.select_rows(keep);
+                }
+            }
+        }
+    }
+}
+
+/// Tokens `start..` of every row through the CPU decode path: the last position's logits.
+#[cfg(feature = "flex")]
+fn cpu_logits(session: &mut super::cpu_decode::Session, rows: &[Row], start: usize) -> Vec<f32> {
+    let positions: Vec<Vec<usize>> = rows
+        .iter()
+        .map(|r| r.positions()[start..].to_vec())
+        .collect();
+    let ids: Vec<&[u32]> = rows.iter().map(|r| &r.ids[start..]).collect();
+    let positions: Vec<&[usize]> = positions.iter().map(Vec::as_slice).collect();
+    let valid: Vec<&[bool]> = rows.iter().map(|r| r.valid.as_slice()).collect();
+    session.forward(&ids, &positions, &valid)
 }
 
 /// `log sum exp(row)`, steadied by the row's max, summed in f64.

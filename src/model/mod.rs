@@ -6,6 +6,8 @@ pub mod bert;
 pub mod cache;
 pub mod classifier;
 pub mod config;
+#[cfg(feature = "flex")]
+pub mod cpu_decode;
 pub mod decode_matmul;
 pub mod generate;
 pub mod gguf;
