@@ -36,9 +36,9 @@ pub(super) fn run(
     let (qd, kvd) = (c.num_heads * hd, c.num_kv_heads * hd);
     let past = cache.len;
     assert!(
-        seq > 0 && rows == cache.rows,
+        seq > 0 && rows == cache.rows(),
         "{rows} rows for a cache of {}",
-        cache.rows
+        cache.rows()
     );
     assert!(past + seq <= cache.capacity, "cache full");
     assert!(batch.ids.iter().all(|r| r.len() == seq));
@@ -62,7 +62,11 @@ pub(super) fn run(
     let mut attn = vec![0f32; n * qd];
     let mut act = vec![0f32; n * c.intermediate_size];
     let mut logits = vec![0f32; rows * c.vocab_size];
-    let slab = cache.slab();
+    let slabs: Vec<usize> = (0..rows)
+        .flat_map(|r| (0..c.num_kv_heads).map(move |g| (r, g)))
+        .map(|(r, g)| cache.at(r, g))
+        .collect();
+    let capacity = cache.capacity;
     let mut caches: Vec<(Shared<'_>, Shared<'_>)> = cache
         .layers
         .iter_mut()
@@ -82,7 +86,8 @@ pub(super) fn run(
         rows,
         seq,
         past,
-        slab,
+        slabs: &slabs,
+        capacity,
         cos: &cos,
         sin: &sin,
     };
@@ -110,7 +115,9 @@ struct Step<'a> {
     rows: usize,
     seq: usize,
     past: usize,
-    slab: usize,
+    /// Per (row, kv head), where its cache slab starts.
+    slabs: &'a [usize],
+    capacity: usize,
     /// `[n, head_dim / 2]` each.
     cos: &'a [f32],
     sin: &'a [f32],
@@ -237,24 +244,27 @@ impl Step<'_> {
         let (qd, kvd) = (c.num_heads * hd, kvh * hd);
         let width = qd + 2 * kvd;
         let (row, g) = (task / kvh, task % kvh);
-        let keys = self.past + self.seq;
-        let slab = (row * kvh + g) * self.slab;
+        let (keys, cap) = (self.past + self.seq, self.capacity);
+        let slab = self.slabs[task];
         // SAFETY: (row, g)'s slab of the cache is this task's alone; qkv was written before
         // the barrier; attn's (row, head group) columns are this task's alone.
         let (cache_k, cache_v) = unsafe {
             (
-                ck.slice(slab..slab + keys * hd),
+                ck.slice(slab..slab + hd * cap),
                 cv.slice(slab..slab + keys * hd),
             )
         };
         let qkv = unsafe { b.qkv.read() };
         let half = hd / 2;
+        let mut k = vec![0f32; hd];
         for t in 0..self.seq {
             let r = row * self.seq + t;
             let j = self.past + t;
             let (cos, sin) = (&self.cos[r * half..][..half], &self.sin[r * half..][..half]);
-            let k = &qkv[r * width + qd + g * hd..][..hd];
-            ops::rope(k, cos, sin, 1.0, &mut cache_k[j * hd..(j + 1) * hd]);
+            ops::rope(&qkv[r * width + qd + g * hd..][..hd], cos, sin, 1.0, &mut k);
+            for (d, &k) in k.iter().enumerate() {
+                cache_k[d * cap + j] = k;
+            }
             let v = &qkv[r * width + qd + kvd + g * hd..][..hd];
             cache_v[j * hd..(j + 1) * hd].copy_from_slice(v);
         }
@@ -270,6 +280,7 @@ impl Step<'_> {
                     q: &q,
                     cache_k,
                     cache_v,
+                    capacity: cap,
                     valid: self.batch.valid[row],
                     own: self.past + t,
                 };

@@ -97,13 +97,15 @@ pub fn exp(x: f32) -> f32 {
     e * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
-/// One query's attention: key and value `j` are rows `j` of `cache_k`, `cache_v`
-/// (`[keys, head_dim]`). The query sits at key `own` and sees itself and the valid keys
-/// before it (as the masks of [`crate::model::attention::AttentionPlan`]).
+/// One query's attention over a cache slab: the keys transposed (`cache_k[d * capacity + j]`
+/// is dimension `d` of key `j`), the values as rows (`cache_v[j * head_dim + d]`). The query
+/// sits at key `own` and sees itself and the valid keys before it (as the masks of
+/// [`crate::model::attention::AttentionPlan`]).
 pub struct Query<'a> {
     pub q: &'a [f32],
     pub cache_k: &'a [f32],
     pub cache_v: &'a [f32],
+    pub capacity: usize,
     pub valid: &'a [bool],
     pub own: usize,
 }
@@ -116,27 +118,32 @@ per_kernel_set!(
 
 #[inline(always)]
 fn attend_body(query: &Query<'_>, scores: &mut [f32], out: &mut [f32]) {
-    let hd = query.q.len();
-    let scores = &mut scores[..query.own + 1];
-    let mut max = f32::NEG_INFINITY;
+    let (hd, cap, keys) = (query.q.len(), query.capacity, query.own + 1);
+    let scores = &mut scores[..keys];
+    // Scores for all keys at once, a dimension at a time: vectors over the keys.
+    scores.fill(0.0);
+    for (d, &qd) in query.q.iter().enumerate() {
+        let k = &query.cache_k[d * cap..d * cap + keys];
+        for (s, &k) in scores.iter_mut().zip(k) {
+            *s += qd * k;
+        }
+    }
+    let seen = |j: usize| j == query.own || query.valid[j];
+    let mut max = [f32::NEG_INFINITY; LANES];
+    for (j, &s) in scores.iter().enumerate() {
+        if seen(j) {
+            max[j % LANES] = max[j % LANES].max(s);
+        }
+    }
+    let max = max.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     for (j, s) in scores.iter_mut().enumerate() {
-        *s = if j == query.own || query.valid[j] {
-            let v = sum_lanes(query.q, &query.cache_k[j * hd..(j + 1) * hd]);
-            max = max.max(v);
-            v
-        } else {
-            f32::NEG_INFINITY
-        };
+        *s = if seen(j) { exp(*s - max) } else { 0.0 };
     }
-    let mut total = 0f32;
-    for s in scores.iter_mut() {
-        *s = if *s == f32::NEG_INFINITY {
-            0.0
-        } else {
-            exp(*s - max)
-        };
-        total += *s;
+    let mut total = [0f32; LANES];
+    for (j, &s) in scores.iter().enumerate() {
+        total[j % LANES] += s;
     }
+    let total: f32 = total.iter().sum();
     out.fill(0.0);
     for (j, &p) in scores.iter().enumerate() {
         if p != 0.0 {
@@ -183,7 +190,10 @@ mod tests {
     fn attention_weighs_the_values_it_may_see() {
         let isa = CpuKernels::detect();
         let (hd, keys) = (4, 3);
-        let k = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0];
+        // Keys (1,0,0,0), (0,1,0,0), (2,0,0,0), transposed, in a slab of capacity 4.
+        let k = [
+            1.0, 0.0, 2.0, 9.0, 0.0, 1.0, 0.0, 9.0, 0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 9.0,
+        ];
         let v = [
             1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0, 40.0, -1.0, -1.0, -1.0, -1.0,
         ];
@@ -193,6 +203,7 @@ mod tests {
             q: &q,
             cache_k: &k,
             cache_v: &v,
+            capacity: 4,
             valid: &valid,
             own: 2,
         };
