@@ -14,7 +14,7 @@ use std::time::Instant;
 use crate::backend::{self, BackendSpec, OnBackend};
 use crate::cli;
 use crate::config::resolve_model_path;
-use crate::model::generate::generate;
+use crate::model::generate::{DecodeMode, decode};
 use crate::model::load::random;
 use crate::model::lora::{self, LoraShape, TARGETS};
 use crate::model::sampling::SamplingParams;
@@ -86,6 +86,10 @@ pub struct BenchArgs {
     /// model instead of every weight; pi_ref is the model without them.
     #[arg(long, value_parser = cli::at_least_one)]
     pub lora_rank: Option<usize>,
+    /// Decode through the model's tensor ops, the path every backend has, instead of the
+    /// CPU decode path (flex only): what the latter buys, in one binary.
+    #[arg(long)]
+    pub tensor_decode: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -211,11 +215,18 @@ impl OnBackend for Bench {
             .map(|_| tokens(&mut rng, &config, PROMPT_LEN))
             .collect();
         let greedy = SamplingParams::GREEDY;
+        let mode = DecodeMode {
+            cache: true,
+            logps: false,
+            cpu_path: !args.tensor_decode,
+        };
+        let run =
+            |n: usize, rng: &mut StdRng| decode(&inference, &prompts, n, &greedy, &[], rng, mode);
         let start = Instant::now();
-        let _ = generate(&inference, &prompts, 1, &greedy, &mut rng);
+        let _ = run(1, &mut rng);
         let prefill_s = start.elapsed().as_secs_f64();
         let start = Instant::now();
-        let out = generate(&inference, &prompts, args.new_tokens, &greedy, &mut rng);
+        let out = run(args.new_tokens, &mut rng);
         let decode_s = start.elapsed().as_secs_f64();
         let generated: usize = out.iter().map(|g| g.tokens.len()).sum();
 

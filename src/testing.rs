@@ -41,6 +41,7 @@ pub fn generate_uncached<B: Backend>(
     let mode = crate::model::generate::DecodeMode {
         cache: false,
         logps: false,
+        cpu_path: false,
     };
     crate::model::generate::decode(model, prompts, max_new_tokens, params, &[], rng, mode)
 }

@@ -5,10 +5,11 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
+use rayon::prelude::*;
 
 use super::cache::{KvCache, distinct_rows};
 use super::llama::{AttentionPlan, CausalLm};
-use super::sampling::{SamplingParams, sample_token, suppress};
+use super::sampling::{SamplingParams, sample_token_at, suppress};
 
 /// One generated continuation.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,11 +26,14 @@ pub struct Generation {
 
 /// How [`decode`] runs.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct DecodeMode {
+pub struct DecodeMode {
     /// Extend a KV cache (else recompute every position each step).
     pub cache: bool,
     /// Record each token's log-prob ([`Generation::logps`]).
     pub logps: bool,
+    /// With a cache, take the CPU decode path where the model has one
+    /// ([`super::cpu_decode`]); else the model's tensor ops.
+    pub cpu_path: bool,
 }
 
 /// Generates up to `max_new_tokens` for each prompt, with a KV cache, any token allowed (as
@@ -46,6 +50,7 @@ pub fn generate<B: Backend>(
     let mode = DecodeMode {
         cache: true,
         logps: false,
+        cpu_path: true,
     };
     decode(model, prompts, max_new_tokens, params, &[], rng, mode)
 }
@@ -71,13 +76,14 @@ pub fn generate_suppressing<B: Backend>(
         DecodeMode {
             cache: true,
             logps: true,
+            cpu_path: true,
         },
     )
 }
 
 /// Decodes with or without the KV cache ([`crate::testing::generate_uncached`] checks the
 /// cache against recomputation), never emitting `suppressed`.
-pub(crate) fn decode<B: Backend>(
+pub fn decode<B: Backend>(
     model: &CausalLm<B>,
     prompts: &[Vec<u32>],
     max_new_tokens: usize,
@@ -107,20 +113,31 @@ pub(crate) fn decode<B: Backend>(
         return out;
     }
     assert!(width > 0, "every prompt needs at least one token");
-    let mut forward = Forward::new(model, use_cache, width + max_new_tokens);
+    let mut forward = Forward::new(model, use_cache, mode.cpu_path, width + max_new_tokens);
     // The outputs the rows of the batch decode for: a row that finishes leaves the batch.
     let mut active: Vec<usize> = (0..prompts.len()).collect();
     for step in 0..max_new_tokens {
         let mut logits = forward.logits(model, prompts, &rows, &device);
         let vocab = logits.len() / rows.len();
-        for ((row, &b), logits) in rows.iter_mut().zip(&active).zip(logits.chunks_mut(vocab)) {
-            let lse = mode.logps.then(|| logsumexp(logits));
-            suppress(logits, suppressed);
-            let next = sample_token(logits, params, rng);
-            // A suppressed id is never drawn, so its logit is still the raw one.
-            if let Some(lse) = lse {
-                out[b].logps.push(logits[next as usize] - lse);
-            }
+        // One draw per row, in row order, then the rows sampled in parallel: the same tokens
+        // as one row after another.
+        let draws: Vec<f64> = match params.is_greedy() {
+            true => vec![0.0; rows.len()],
+            false => (0..rows.len()).map(|_| rng.random::<f64>()).collect(),
+        };
+        let picked: Vec<(u32, Option<f32>)> = logits
+            .par_chunks_mut(vocab)
+            .zip(draws)
+            .map(|(logits, u)| {
+                let lse = mode.logps.then(|| logsumexp(logits));
+                suppress(logits, suppressed);
+                let next = sample_token_at(logits, params, u);
+                // A suppressed id is never drawn, so its logit is still the raw one.
+                (next, lse.map(|lse| logits[next as usize] - lse))
+            })
+            .collect();
+        for ((row, &b), (next, logp)) in rows.iter_mut().zip(&active).zip(picked) {
+            out[b].logps.extend(logp);
             out[b].tokens.push(next);
             out[b].finished = config.is_eos(next);
             row.push(next);
@@ -169,9 +186,12 @@ struct CpuForward {
 impl<B: Backend> Forward<B> {
     /// With a cache, the CPU decode path when the model has one, else tensors; without
     /// (the tests' reference), tensors recomputing every position.
-    fn new(model: &CausalLm<B>, cache: bool, capacity: usize) -> Self {
+    fn new(model: &CausalLm<B>, cache: bool, cpu_path: bool, capacity: usize) -> Self {
         #[cfg(feature = "flex")]
-        if cache && let Some(decoder) = super::cpu_decode::CpuDecoder::new(model) {
+        if cache
+            && cpu_path
+            && let Some(decoder) = super::cpu_decode::CpuDecoder::new(model)
+        {
             return Self::Cpu(Box::new(CpuForward {
                 decoder: Some(decoder),
                 session: None,
@@ -179,7 +199,7 @@ impl<B: Backend> Forward<B> {
                 fed: 0,
             }));
         }
-        let _ = capacity;
+        let _ = (capacity, cpu_path);
         Self::Tensors {
             cache: cache.then(|| KvCache::new(model.config().num_layers)),
             fed: 0,

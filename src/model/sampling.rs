@@ -60,6 +60,16 @@ pub fn sample_token(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng)
     if params.is_greedy() {
         return argmax(logits);
     }
+    sample_token_at(logits, params, rng.random::<f64>())
+}
+
+/// [`sample_token`] with its one uniform draw `u` in `[0, 1)` made beforehand (unused when
+/// greedy or when no logit is finite), so that rows can be sampled in parallel from draws
+/// taken in row order.
+pub fn sample_token_at(logits: &[f32], params: &SamplingParams, u: f64) -> u32 {
+    if params.is_greedy() {
+        return argmax(logits);
+    }
     let mut order: Vec<usize> = (0..logits.len())
         .filter(|&i| logits[i].is_finite())
         .collect();
@@ -95,7 +105,7 @@ pub fn sample_token(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng)
     } else {
         order[..kept].iter().map(|&i| weight(i) / total).sum()
     };
-    let mut draw = rng.random::<f64>() * kept_total;
+    let mut draw = u * kept_total;
     for i in 0..kept {
         sorted.sort_to(&mut order, i + 1);
         draw -= weight(order[i]) / total;

@@ -9,8 +9,8 @@ use burn::tensor::backend::AutodiffBackend;
 use std::collections::HashMap;
 
 use crate::config::{ServerApi, ServerSection};
-use crate::engine::Event;
 use crate::engine::pipeline::Pipeline;
+use crate::engine::{Event, LogLine};
 use crate::external::concurrent;
 use crate::external::http::{Completion, CompletionRequest};
 use crate::external::server::Requester;
@@ -39,7 +39,10 @@ impl<B: AutodiffBackend> Pipeline<B> {
             .server
             .as_mut()
             .context("a server engine without its server")?;
+        let since = std::time::Instant::now();
         server.serve(&checkpoint, starting, &mut watch)?;
+        // A start or reload, reported apart from the generation that follows it.
+        let ready_s = since.elapsed().as_secs_f64();
         // One row per choice, in the order of the jobs (a request's choices are its prompt's
         // consecutive rows).
         let completions: Vec<Completion> =
@@ -47,6 +50,12 @@ impl<B: AutodiffBackend> Pipeline<B> {
                 .into_iter()
                 .flatten()
                 .collect();
+        drop(watch);
+        if ready_s >= 1.0 {
+            emit(Event::Log(LogLine::info(format!(
+                "generation server ready after {ready_s:.1} s"
+            ))));
+        }
         anyhow::ensure!(
             completions.len() == jobs.len(),
             "{} completions for {} rows",

@@ -67,6 +67,12 @@ pub(super) fn run(
         .map(|(r, g)| cache.at(r, g))
         .collect();
     let capacity = cache.capacity;
+    // Per row and key, 0 or -inf (padding), shared by every layer and head.
+    let masks: Vec<f32> = batch
+        .valid
+        .iter()
+        .flat_map(|v| v.iter().map(|&ok| if ok { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
     let mut caches: Vec<(Shared<'_>, Shared<'_>)> = cache
         .layers
         .iter_mut()
@@ -82,12 +88,12 @@ pub(super) fn run(
     };
     let step = Step {
         dec,
-        batch,
         rows,
         seq,
         past,
         slabs: &slabs,
         capacity,
+        masks: &masks,
         cos: &cos,
         sin: &sin,
     };
@@ -111,13 +117,14 @@ struct Buffers<'a> {
 
 struct Step<'a> {
     dec: &'a CpuDecoder,
-    batch: &'a Batch<'a>,
     rows: usize,
     seq: usize,
     past: usize,
     /// Per (row, kv head), where its cache slab starts.
     slabs: &'a [usize],
     capacity: usize,
+    /// `[rows, keys]`: 0 for a real token, -inf for padding.
+    masks: &'a [f32],
     /// `[n, head_dim / 2]` each.
     cos: &'a [f32],
     sin: &'a [f32],
@@ -281,7 +288,7 @@ impl Step<'_> {
                     cache_k,
                     cache_v,
                     capacity: cap,
-                    valid: self.batch.valid[row],
+                    mask: &self.masks[row * keys..(row + 1) * keys],
                     own: self.past + t,
                 };
                 let at = r * qd + head * hd;

@@ -80,11 +80,14 @@ fn sum_lanes(a: &[f32], b: &[f32]) -> f32 {
 
 /// `e^x` to about 2 ulp (Cephes' expf polynomial), in operations the compiler vectorizes:
 /// libm's scalar call per element was a tenth of a decode step. Inputs above 88 give
-/// `e^88` (SiLU and softmax never need more).
+/// `e^88` (SiLU and softmax never need more), below -87.3 (and -inf) 0.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    let x = x.clamp(-87.3, 88.0);
+    if x < -87.3 {
+        return 0.0;
+    }
+    let x = x.min(88.0);
     let n = (x * LOG2E + 0.5).floor();
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let p = 1.987_569_1e-4_f32;
@@ -99,14 +102,14 @@ pub fn exp(x: f32) -> f32 {
 
 /// One query's attention over a cache slab: the keys transposed (`cache_k[d * capacity + j]`
 /// is dimension `d` of key `j`), the values as rows (`cache_v[j * head_dim + d]`). The query
-/// sits at key `own` and sees itself and the valid keys before it (as the masks of
-/// [`crate::model::attention::AttentionPlan`]).
+/// sits at key `own` and sees itself and the keys before it that `mask` leaves at 0 (-inf:
+/// padding), as the masks of [`crate::model::attention::AttentionPlan`].
 pub struct Query<'a> {
     pub q: &'a [f32],
     pub cache_k: &'a [f32],
     pub cache_v: &'a [f32],
     pub capacity: usize,
-    pub valid: &'a [bool],
+    pub mask: &'a [f32],
     pub own: usize,
 }
 
@@ -120,41 +123,42 @@ per_kernel_set!(
 fn attend_body(query: &Query<'_>, scores: &mut [f32], out: &mut [f32]) {
     let (hd, cap, keys) = (query.q.len(), query.capacity, query.own + 1);
     let scores = &mut scores[..keys];
-    // Scores for all keys at once, a dimension at a time: vectors over the keys.
-    scores.fill(0.0);
+    // The mask, then the dot products added a dimension at a time: vectors over the keys.
+    scores.copy_from_slice(&query.mask[..keys]);
+    scores[query.own] = 0.0;
     for (d, &qd) in query.q.iter().enumerate() {
         let k = &query.cache_k[d * cap..d * cap + keys];
         for (s, &k) in scores.iter_mut().zip(k) {
             *s += qd * k;
         }
     }
-    let seen = |j: usize| j == query.own || query.valid[j];
-    let mut max = [f32::NEG_INFINITY; LANES];
-    for (j, &s) in scores.iter().enumerate() {
-        if seen(j) {
-            max[j % LANES] = max[j % LANES].max(s);
-        }
-    }
-    let max = max.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    for (j, s) in scores.iter_mut().enumerate() {
-        *s = if seen(j) { exp(*s - max) } else { 0.0 };
-    }
-    let mut total = [0f32; LANES];
-    for (j, &s) in scores.iter().enumerate() {
-        total[j % LANES] += s;
-    }
-    let total: f32 = total.iter().sum();
+    let max = fold_lanes(scores, f32::NEG_INFINITY, f32::max);
+    // Masked keys: exp(-inf) = 0.
+    scores.iter_mut().for_each(|s| *s = exp(*s - max));
+    let total = fold_lanes(scores, 0.0, |a, b| a + b);
     out.fill(0.0);
     for (j, &p) in scores.iter().enumerate() {
-        if p != 0.0 {
-            let v = &query.cache_v[j * hd..(j + 1) * hd];
-            for (o, &v) in out.iter_mut().zip(v) {
-                *o += p * v;
-            }
+        let v = &query.cache_v[j * hd..(j + 1) * hd];
+        for (o, &v) in out.iter_mut().zip(v) {
+            *o += p * v;
         }
     }
     let inv = total.recip();
     out.iter_mut().for_each(|o| *o *= inv);
+}
+
+/// `f` over `xs` in `LANES` running values, then across them.
+#[inline(always)]
+fn fold_lanes(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] = f(acc[l], c[l]);
+        }
+    }
+    tail.iter().chain(&acc).fold(init, |a, &b| f(a, b))
 }
 
 /// HF's rotary embedding on one head (`x * cos + rotate_half(x) * sin`, the tables holding
@@ -198,13 +202,13 @@ mod tests {
             1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0, 40.0, -1.0, -1.0, -1.0, -1.0,
         ];
         let q = [2.0f32.ln(), 0.0, 0.0, 0.0];
-        let valid = [true, false, true];
+        let mask = [0.0, f32::NEG_INFINITY, 0.0];
         let query = Query {
             q: &q,
             cache_k: &k,
             cache_v: &v,
             capacity: 4,
-            valid: &valid,
+            mask: &mask,
             own: 2,
         };
         let (mut scores, mut out) = (vec![0.0; keys], vec![0.0; hd]);
