@@ -157,8 +157,8 @@ mod tests {
 
     #[test]
     fn an_element_is_the_same_sum_whatever_the_tile_batch_or_share() {
-        // Row counts past each tile height, columns past each tile width and vector, both
-        // layouts, strides wider than the matrix.
+        // Row counts past each tile height, columns past each tile width and vector, k past
+        // a block of weight rows, both layouts, strides wider than the matrix.
         for (rows, k, n) in [
             (1, 1, 1),
             (3, 7, 5),

@@ -9,7 +9,7 @@ use super::{AHEAD, Out, Weights, element, store};
 /// vectors of columns), `$cols_mr x $cols_nc` per column-major one (rows by columns, each a
 /// vector of partial sums over `k`).
 macro_rules! kernel_set {
-    ($name:ident, $feature:literal, $lanes:literal, $zero:ident, $load:ident,
+    ($name:ident, $feature:literal, $vec:ty, $lanes:literal, $zero:ident, $load:ident,
      $store:ident, $splat:ident, $fma:ident, $add:ident, $hsum:path,
      $rows_mr:literal, $rows_nv:literal, $cols_mr:literal, $cols_nc:literal) => {
         #[target_feature(enable = $feature)]
@@ -24,15 +24,24 @@ macro_rules! kernel_set {
             // SAFETY (all below): the bounds `super::product` asserted; `out` by its caller.
             match w {
                 Weights::Rows { data, stride } => {
+                    // Partial sums of a column group between blocks of k.
+                    let mut part = vec![$zero(); rows * $rows_nv];
+                    let args = RowArgs {
+                        x,
+                        rows,
+                        k,
+                        data,
+                        stride,
+                        first: cols.start,
+                        out,
+                    };
                     let mut c = cols.start;
                     while c + $rows_nv * $lanes <= cols.end {
-                        unsafe {
-                            row_blocks::<$rows_nv>(x, rows, k, data, stride, c, cols.start, out)
-                        };
+                        unsafe { row_blocks::<$rows_nv>(&args, c, &mut part) };
                         c += $rows_nv * $lanes;
                     }
                     while c + $lanes <= cols.end {
-                        unsafe { row_blocks::<1>(x, rows, k, data, stride, c, cols.start, out) };
+                        unsafe { row_blocks::<1>(&args, c, &mut part) };
                         c += $lanes;
                     }
                     for c in c..cols.end {
@@ -51,59 +60,78 @@ macro_rules! kernel_set {
             }
         }
 
-        /// Columns `c..c + V * lanes` of every row, `$rows_mr` rows at a time, then the
-        /// rest by fours, twos and ones.
-        #[inline(always)]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn row_blocks<const V: usize>(
-            x: &[f32],
+        /// A row-major product's operands.
+        struct RowArgs<'a> {
+            x: &'a [f32],
             rows: usize,
             k: usize,
-            data: &[f32],
+            data: &'a [f32],
             stride: usize,
-            c: usize,
+            /// The product's first column (where `out` points).
             first: usize,
             out: Out,
-        ) {
-            let args = (x, k, data, stride, c, first, out);
-            let mut m = 0;
-            // SAFETY: as the caller's.
-            unsafe {
-                while m + $rows_mr <= rows {
-                    row_tile::<$rows_mr, V>(args, m);
-                    m += $rows_mr;
-                }
-                for r in [4, 2, 1] {
-                    if r < $rows_mr && m + r <= rows {
-                        match r {
-                            4 => row_tile::<4, V>(args, m),
-                            2 => row_tile::<2, V>(args, m),
-                            _ => row_tile::<1, V>(args, m),
-                        }
-                        m += r;
+        }
+
+        /// Columns `c..c + V * lanes` of every row: over `k` in blocks of `KC` weight rows,
+        /// each block (`KC x V` vectors, a few tens of KB) read from memory by the first row
+        /// tile and from L1 by the others; `$rows_mr` rows at a time, then the rest by fours,
+        /// twos and ones. A tile's sums wait in `part` between blocks: stored and loaded
+        /// exactly, they are the same multiply-adds in the same order as in one pass.
+        #[inline(always)]
+        unsafe fn row_blocks<const V: usize>(a: &RowArgs<'_>, c: usize, part: &mut [$vec]) {
+            const KC: usize = 128;
+            for k0 in (0..a.k).step_by(KC) {
+                let ks = k0..(k0 + KC).min(a.k);
+                let mut m = 0;
+                // SAFETY: as the caller's.
+                unsafe {
+                    while m + $rows_mr <= a.rows {
+                        row_tile::<$rows_mr, V>(a, c, m, ks.clone(), part);
+                        m += $rows_mr;
                     }
-                }
-                if m < rows {
-                    row_tile::<1, V>(args, m);
+                    for r in [4, 2, 1] {
+                        if r < $rows_mr && m + r <= a.rows {
+                            match r {
+                                4 => row_tile::<4, V>(a, c, m, ks.clone(), part),
+                                2 => row_tile::<2, V>(a, c, m, ks.clone(), part),
+                                _ => row_tile::<1, V>(a, c, m, ks.clone(), part),
+                            }
+                            m += r;
+                        }
+                    }
+                    if m < a.rows {
+                        row_tile::<1, V>(a, c, m, ks.clone(), part);
+                    }
                 }
             }
         }
 
-        /// Rows `m0..m0 + R` by columns `c..c + V * lanes`, summed over all of `k` in
-        /// registers. The first row block prefetches the weights; the others find them in
-        /// cache.
+        /// Rows `m0..m0 + R` by columns `c..c + V * lanes`, summed over weight rows `ks` in
+        /// registers, from the partial sums of the blocks before (none for the first) and
+        /// into `out` after the last. The first row tile prefetches the weights.
         #[inline(always)]
         unsafe fn row_tile<const R: usize, const V: usize>(
-            (x, k, data, stride, c, first, out): (&[f32], usize, &[f32], usize, usize, usize, Out),
+            a: &RowArgs<'_>,
+            c: usize,
             m0: usize,
+            ks: Range<usize>,
+            part: &mut [$vec],
         ) {
+            let (k, stride, out) = (a.k, a.stride, a.out);
             // SAFETY: reads within the asserted bounds; prefetches never fault.
             unsafe {
                 let mut acc = [[$zero(); V]; R];
-                let xp = x.as_ptr().add(m0 * k);
-                let base = data.as_ptr().add(c);
+                if ks.start > 0 {
+                    for r in 0..R {
+                        for v in 0..V {
+                            acc[r][v] = part[(m0 + r) * $rows_nv + v];
+                        }
+                    }
+                }
+                let xp = a.x.as_ptr().add(m0 * k);
+                let base = a.data.as_ptr().add(c);
                 let lines = (V * $lanes * 4).div_ceil(64) + 1;
-                for i in 0..k {
+                for i in ks.clone() {
                     let row = base.add(i * stride);
                     if m0 == 0 {
                         let ahead = row.wrapping_add(AHEAD * stride);
@@ -119,9 +147,19 @@ macro_rules! kernel_set {
                         }
                     }
                 }
+                if ks.end < k {
+                    for r in 0..R {
+                        for v in 0..V {
+                            part[(m0 + r) * $rows_nv + v] = acc[r][v];
+                        }
+                    }
+                    return;
+                }
                 for r in 0..R {
                     for v in 0..V {
-                        let p = out.ptr.add((m0 + r) * out.stride + c - first + v * $lanes);
+                        let p = out
+                            .ptr
+                            .add((m0 + r) * out.stride + c - a.first + v * $lanes);
                         let y = if out.add {
                             $add($load(p), acc[r][v])
                         } else {
@@ -194,6 +232,7 @@ mod set512 {
     kernel_set!(
         kernels,
         "avx512f,avx2,fma",
+        __m512,
         16,
         _mm512_setzero_ps,
         _mm512_loadu_ps,
@@ -204,8 +243,8 @@ mod set512 {
         _mm512_reduce_add_ps,
         8,
         3,
-        4,
-        4
+        8,
+        3
     );
 }
 
@@ -214,6 +253,7 @@ mod set256 {
     kernel_set!(
         kernels,
         "avx2,fma",
+        __m256,
         8,
         _mm256_setzero_ps,
         _mm256_loadu_ps,
