@@ -117,23 +117,7 @@ mod x86;
 mod tests {
     use super::{Out, Weights, product};
     use crate::backend::CpuKernels;
-
-    pub(crate) fn runnable() -> Vec<CpuKernels> {
-        let mut out = vec![CpuKernels::Baseline];
-        if CpuKernels::detect() != CpuKernels::Baseline {
-            out.push(CpuKernels::Avx2);
-        }
-        if CpuKernels::detect() == CpuKernels::Avx512 {
-            out.push(CpuKernels::Avx512);
-        }
-        out
-    }
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    }
+    use crate::model::decode_matmul::kernels::tests::{runnable, values};
 
     /// `x @ w` for rows `rows` and columns `cols` of the result, one call.
     #[allow(clippy::too_many_arguments)]

@@ -248,12 +248,12 @@ fn finish(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{Weights, product};
     use crate::backend::CpuKernels;
 
     /// The kernel sets this CPU can run.
-    fn runnable() -> Vec<CpuKernels> {
+    pub(crate) fn runnable() -> Vec<CpuKernels> {
         let mut out = vec![CpuKernels::Baseline];
         if CpuKernels::detect() != CpuKernels::Baseline {
             out.push(CpuKernels::Avx2);
@@ -264,7 +264,7 @@ mod tests {
         out
     }
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
             .collect()
