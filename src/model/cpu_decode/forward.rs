@@ -73,12 +73,11 @@ pub(super) fn run(
         .iter()
         .flat_map(|v| v.iter().map(|&ok| if ok { 0.0 } else { f32::NEG_INFINITY }))
         .collect();
-    let mut caches: Vec<(Shared<'_>, Shared<'_>)> = cache
+    let caches: Vec<(Shared<'_>, Shared<'_>)> = cache
         .layers
         .iter_mut()
         .map(|(k, v)| (Shared::new(k), Shared::new(v)))
         .collect();
-    let caches = &mut caches;
     let bufs = Buffers {
         x: Shared::new(&mut x),
         qkv: Shared::new(&mut qkv),
@@ -97,8 +96,7 @@ pub(super) fn run(
         cos: &cos,
         sin: &sin,
     };
-    let caches = &*caches;
-    team::run(threads, |m| step.member(m, &bufs, caches));
+    team::run(threads, |m| step.member(m, &bufs, &caches));
     cache.len += seq;
     logits
 }
