@@ -251,11 +251,7 @@ impl<B: Backend> Forward<B> {
                         if distinct.len() < rows.len() {
                             s.select_rows(&of_row);
                         }
-                        let vocab = logits.len() / distinct.len();
-                        of_row
-                            .iter()
-                            .flat_map(|&u| logits[u * vocab..(u + 1) * vocab].iter().copied())
-                            .collect()
+                        spread(&logits, &of_row, distinct.len())
                     }
                 };
                 *fed = total;
@@ -325,7 +321,13 @@ fn prefill_shared<B: Backend>(
         TensorData::new(index, [rows.len()]),
         device,
     ));
-    let vocab = logits.len() / distinct.len();
+    spread(&logits, &of_row, distinct.len())
+}
+
+/// Each row's logits from its distinct prompt's (`of_row[row]`), `[rows * vocab]` from
+/// `[distinct * vocab]`.
+fn spread(logits: &[f32], of_row: &[usize], distinct: usize) -> Vec<f32> {
+    let vocab = logits.len() / distinct;
     of_row
         .iter()
         .flat_map(|&u| logits[u * vocab..(u + 1) * vocab].iter().copied())

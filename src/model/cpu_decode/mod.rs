@@ -124,10 +124,6 @@ impl CpuDecoder {
         })
     }
 
-    pub fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-
     /// Multiply-adds per token, to size the thread team.
     fn work_per_token(&self) -> usize {
         let c = &self.config;
